@@ -1,0 +1,179 @@
+//! The one typed configuration, read once at start-up from flags and environment.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use secrecy::{ExposeSecret, SecretString};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "codecrafter",
+    version,
+    about = "Real-time collaborative code editing backend"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub config: Config,
+}
+
+#[derive(Subcommand, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Command {
+    /// Serve the GraphQL API (the default).
+    Serve,
+    /// Apply pending database migrations and exit.
+    Migrate,
+    /// Print the GraphQL schema (SDL) and exit.
+    PrintSchema,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+pub const DEFAULT_BIND: &str = "127.0.0.1:8080";
+pub const DEFAULT_DATA_DIR: &str = "./codecrafter-data";
+pub const DEFAULT_LOG: &str = "info,sqlx=warn,sea_orm=warn";
+
+#[derive(Args, Debug, Clone)]
+pub struct Config {
+    /// PostgreSQL URL (production mode). Without it: embedded mode, SQLite in the data dir.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true, value_parser = secret, global = true)]
+    pub database_url: Option<SecretString>,
+
+    /// Where embedded mode keeps its database and generated key.
+    #[arg(long, env = "CODECRAFTER_DATA_DIR", default_value = DEFAULT_DATA_DIR, global = true)]
+    pub data_dir: PathBuf,
+
+    /// Key for signing access tokens, at least 32 characters. Required with DATABASE_URL;
+    /// in embedded mode one is generated and kept in the data dir when unset.
+    #[arg(long, env = "JWT_SECRET", hide_env_values = true, value_parser = secret, global = true)]
+    pub jwt_secret: Option<SecretString>,
+
+    /// Address to listen on.
+    #[arg(long, env = "BIND", default_value = DEFAULT_BIND, global = true)]
+    pub bind: SocketAddr,
+
+    /// Log filter, in `tracing` directive syntax.
+    #[arg(long = "log", env = "RUST_LOG", default_value = DEFAULT_LOG, global = true)]
+    pub log_filter: String,
+
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+
+    /// Lifetime of access tokens, in seconds.
+    #[arg(long, env = "ACCESS_TOKEN_TTL_SECS", default_value_t = 15 * 60, global = true)]
+    pub access_token_ttl_secs: u64,
+
+    /// Lifetime of refresh tokens, in days.
+    #[arg(
+        long,
+        env = "REFRESH_TOKEN_TTL_DAYS",
+        default_value_t = 30,
+        global = true
+    )]
+    pub refresh_token_ttl_days: u64,
+
+    /// Largest accepted request body, in bytes.
+    #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 1024 * 1024, global = true)]
+    pub max_body_bytes: usize,
+
+    /// Connection pool size for PostgreSQL (SQLite always uses one writer connection).
+    #[arg(
+        long,
+        env = "DATABASE_MAX_CONNECTIONS",
+        default_value_t = 10,
+        global = true
+    )]
+    pub database_max_connections: u32,
+}
+
+fn secret(value: &str) -> Result<SecretString, String> {
+    Ok(SecretString::from(value))
+}
+
+/// Where the data lives, decided by `DATABASE_URL`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Embedded,
+    Production,
+}
+
+impl Config {
+    /// The defaults, with nothing read from the environment; for tests and tools.
+    pub fn embedded(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            database_url: None,
+            data_dir: data_dir.into(),
+            jwt_secret: None,
+            bind: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            log_filter: DEFAULT_LOG.to_owned(),
+            log_format: LogFormat::Text,
+            access_token_ttl_secs: 15 * 60,
+            refresh_token_ttl_days: 30,
+            max_body_bytes: 1024 * 1024,
+            database_max_connections: 10,
+        }
+    }
+
+    pub fn mode(&self) -> Mode {
+        if self.database_url.is_some() {
+            Mode::Production
+        } else {
+            Mode::Embedded
+        }
+    }
+
+    /// The SeaORM URL of the database this configuration points at.
+    pub fn database_url(&self) -> SecretString {
+        match &self.database_url {
+            Some(url) => url.clone(),
+            None => {
+                let path = self.data_dir.join("codecrafter.db");
+                SecretString::from(format!("sqlite://{}?mode=rwc", path.display()))
+            }
+        }
+    }
+
+    pub fn access_token_ttl(&self) -> Duration {
+        Duration::from_secs(self.access_token_ttl_secs)
+    }
+
+    pub fn refresh_token_ttl(&self) -> Duration {
+        Duration::from_secs(self.refresh_token_ttl_days * 24 * 60 * 60)
+    }
+
+    /// Whether a database URL names PostgreSQL; anything else is refused at start-up.
+    pub fn database_is_postgres(&self) -> bool {
+        self.database_url.as_ref().is_some_and(|url| {
+            let url = url.expose_secret();
+            url.starts_with("postgres://") || url.starts_with("postgresql://")
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serve_is_the_default_and_flags_parse() -> Result<(), clap::Error> {
+        let cli = Cli::try_parse_from([
+            "codecrafter",
+            "--bind",
+            "0.0.0.0:9000",
+            "--data-dir",
+            "/tmp/x",
+        ])?;
+        assert_eq!(cli.command, None);
+        assert_eq!(cli.config.bind, SocketAddr::from(([0, 0, 0, 0], 9000)));
+        let cli = Cli::try_parse_from(["codecrafter", "print-schema"])?;
+        assert_eq!(cli.command, Some(Command::PrintSchema));
+        Ok(())
+    }
+}

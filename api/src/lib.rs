@@ -1,0 +1,11 @@
+//! The `codecrafter` server: configuration, HTTP routes, start-up.
+
+pub mod config;
+pub mod database;
+mod routes;
+pub mod secrets;
+pub mod startup;
+pub mod telemetry;
+
+pub use config::{Cli, Command, Config, Mode};
+pub use startup::Application;

@@ -1,0 +1,65 @@
+use anyhow::Context;
+use api::{Application, Cli, Command, Mode};
+use clap::Parser;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let config = cli.config;
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::PrintSchema => {
+            print!("{}", schema::sdl());
+            Ok(())
+        }
+        Command::Migrate => {
+            api::telemetry::init(&config);
+            let db = api::database::connect(&config).await?;
+            api::database::migrate(&db).await?;
+            tracing::info!("migrations applied");
+            Ok(())
+        }
+        Command::Serve => {
+            api::telemetry::init(&config);
+            let app = Application::build(&config).await?;
+            let addr = app.local_addr()?;
+            match app.mode() {
+                Mode::Embedded => println!(
+                    "CodeCrafter (embedded mode, data in {}) listening on http://{addr}/graphql",
+                    config.data_dir.display()
+                ),
+                Mode::Production => {
+                    println!("CodeCrafter (PostgreSQL) listening on http://{addr}/graphql")
+                }
+            }
+            app.run_until(shutdown_signal())
+                .await
+                .context("server failed")
+        }
+    }
+}
+
+/// Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(err) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %err, "could not listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "could not listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutting down");
+}

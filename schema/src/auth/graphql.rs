@@ -1,0 +1,111 @@
+//! GraphQL resolvers of authentication.
+
+use async_graphql::{Context, InputObject, Object, Result};
+use chrono::{DateTime, Utc};
+
+use super::service::{self, Session, SignUp};
+use crate::context::ViewerExt;
+use crate::state::Services;
+use crate::users::Account;
+
+/// Tokens for a signed-in session.
+pub struct AuthPayload(Session);
+
+#[Object]
+impl AuthPayload {
+    /// Send as `Authorization: Bearer <token>`; valid for 15 minutes.
+    async fn access_token(&self) -> &str {
+        &self.0.access_token
+    }
+    async fn access_token_expires_at(&self) -> DateTime<Utc> {
+        self.0.access_token_expires_at
+    }
+    /// Single use: trade it with `refreshToken` for a new pair before it expires.
+    async fn refresh_token(&self) -> &str {
+        &self.0.refresh_token
+    }
+    async fn refresh_token_expires_at(&self) -> DateTime<Utc> {
+        self.0.refresh_token_expires_at
+    }
+    async fn user(&self) -> Account {
+        Account(self.0.user.clone())
+    }
+}
+
+/// A new account.
+#[derive(InputObject)]
+pub struct SignUpInput {
+    /// 3–32 characters of `[a-z0-9_-]`.
+    pub username: String,
+    pub email: String,
+    /// 8–128 characters.
+    pub password: String,
+    /// Defaults to the username.
+    pub display_name: Option<String>,
+}
+
+#[derive(InputObject)]
+pub struct SignInInput {
+    /// A username or an email address.
+    pub login: String,
+    pub password: String,
+}
+
+#[derive(Default)]
+pub struct AuthMutation;
+
+#[Object]
+impl AuthMutation {
+    /// Create an account and sign in to it.
+    async fn sign_up(&self, ctx: &Context<'_>, input: SignUpInput) -> Result<AuthPayload> {
+        let input = SignUp {
+            username: input.username,
+            email: input.email,
+            password: input.password,
+            display_name: input.display_name,
+        };
+        Ok(AuthPayload(
+            service::sign_up(ctx.data_unchecked::<Services>(), input).await?,
+        ))
+    }
+
+    /// Sign in by username or email.
+    async fn sign_in(&self, ctx: &Context<'_>, input: SignInInput) -> Result<AuthPayload> {
+        let services = ctx.data_unchecked::<Services>();
+        Ok(AuthPayload(
+            service::sign_in(services, &input.login, input.password).await?,
+        ))
+    }
+
+    /// Trade a refresh token for a new access and refresh token. Each refresh token works
+    /// once; using one twice signs out that whole session.
+    async fn refresh_token(&self, ctx: &Context<'_>, refresh_token: String) -> Result<AuthPayload> {
+        Ok(AuthPayload(
+            service::refresh(ctx.data_unchecked::<Services>(), &refresh_token).await?,
+        ))
+    }
+
+    /// End the session the refresh token belongs to. Always answers true.
+    async fn sign_out(&self, ctx: &Context<'_>, refresh_token: String) -> Result<bool> {
+        service::sign_out(ctx.data_unchecked::<Services>(), &refresh_token).await?;
+        Ok(true)
+    }
+
+    /// Change the password; every other session of the account is signed out.
+    async fn change_password(
+        &self,
+        ctx: &Context<'_>,
+        current_password: String,
+        new_password: String,
+    ) -> Result<bool> {
+        let viewer = ctx.viewer().require()?;
+        service::change_password(
+            ctx.data_unchecked::<Services>(),
+            viewer,
+            current_password,
+            new_password,
+        )
+        .await?;
+        Ok(true)
+    }
+}

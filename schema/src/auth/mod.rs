@@ -1,0 +1,8 @@
+//! Sign-up, sign-in, token refresh and rotation, sign-out, password changes.
+
+mod graphql;
+pub mod password;
+pub mod service;
+pub mod tokens;
+
+pub use graphql::AuthMutation;

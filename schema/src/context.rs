@@ -1,0 +1,65 @@
+//! Who is asking: the viewer of a request, read from its access token.
+
+use entity::user::UserRole;
+use uuid::Uuid;
+
+use crate::error::{ApiError, ApiResult};
+
+/// A verified access token.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuthUser {
+    pub id: Uuid,
+    pub role: UserRole,
+    /// The refresh-token family this access token was issued for (one per sign-in).
+    pub session_id: Uuid,
+}
+
+impl AuthUser {
+    pub fn is_admin(&self) -> bool {
+        self.role == UserRole::Admin
+    }
+}
+
+/// The viewer of one request (HTTP) or one connection (WebSocket).
+#[derive(Clone, Debug, Default)]
+pub enum Viewer {
+    #[default]
+    Anonymous,
+    User(AuthUser),
+    /// A token was sent but is expired or forged: answer UNAUTHENTICATED rather than
+    /// silently treating the caller as anonymous, so clients know to refresh.
+    InvalidToken,
+}
+
+impl Viewer {
+    /// The signed-in user, if any.
+    pub fn user(&self) -> ApiResult<Option<&AuthUser>> {
+        match self {
+            Self::Anonymous => Ok(None),
+            Self::User(user) => Ok(Some(user)),
+            Self::InvalidToken => Err(invalid_token()),
+        }
+    }
+
+    /// The signed-in user, or UNAUTHENTICATED.
+    pub fn require(&self) -> ApiResult<&AuthUser> {
+        self.user()?
+            .ok_or_else(|| ApiError::unauthenticated("sign in first"))
+    }
+}
+
+fn invalid_token() -> ApiError {
+    ApiError::unauthenticated("the access token is invalid or expired")
+}
+
+/// The viewer of the current GraphQL request.
+pub trait ViewerExt {
+    fn viewer(&self) -> &Viewer;
+}
+
+impl ViewerExt for async_graphql::Context<'_> {
+    fn viewer(&self) -> &Viewer {
+        static ANONYMOUS: Viewer = Viewer::Anonymous;
+        self.data_opt::<Viewer>().unwrap_or(&ANONYMOUS)
+    }
+}

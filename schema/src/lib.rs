@@ -1,0 +1,70 @@
+//! The GraphQL schema of CodeCrafter and the services behind it.
+//!
+//! Each domain lives in its own folder with its types, resolvers and service; resolvers are
+//! thin and the services hold the rules.
+
+pub mod auth;
+pub mod context;
+pub mod error;
+mod extensions;
+mod loaders;
+pub mod projects;
+pub mod state;
+mod time;
+pub mod users;
+mod validation;
+
+use async_graphql::dataloader::DataLoader;
+use async_graphql::{EmptySubscription, MergedObject, Schema};
+
+pub use context::{AuthUser, Viewer};
+pub use extensions::fill_codes;
+pub use state::Services;
+
+/// Every query.
+#[derive(MergedObject, Default)]
+pub struct Query(users::UsersQuery, projects::ProjectsQuery);
+
+/// Every mutation.
+#[derive(MergedObject, Default)]
+pub struct Mutation(
+    auth::AuthMutation,
+    users::UsersMutation,
+    projects::ProjectsMutation,
+);
+
+pub type AppSchema = Schema<Query, Mutation, EmptySubscription>;
+
+/// Deepest selection a query may nest.
+pub const MAX_DEPTH: usize = 12;
+/// Most fields a query may select, counted recursively.
+pub const MAX_COMPLEXITY: usize = 1_000;
+
+fn builder() -> async_graphql::SchemaBuilder<Query, Mutation, EmptySubscription> {
+    Schema::build(Query::default(), Mutation::default(), EmptySubscription)
+        .extension(extensions::ErrorCodes)
+        .limit_depth(MAX_DEPTH)
+        .limit_complexity(MAX_COMPLEXITY)
+}
+
+/// The schema, serving `services`.
+pub fn build(services: Services) -> AppSchema {
+    builder().data(services).finish()
+}
+
+/// The SDL that `schema/schema.graphql` must equal.
+pub fn sdl() -> String {
+    builder().finish().sdl()
+}
+
+/// Attach what one request needs: who is asking, and per-request batching caches.
+pub fn prepare(
+    request: async_graphql::Request,
+    services: &Services,
+    viewer: Viewer,
+) -> async_graphql::Request {
+    request.data(viewer).data(DataLoader::new(
+        loaders::UserLoader(services.db.clone()),
+        tokio::spawn,
+    ))
+}

@@ -1,0 +1,356 @@
+//! GraphQL types and resolvers of projects and members.
+
+use async_graphql::connection::{Connection, Edge, EmptyFields};
+use async_graphql::dataloader::DataLoader;
+use async_graphql::{Context, Enum, ID, InputObject, Object, Result, SimpleObject};
+use chrono::{DateTime, Utc};
+use entity::project_member;
+use uuid::Uuid;
+
+use super::access::ProjectAccess;
+use super::service::{self, NewProject, ProjectChanges, ProjectListFilter};
+use crate::context::ViewerExt;
+use crate::error::{ApiError, ApiResult};
+use crate::loaders::UserLoader;
+use crate::state::Services;
+use crate::users::User;
+use crate::validation;
+
+/// A member's role in a project.
+#[derive(Enum, Copy, Clone, Eq, PartialEq)]
+#[graphql(remote = "entity::project_member::ProjectRole")]
+pub enum ProjectRole {
+    /// Everything, including settings, members and deletion.
+    Owner,
+    /// Reads and edits the files.
+    Editor,
+    /// Reads only.
+    Viewer,
+}
+
+/// The language a project's code is written in.
+#[derive(Enum, Copy, Clone, Eq, PartialEq)]
+#[graphql(remote = "entity::project::Language")]
+pub enum Language {
+    Python,
+    #[graphql(name = "JAVASCRIPT")]
+    JavaScript,
+    C,
+    Cpp,
+    Bash,
+    Rust,
+    Java,
+    Go,
+}
+
+/// A shared workspace of files that its members edit together.
+pub struct Project(ProjectAccess);
+
+#[Object]
+impl Project {
+    async fn id(&self) -> ID {
+        ID(self.0.project.id.to_string())
+    }
+    /// 1–120 characters.
+    async fn title(&self) -> &str {
+        &self.0.project.title
+    }
+    /// Up to 2,000 characters; may be empty.
+    async fn description(&self) -> &str {
+        &self.0.project.description
+    }
+    async fn default_language(&self) -> Language {
+        self.0.project.default_language.into()
+    }
+    /// Public projects are listed, readable and joinable by anyone.
+    async fn is_public(&self) -> bool {
+        self.0.project.is_public
+    }
+    /// The primary owner.
+    async fn owner(&self, ctx: &Context<'_>) -> Result<User> {
+        load_user(ctx, self.0.project.owner_id).await
+    }
+    async fn created_at(&self) -> DateTime<Utc> {
+        self.0.project.created_at
+    }
+    async fn updated_at(&self) -> DateTime<Utc> {
+        self.0.project.updated_at
+    }
+    /// When a member last did something here; lists are sorted on it, newest first.
+    async fn last_activity_at(&self) -> DateTime<Utc> {
+        self.0.project.last_activity_at
+    }
+    /// The signed-in user's role here, or null when not a member.
+    async fn viewer_role(&self) -> Option<ProjectRole> {
+        self.0.role.map(Into::into)
+    }
+    /// Everyone in the project, longest-standing first.
+    async fn members(&self, ctx: &Context<'_>) -> Result<Vec<ProjectMember>> {
+        let members = service::members(ctx.data_unchecked::<Services>(), self.0.project.id).await?;
+        Ok(members.into_iter().map(ProjectMember).collect())
+    }
+}
+
+/// A person's membership of a project.
+pub struct ProjectMember(project_member::Model);
+
+#[Object]
+impl ProjectMember {
+    async fn user(&self, ctx: &Context<'_>) -> Result<User> {
+        load_user(ctx, self.0.user_id).await
+    }
+    async fn role(&self) -> ProjectRole {
+        self.0.role.into()
+    }
+    async fn joined_at(&self) -> DateTime<Utc> {
+        self.0.joined_at
+    }
+}
+
+async fn load_user(ctx: &Context<'_>, id: Uuid) -> Result<User> {
+    let loader = ctx.data_unchecked::<DataLoader<UserLoader>>();
+    let user = loader
+        .load_one(id)
+        .await
+        .map_err(|e| ApiError::internal(anyhow::anyhow!("loading user {id}: {e}")))?
+        .ok_or_else(|| {
+            ApiError::internal(anyhow::anyhow!("user {id} is referenced but missing"))
+        })?;
+    Ok(User(user))
+}
+
+/// Totals of a project list.
+#[derive(SimpleObject)]
+pub struct ProjectConnectionFields {
+    /// How many projects match the filter, over all pages.
+    total_count: u64,
+}
+
+pub type ProjectConnection = Connection<String, Project, ProjectConnectionFields, EmptyFields>;
+
+/// Which projects to list. Without a filter: every project the viewer can read.
+#[derive(InputObject, Default)]
+pub struct ProjectFilter {
+    /// true: only projects the viewer is a member of; false: only the others.
+    pub mine: Option<bool>,
+    /// true: only public projects; false: only private ones (that the viewer can read).
+    pub public: Option<bool>,
+    /// Case-insensitive text to find in the title or description (up to 100 characters).
+    pub search: Option<String>,
+}
+
+#[derive(InputObject)]
+pub struct CreateProjectInput {
+    /// 1–120 characters.
+    pub title: String,
+    /// Up to 2,000 characters.
+    pub description: Option<String>,
+    #[graphql(default_with = "Language::Python")]
+    pub default_language: Language,
+    #[graphql(default = false)]
+    pub is_public: bool,
+}
+
+/// Changes to a project; omitted fields stay as they are.
+#[derive(InputObject)]
+pub struct UpdateProjectInput {
+    pub title: Option<String>,
+    pub description: Option<String>,
+    pub default_language: Option<Language>,
+    pub is_public: Option<bool>,
+}
+
+fn project_id(raw: &ID) -> ApiResult<Uuid> {
+    validation::id("id", raw)
+}
+
+#[derive(Default)]
+pub struct ProjectsQuery;
+
+#[Object]
+impl ProjectsQuery {
+    /// A project the viewer can read: public, a member of it, or an admin.
+    async fn project(&self, ctx: &Context<'_>, id: ID) -> Result<Project> {
+        let id = project_id(&id)?;
+        Ok(Project(
+            service::get(ctx.data_unchecked::<Services>(), ctx.viewer(), id).await?,
+        ))
+    }
+
+    /// Projects the viewer can read, most recently active first.
+    async fn projects(
+        &self,
+        ctx: &Context<'_>,
+        filter: Option<ProjectFilter>,
+        #[graphql(default = 20, desc = "Page size, 0 to 100.")] first: i32,
+        #[graphql(desc = "The `endCursor` of the previous page.")] after: Option<String>,
+    ) -> Result<ProjectConnection> {
+        let filter = filter.unwrap_or_default();
+        let filter = ProjectListFilter {
+            mine: filter.mine,
+            public: filter.public,
+            search: filter.search,
+        };
+        let page = service::list(
+            ctx.data_unchecked::<Services>(),
+            ctx.viewer(),
+            filter,
+            first,
+            after.as_deref(),
+        )
+        .await?;
+        let mut connection = Connection::with_additional_fields(
+            page.has_previous_page,
+            page.has_next_page,
+            ProjectConnectionFields {
+                total_count: page.total_count,
+            },
+        );
+        connection.edges.extend(
+            page.projects
+                .into_iter()
+                .map(|(cursor, access)| Edge::new(cursor, Project(access))),
+        );
+        Ok(connection)
+    }
+}
+
+#[derive(Default)]
+pub struct ProjectsMutation;
+
+#[Object]
+impl ProjectsMutation {
+    /// Create a project; the caller becomes its OWNER.
+    async fn create_project(
+        &self,
+        ctx: &Context<'_>,
+        input: CreateProjectInput,
+    ) -> Result<Project> {
+        let viewer = ctx.viewer().require()?;
+        let input = NewProject {
+            title: input.title,
+            description: input.description,
+            default_language: input.default_language.into(),
+            is_public: input.is_public,
+        };
+        Ok(Project(
+            service::create(ctx.data_unchecked::<Services>(), viewer, input).await?,
+        ))
+    }
+
+    /// Change a project's settings. OWNER only.
+    async fn update_project(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        input: UpdateProjectInput,
+    ) -> Result<Project> {
+        let viewer = ctx.viewer().require()?;
+        let id = project_id(&id)?;
+        let changes = ProjectChanges {
+            title: input.title,
+            description: input.description,
+            default_language: input.default_language.map(Into::into),
+            is_public: input.is_public,
+        };
+        Ok(Project(
+            service::update(ctx.data_unchecked::<Services>(), viewer, id, changes).await?,
+        ))
+    }
+
+    /// Delete a project and everything in it. OWNER only. Answers the deleted id.
+    async fn delete_project(&self, ctx: &Context<'_>, id: ID) -> Result<ID> {
+        let viewer = ctx.viewer().require()?;
+        service::delete(ctx.data_unchecked::<Services>(), viewer, project_id(&id)?).await?;
+        Ok(id)
+    }
+
+    /// Join a public project as VIEWER. Joining again changes nothing.
+    async fn join_project(&self, ctx: &Context<'_>, id: ID) -> Result<Project> {
+        let viewer = ctx.viewer().require()?;
+        Ok(Project(
+            service::join(ctx.data_unchecked::<Services>(), viewer, project_id(&id)?).await?,
+        ))
+    }
+
+    /// Leave a project. The last OWNER cannot leave. Answers the project's id.
+    async fn leave_project(&self, ctx: &Context<'_>, id: ID) -> Result<ID> {
+        let viewer = ctx.viewer().require()?;
+        service::leave(ctx.data_unchecked::<Services>(), viewer, project_id(&id)?).await?;
+        Ok(id)
+    }
+
+    /// Add a user to a project by username. OWNER only.
+    async fn add_member(
+        &self,
+        ctx: &Context<'_>,
+        project_id: ID,
+        username: String,
+        role: ProjectRole,
+    ) -> Result<ProjectMember> {
+        let viewer = ctx.viewer().require()?;
+        let id = validation::id("projectId", &project_id)?;
+        let member = service::add_member(
+            ctx.data_unchecked::<Services>(),
+            viewer,
+            id,
+            &username,
+            role.into(),
+        )
+        .await?;
+        Ok(ProjectMember(member))
+    }
+
+    /// Change a member's role. OWNER only; the last OWNER cannot be demoted.
+    async fn set_member_role(
+        &self,
+        ctx: &Context<'_>,
+        project_id: ID,
+        user_id: ID,
+        role: ProjectRole,
+    ) -> Result<ProjectMember> {
+        let viewer = ctx.viewer().require()?;
+        let id = validation::id("projectId", &project_id)?;
+        let user_id = validation::id("userId", &user_id)?;
+        let member = service::set_member_role(
+            ctx.data_unchecked::<Services>(),
+            viewer,
+            id,
+            user_id,
+            role.into(),
+        )
+        .await?;
+        Ok(ProjectMember(member))
+    }
+
+    /// Remove a member. OWNER only; the last OWNER cannot be removed.
+    async fn remove_member(
+        &self,
+        ctx: &Context<'_>,
+        project_id: ID,
+        user_id: ID,
+    ) -> Result<Project> {
+        let viewer = ctx.viewer().require()?;
+        let id = validation::id("projectId", &project_id)?;
+        let user_id = validation::id("userId", &user_id)?;
+        Ok(Project(
+            service::remove_member(ctx.data_unchecked::<Services>(), viewer, id, user_id).await?,
+        ))
+    }
+
+    /// Make another member the primary OWNER; the caller becomes an EDITOR.
+    async fn transfer_ownership(
+        &self,
+        ctx: &Context<'_>,
+        project_id: ID,
+        user_id: ID,
+    ) -> Result<Project> {
+        let viewer = ctx.viewer().require()?;
+        let id = validation::id("projectId", &project_id)?;
+        let user_id = validation::id("userId", &user_id)?;
+        Ok(Project(
+            service::transfer_ownership(ctx.data_unchecked::<Services>(), viewer, id, user_id)
+                .await?,
+        ))
+    }
+}

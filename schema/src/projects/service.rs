@@ -1,0 +1,521 @@
+//! Project and membership operations, independent of GraphQL.
+
+use entity::prelude::*;
+use entity::project::{self, Language};
+use entity::project_member::{self, ProjectRole};
+use entity::user;
+use sea_orm::sea_query::{Expr, ExprTrait, Func, LikeExpr, Query};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, EntityTrait, ModelTrait,
+    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Set, TransactionTrait,
+};
+use uuid::Uuid;
+
+use super::access::{self, ProjectAccess, ProjectAction};
+use super::cursor;
+use crate::context::{AuthUser, Viewer};
+use crate::error::{ApiError, ApiResult};
+use crate::state::Services;
+use crate::time::now;
+use crate::validation;
+
+pub const PAGE_MAX: i32 = 100;
+pub const SEARCH_MAX: usize = 100;
+
+pub struct NewProject {
+    pub title: String,
+    pub description: Option<String>,
+    pub default_language: Language,
+    pub is_public: bool,
+}
+
+#[derive(Default)]
+pub struct ProjectChanges {
+    pub title: Option<String>,
+    pub description: Option<String>,
+    pub default_language: Option<Language>,
+    pub is_public: Option<bool>,
+}
+
+#[derive(Default)]
+pub struct ProjectListFilter {
+    /// Only projects the viewer is a member of (or, with false, is not).
+    pub mine: Option<bool>,
+    /// Only public (or, with false, only private) projects.
+    pub public: Option<bool>,
+    /// Case-insensitive substring of title or description.
+    pub search: Option<String>,
+}
+
+/// One page of a project list.
+pub struct ProjectPage {
+    pub projects: Vec<(String, ProjectAccess)>,
+    pub has_next_page: bool,
+    pub has_previous_page: bool,
+    pub total_count: u64,
+}
+
+pub async fn create(
+    services: &Services,
+    viewer: &AuthUser,
+    input: NewProject,
+) -> ApiResult<ProjectAccess> {
+    let title = validation::single_line("title", &input.title, validation::TITLE_MAX)?;
+    let description = validation::text(
+        "description",
+        input.description.as_deref().unwrap_or(""),
+        validation::DESCRIPTION_MAX,
+    )?;
+    let at = now();
+    let txn = services.db.begin().await?;
+    let project = project::ActiveModel {
+        id: Set(Uuid::new_v4()),
+        title: Set(title),
+        description: Set(description),
+        default_language: Set(input.default_language),
+        is_public: Set(input.is_public),
+        owner_id: Set(viewer.id),
+        created_at: Set(at),
+        updated_at: Set(at),
+        last_activity_at: Set(at),
+    }
+    .insert(&txn)
+    .await?;
+    insert_member(&txn, project.id, viewer.id, ProjectRole::Owner).await?;
+    txn.commit().await?;
+    Ok(ProjectAccess {
+        project,
+        role: Some(ProjectRole::Owner),
+    })
+}
+
+pub async fn get(services: &Services, viewer: &Viewer, id: Uuid) -> ApiResult<ProjectAccess> {
+    access::load(&services.db, viewer.user()?, id, ProjectAction::Read, false).await
+}
+
+pub async fn update(
+    services: &Services,
+    viewer: &AuthUser,
+    id: Uuid,
+    changes: ProjectChanges,
+) -> ApiResult<ProjectAccess> {
+    let title = changes
+        .title
+        .map(|t| validation::single_line("title", &t, validation::TITLE_MAX))
+        .transpose()?;
+    let description = changes
+        .description
+        .map(|d| validation::text("description", &d, validation::DESCRIPTION_MAX))
+        .transpose()?;
+    let ProjectAccess { project, role } =
+        access::load(&services.db, Some(viewer), id, ProjectAction::Update, false).await?;
+    let mut active: project::ActiveModel = project.into();
+    if let Some(title) = title {
+        active.title = Set(title);
+    }
+    if let Some(description) = description {
+        active.description = Set(description);
+    }
+    if let Some(language) = changes.default_language {
+        active.default_language = Set(language);
+    }
+    if let Some(is_public) = changes.is_public {
+        active.is_public = Set(is_public);
+    }
+    let at = now();
+    active.updated_at = Set(at);
+    active.last_activity_at = Set(at);
+    let project = active.update(&services.db).await?;
+    Ok(ProjectAccess { project, role })
+}
+
+pub async fn delete(services: &Services, viewer: &AuthUser, id: Uuid) -> ApiResult<()> {
+    let txn = services.db.begin().await?;
+    let ProjectAccess { project, .. } =
+        access::load(&txn, Some(viewer), id, ProjectAction::Delete, true).await?;
+    project.delete(&txn).await?;
+    txn.commit().await?;
+    Ok(())
+}
+
+pub async fn list(
+    services: &Services,
+    viewer: &Viewer,
+    filter: ProjectListFilter,
+    first: i32,
+    after: Option<&str>,
+) -> ApiResult<ProjectPage> {
+    let viewer = viewer.user()?;
+    if !(0..=PAGE_MAX).contains(&first) {
+        return Err(ApiError::bad_input(
+            "first",
+            format!("first must be between 0 and {PAGE_MAX}"),
+        ));
+    }
+    let after = after.map(|c| cursor::decode("after", c)).transpose()?;
+
+    let mut query = Project::find();
+    let memberships_of = |user: Uuid| {
+        Query::select()
+            .column(project_member::Column::ProjectId)
+            .from(project_member::Entity)
+            .and_where(project_member::Column::UserId.eq(user))
+            .to_owned()
+    };
+    match viewer {
+        None => query = query.filter(project::Column::IsPublic.eq(true)),
+        Some(v) if v.is_admin() => {}
+        Some(v) => {
+            query = query.filter(
+                Condition::any()
+                    .add(project::Column::IsPublic.eq(true))
+                    .add(project::Column::Id.in_subquery(memberships_of(v.id))),
+            );
+        }
+    }
+    if let Some(mine) = filter.mine {
+        let v = viewer.ok_or_else(|| ApiError::unauthenticated("sign in to list your projects"))?;
+        query = if mine {
+            query.filter(project::Column::Id.in_subquery(memberships_of(v.id)))
+        } else {
+            query.filter(project::Column::Id.not_in_subquery(memberships_of(v.id)))
+        };
+    }
+    if let Some(public) = filter.public {
+        query = query.filter(project::Column::IsPublic.eq(public));
+    }
+    if let Some(search) = filter
+        .search
+        .as_deref()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    {
+        if search.chars().count() > SEARCH_MAX {
+            return Err(ApiError::bad_input(
+                "filter.search",
+                format!("search must be at most {SEARCH_MAX} characters"),
+            ));
+        }
+        let escaped: String = search
+            .to_lowercase()
+            .chars()
+            .flat_map(|c| match c {
+                '%' | '_' | '\\' => vec!['\\', c],
+                c => vec![c],
+            })
+            .collect();
+        let pattern = format!("%{escaped}%");
+        let like = |column: project::Column| {
+            Expr::expr(Func::lower(Expr::col(column)))
+                .like(LikeExpr::new(pattern.clone()).escape('\\'))
+        };
+        query = query.filter(
+            Condition::any()
+                .add(like(project::Column::Title))
+                .add(like(project::Column::Description)),
+        );
+    }
+
+    let total_count = query.clone().count(&services.db).await?;
+    if let Some((at, id)) = after {
+        query = query.filter(
+            Condition::any()
+                .add(project::Column::LastActivityAt.lt(at))
+                .add(
+                    Condition::all()
+                        .add(project::Column::LastActivityAt.eq(at))
+                        .add(project::Column::Id.lt(id)),
+                ),
+        );
+    }
+    let mut rows = query
+        .order_by_desc(project::Column::LastActivityAt)
+        .order_by_desc(project::Column::Id)
+        .limit(u64::try_from(first).unwrap_or(0) + 1)
+        .all(&services.db)
+        .await?;
+    let has_next_page = rows.len() > usize::try_from(first).unwrap_or(0);
+    rows.truncate(usize::try_from(first).unwrap_or(0));
+
+    let roles = match viewer {
+        Some(v) if !rows.is_empty() => ProjectMember::find()
+            .filter(project_member::Column::UserId.eq(v.id))
+            .filter(project_member::Column::ProjectId.is_in(rows.iter().map(|p| p.id)))
+            .all(&services.db)
+            .await?
+            .into_iter()
+            .map(|m| (m.project_id, m.role))
+            .collect(),
+        _ => std::collections::HashMap::new(),
+    };
+    let projects = rows
+        .into_iter()
+        .map(|project| {
+            let role = roles.get(&project.id).copied();
+            (
+                cursor::encode(project.last_activity_at, project.id),
+                ProjectAccess { project, role },
+            )
+        })
+        .collect();
+    Ok(ProjectPage {
+        projects,
+        has_next_page,
+        has_previous_page: after.is_some(),
+        total_count,
+    })
+}
+
+pub async fn members(
+    services: &Services,
+    project_id: Uuid,
+) -> ApiResult<Vec<project_member::Model>> {
+    Ok(ProjectMember::find()
+        .filter(project_member::Column::ProjectId.eq(project_id))
+        .order_by_asc(project_member::Column::JoinedAt)
+        .order_by_asc(project_member::Column::UserId)
+        .all(&services.db)
+        .await?)
+}
+
+/// Join a public project as VIEWER. Joining a project one already belongs to changes nothing.
+pub async fn join(services: &Services, viewer: &AuthUser, id: Uuid) -> ApiResult<ProjectAccess> {
+    let txn = services.db.begin().await?;
+    let access = access::load(&txn, Some(viewer), id, ProjectAction::Read, true).await?;
+    if access.role.is_some() {
+        return Ok(access);
+    }
+    if !access.project.is_public {
+        return Err(ApiError::forbidden(
+            "private projects are joined by invitation of an owner",
+        ));
+    }
+    insert_member(&txn, id, viewer.id, ProjectRole::Viewer).await?;
+    let project = touch(&txn, access.project).await?;
+    txn.commit().await?;
+    Ok(ProjectAccess {
+        project,
+        role: Some(ProjectRole::Viewer),
+    })
+}
+
+/// Leave a project. The last owner cannot leave: transfer ownership or delete it instead.
+pub async fn leave(services: &Services, viewer: &AuthUser, id: Uuid) -> ApiResult<()> {
+    let txn = services.db.begin().await?;
+    let access = access::load(&txn, Some(viewer), id, ProjectAction::Read, true).await?;
+    let member = find_member(&txn, id, viewer.id).await?;
+    remove(&txn, access.project, member).await?;
+    txn.commit().await?;
+    Ok(())
+}
+
+pub async fn add_member(
+    services: &Services,
+    viewer: &AuthUser,
+    id: Uuid,
+    username: &str,
+    role: ProjectRole,
+) -> ApiResult<project_member::Model> {
+    let txn = services.db.begin().await?;
+    let access = access::load(&txn, Some(viewer), id, ProjectAction::ManageMembers, true).await?;
+    let user = User::find()
+        .filter(user::Column::Username.eq(username.trim().to_lowercase()))
+        .one(&txn)
+        .await?
+        .ok_or(ApiError::NotFound("user"))?;
+    if ProjectMember::find_by_id((id, user.id))
+        .one(&txn)
+        .await?
+        .is_some()
+    {
+        return Err(ApiError::conflict(
+            Some("username"),
+            "that user is already a member; use setMemberRole",
+        ));
+    }
+    let member = insert_member(&txn, id, user.id, role).await?;
+    touch(&txn, access.project).await?;
+    txn.commit().await?;
+    Ok(member)
+}
+
+pub async fn set_member_role(
+    services: &Services,
+    viewer: &AuthUser,
+    id: Uuid,
+    user_id: Uuid,
+    role: ProjectRole,
+) -> ApiResult<project_member::Model> {
+    let txn = services.db.begin().await?;
+    let access = access::load(&txn, Some(viewer), id, ProjectAction::ManageMembers, true).await?;
+    let member = find_member(&txn, id, user_id).await?;
+    if member.role == role {
+        return Ok(member);
+    }
+    if member.role == ProjectRole::Owner {
+        ensure_another_owner(&txn, id, user_id).await?;
+    }
+    let mut active: project_member::ActiveModel = member.into();
+    active.role = Set(role);
+    let member = active.update(&txn).await?;
+    let project = touch(&txn, access.project).await?;
+    ensure_primary_owner(&txn, project).await?;
+    txn.commit().await?;
+    Ok(member)
+}
+
+pub async fn remove_member(
+    services: &Services,
+    viewer: &AuthUser,
+    id: Uuid,
+    user_id: Uuid,
+) -> ApiResult<ProjectAccess> {
+    let txn = services.db.begin().await?;
+    let access = access::load(&txn, Some(viewer), id, ProjectAction::ManageMembers, true).await?;
+    let member = find_member(&txn, id, user_id).await?;
+    let project = remove(&txn, access.project, member).await?;
+    let role = if user_id == viewer.id {
+        None
+    } else {
+        access.role
+    };
+    txn.commit().await?;
+    Ok(ProjectAccess { project, role })
+}
+
+/// Make another member the primary owner; the caller stays on as EDITOR.
+pub async fn transfer_ownership(
+    services: &Services,
+    viewer: &AuthUser,
+    id: Uuid,
+    user_id: Uuid,
+) -> ApiResult<ProjectAccess> {
+    if user_id == viewer.id {
+        return Err(ApiError::bad_input(
+            "userId",
+            "you already own this project",
+        ));
+    }
+    let txn = services.db.begin().await?;
+    let access = access::load(
+        &txn,
+        Some(viewer),
+        id,
+        ProjectAction::TransferOwnership,
+        true,
+    )
+    .await?;
+    let target = find_member(&txn, id, user_id).await?;
+    let mut target: project_member::ActiveModel = target.into();
+    target.role = Set(ProjectRole::Owner);
+    target.update(&txn).await?;
+    let me = find_member(&txn, id, viewer.id).await?;
+    let mut me: project_member::ActiveModel = me.into();
+    me.role = Set(ProjectRole::Editor);
+    me.update(&txn).await?;
+    let mut project: project::ActiveModel = access.project.into();
+    project.owner_id = Set(user_id);
+    let at = now();
+    project.updated_at = Set(at);
+    project.last_activity_at = Set(at);
+    let project = project.update(&txn).await?;
+    txn.commit().await?;
+    Ok(ProjectAccess {
+        project,
+        role: Some(ProjectRole::Editor),
+    })
+}
+
+async fn insert_member(
+    db: &impl ConnectionTrait,
+    project_id: Uuid,
+    user_id: Uuid,
+    role: ProjectRole,
+) -> ApiResult<project_member::Model> {
+    Ok(project_member::ActiveModel {
+        project_id: Set(project_id),
+        user_id: Set(user_id),
+        role: Set(role),
+        joined_at: Set(now()),
+    }
+    .insert(db)
+    .await?)
+}
+
+async fn find_member(
+    db: &impl ConnectionTrait,
+    project_id: Uuid,
+    user_id: Uuid,
+) -> ApiResult<project_member::Model> {
+    ProjectMember::find_by_id((project_id, user_id))
+        .one(db)
+        .await?
+        .ok_or(ApiError::NotFound("member"))
+}
+
+/// Remove a membership, refusing to remove the last owner.
+async fn remove(
+    db: &impl ConnectionTrait,
+    project: project::Model,
+    member: project_member::Model,
+) -> ApiResult<project::Model> {
+    if member.role == ProjectRole::Owner {
+        ensure_another_owner(db, project.id, member.user_id).await?;
+    }
+    member.delete(db).await?;
+    let project = touch(db, project).await?;
+    ensure_primary_owner(db, project).await
+}
+
+async fn ensure_another_owner(
+    db: &impl ConnectionTrait,
+    project_id: Uuid,
+    except: Uuid,
+) -> ApiResult<()> {
+    let others = ProjectMember::find()
+        .filter(project_member::Column::ProjectId.eq(project_id))
+        .filter(project_member::Column::Role.eq(ProjectRole::Owner))
+        .filter(project_member::Column::UserId.ne(except))
+        .count(db)
+        .await?;
+    if others == 0 {
+        return Err(ApiError::conflict(
+            None,
+            "a project needs an owner: transfer ownership or delete the project instead",
+        ));
+    }
+    Ok(())
+}
+
+/// Keep `projects.owner_id` pointing at an OWNER: when the primary owner stopped being one,
+/// the longest-standing remaining owner takes the place.
+async fn ensure_primary_owner(
+    db: &impl ConnectionTrait,
+    project: project::Model,
+) -> ApiResult<project::Model> {
+    let still_owner = ProjectMember::find_by_id((project.id, project.owner_id))
+        .one(db)
+        .await?
+        .is_some_and(|m| m.role == ProjectRole::Owner);
+    if still_owner {
+        return Ok(project);
+    }
+    let successor = ProjectMember::find()
+        .filter(project_member::Column::ProjectId.eq(project.id))
+        .filter(project_member::Column::Role.eq(ProjectRole::Owner))
+        .order_by_asc(project_member::Column::JoinedAt)
+        .one(db)
+        .await?
+        .ok_or_else(|| {
+            ApiError::internal(anyhow::anyhow!("project {} has no owner left", project.id))
+        })?;
+    let mut active: project::ActiveModel = project.into();
+    active.owner_id = Set(successor.user_id);
+    Ok(active.update(db).await?)
+}
+
+async fn touch(db: &impl ConnectionTrait, project: project::Model) -> ApiResult<project::Model> {
+    let mut active: project::ActiveModel = project.into();
+    active.last_activity_at = Set(now());
+    Ok(active.update(db).await?)
+}

@@ -1,0 +1,120 @@
+//! GraphQL types and resolvers of users.
+
+use async_graphql::{Context, Enum, ID, InputObject, Object, Result};
+use chrono::{DateTime, Utc};
+use entity::user;
+
+use super::preferences::{Preferences, PreferencesInput};
+use super::service::{self, ProfileUpdate};
+use crate::context::ViewerExt;
+use crate::state::Services;
+
+/// A user's public profile.
+pub struct User(pub user::Model);
+
+#[Object]
+impl User {
+    async fn id(&self) -> ID {
+        ID(self.0.id.to_string())
+    }
+    /// Unique, 3–32 characters of `[a-z0-9_-]`.
+    async fn username(&self) -> &str {
+        &self.0.username
+    }
+    /// The name shown to other people.
+    async fn display_name(&self) -> &str {
+        &self.0.display_name
+    }
+    async fn created_at(&self) -> DateTime<Utc> {
+        self.0.created_at
+    }
+}
+
+/// The signed-in user's own account, with the private fields.
+pub struct Account(pub user::Model);
+
+#[Object]
+impl Account {
+    async fn id(&self) -> ID {
+        ID(self.0.id.to_string())
+    }
+    async fn username(&self) -> &str {
+        &self.0.username
+    }
+    /// Lower-cased; unique across accounts.
+    async fn email(&self) -> &str {
+        &self.0.email
+    }
+    async fn display_name(&self) -> &str {
+        &self.0.display_name
+    }
+    async fn role(&self) -> UserRole {
+        self.0.role.into()
+    }
+    async fn preferences(&self) -> Preferences {
+        Preferences::from_json(&self.0.preferences)
+    }
+    async fn created_at(&self) -> DateTime<Utc> {
+        self.0.created_at
+    }
+    async fn last_login_at(&self) -> Option<DateTime<Utc>> {
+        self.0.last_login_at
+    }
+}
+
+/// What a user may do across the whole service.
+#[derive(Enum, Copy, Clone, Eq, PartialEq)]
+#[graphql(remote = "entity::user::UserRole")]
+pub enum UserRole {
+    User,
+    /// Reads every project, public or not.
+    Admin,
+}
+
+/// Changes to the signed-in user's profile; omitted fields stay as they are.
+#[derive(InputObject)]
+pub struct UpdateMeInput {
+    /// 1–64 characters.
+    pub display_name: Option<String>,
+    pub preferences: Option<PreferencesInput>,
+}
+
+#[derive(Default)]
+pub struct UsersQuery;
+
+#[Object]
+impl UsersQuery {
+    /// The signed-in user.
+    async fn me(&self, ctx: &Context<'_>) -> Result<Account> {
+        let viewer = ctx.viewer().require()?;
+        Ok(Account(
+            service::me(ctx.data_unchecked::<Services>(), viewer).await?,
+        ))
+    }
+
+    /// Anyone's public profile, by username.
+    async fn user(&self, ctx: &Context<'_>, username: String) -> Result<User> {
+        ctx.viewer().user()?;
+        Ok(User(
+            service::by_username(ctx.data_unchecked::<Services>(), &username).await?,
+        ))
+    }
+}
+
+#[derive(Default)]
+pub struct UsersMutation;
+
+#[Object]
+impl UsersMutation {
+    /// Change the signed-in user's display name or preferences.
+    async fn update_me(&self, ctx: &Context<'_>, input: UpdateMeInput) -> Result<Account> {
+        let viewer = ctx.viewer().require()?;
+        let update = ProfileUpdate {
+            display_name: input.display_name,
+            preferences: input.preferences,
+        };
+        Ok(Account(
+            service::update_me(ctx.data_unchecked::<Services>(), viewer, update).await?,
+        ))
+    }
+}

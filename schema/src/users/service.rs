@@ -1,0 +1,57 @@
+//! Reading and updating profiles.
+
+use entity::prelude::*;
+use entity::user;
+use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, Set};
+
+use super::preferences::{Preferences, PreferencesInput};
+use crate::context::AuthUser;
+use crate::error::{ApiError, ApiResult};
+use crate::state::Services;
+use crate::time::now;
+use crate::validation;
+
+pub async fn me(services: &Services, viewer: &AuthUser) -> ApiResult<user::Model> {
+    User::find_by_id(viewer.id)
+        .one(&services.db)
+        .await?
+        .ok_or_else(|| ApiError::unauthenticated("this account no longer exists"))
+}
+
+pub async fn by_username(services: &Services, username: &str) -> ApiResult<user::Model> {
+    User::find()
+        .filter(user::Column::Username.eq(username.trim().to_lowercase()))
+        .one(&services.db)
+        .await?
+        .ok_or(ApiError::NotFound("user"))
+}
+
+pub struct ProfileUpdate {
+    pub display_name: Option<String>,
+    pub preferences: Option<PreferencesInput>,
+}
+
+pub async fn update_me(
+    services: &Services,
+    viewer: &AuthUser,
+    update: ProfileUpdate,
+) -> ApiResult<user::Model> {
+    let display_name = update
+        .display_name
+        .map(|name| validation::single_line("displayName", &name, validation::DISPLAY_NAME_MAX))
+        .transpose()?;
+    let user = me(services, viewer).await?;
+    let preferences = match update.preferences {
+        Some(input) => Some(Preferences::from_json(&user.preferences).apply(input)?),
+        None => None,
+    };
+    let mut active: user::ActiveModel = user.into();
+    if let Some(name) = display_name {
+        active.display_name = Set(name);
+    }
+    if let Some(preferences) = preferences {
+        active.preferences = Set(preferences.to_json());
+    }
+    active.updated_at = Set(now());
+    Ok(active.update(&services.db).await?)
+}
