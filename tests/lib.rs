@@ -1,1 +1,365 @@
+//! The end-to-end test harness: starts the real server (through `Application::build`, as
+//! `main` does) on port 0 against a fresh database, and talks GraphQL over HTTP to it.
+//!
+//! Every test runs twice, on a fresh SQLite data directory and on a fresh PostgreSQL database
+//! created on the local server and dropped afterwards (see [`backend_tests!`]).
+//! `TEST_DATABASE_URL` names the PostgreSQL maintenance database to create them from
+//! (default `postgres://postgres@127.0.0.1:5432/postgres`). `TEST_LOG=1` shows server logs.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Mutex};
+
+use api::{Application, Config};
+use futures_util::FutureExt;
+use sea_orm::{ConnectionTrait, Database, DatabaseConnection};
+use secrecy::SecretString;
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub use serde_json;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A running server and a client for it. Cheap to clone.
+#[derive(Clone)]
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub backend: Backend,
+    pub client: reqwest::Client,
+    /// The server's own connection pool, for arranging state a test cannot reach over GraphQL.
+    pub db: DatabaseConnection,
+    pub config: Config,
+    running: Arc<Mutex<Option<Running>>>,
+}
+
+struct Running {
+    stop: oneshot::Sender<()>,
+    server: JoinHandle<anyhow::Result<()>>,
+    _data_dir: tempfile::TempDir,
+    pg_database: Option<String>,
+}
+
+fn admin_url() -> String {
+    std::env::var("TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+fn database_url_for(name: &str) -> String {
+    let admin = admin_url();
+    let base = admin
+        .rsplit_once('/')
+        .map_or(admin.as_str(), |(base, _)| base);
+    format!("{base}/{name}")
+}
+
+/// A configuration for `backend` on a fresh store; the data directory lives in `dir`.
+pub async fn fresh_config(backend: Backend, dir: &std::path::Path) -> (Config, Option<String>) {
+    let mut config = Config::embedded(dir);
+    config.bind = SocketAddr::from(([127, 0, 0, 1], 0));
+    config.database_max_connections = 4;
+    if std::env::var_os("TEST_LOG").is_some() {
+        api::telemetry::init(&config);
+    }
+    match backend {
+        Backend::Sqlite => (config, None),
+        Backend::Postgres => {
+            let name = format!("cc_test_{}", uuid::Uuid::new_v4().simple());
+            let admin = Database::connect(admin_url())
+                .await
+                .expect("connect to the PostgreSQL test server");
+            admin
+                .execute_unprepared(&format!("CREATE DATABASE \"{name}\""))
+                .await
+                .expect("create test database");
+            admin.close().await.ok();
+            config.database_url = Some(SecretString::from(database_url_for(&name)));
+            config.jwt_secret = Some(SecretString::from(
+                "test-secret-test-secret-test-secret-0123",
+            ));
+            (config, Some(name))
+        }
+    }
+}
+
+pub async fn drop_database(name: &str) {
+    if let Ok(admin) = Database::connect(admin_url()).await {
+        let _ = admin
+            .execute_unprepared(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+            .await;
+        admin.close().await.ok();
+    }
+}
+
+impl TestApp {
+    pub async fn spawn(backend: Backend) -> TestApp {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (config, pg_database) = fresh_config(backend, dir.path()).await;
+        Self::start(backend, config, dir, pg_database).await
+    }
+
+    async fn start(
+        backend: Backend,
+        config: Config,
+        dir: tempfile::TempDir,
+        pg_database: Option<String>,
+    ) -> TestApp {
+        let app = Application::build(&config).await.expect("server builds");
+        let addr = app.local_addr().expect("bound address");
+        let db = app.services().db.clone();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let server = tokio::spawn(app.run_until(async move {
+            let _ = stopped.await;
+        }));
+        TestApp {
+            addr,
+            backend,
+            client: reqwest::Client::new(),
+            db,
+            config,
+            running: Arc::new(Mutex::new(Some(Running {
+                stop,
+                server,
+                _data_dir: dir,
+                pg_database,
+            }))),
+        }
+    }
+
+    /// Stop the server and start a new one on the same database (a restart).
+    pub async fn restart(&self) -> TestApp {
+        let running = self
+            .running
+            .lock()
+            .unwrap()
+            .take()
+            .expect("server is running");
+        let _ = running.stop.send(());
+        running
+            .server
+            .await
+            .expect("server task")
+            .expect("server stopped cleanly");
+        Self::start(
+            self.backend,
+            self.config.clone(),
+            running._data_dir,
+            running.pg_database,
+        )
+        .await
+    }
+
+    /// Stop the server and delete its database.
+    pub async fn shutdown(&self) {
+        let running = self.running.lock().unwrap().take();
+        if let Some(running) = running {
+            let _ = running.stop.send(());
+            let _ = running.server.await;
+            if let Some(name) = running.pg_database {
+                drop_database(&name).await;
+            }
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// POST a GraphQL request, anonymously.
+    pub async fn gql(&self, query: &str, variables: Value) -> Gql {
+        self.send(None, query, variables).await
+    }
+
+    /// POST a GraphQL request with `Authorization: Bearer <token>`.
+    pub async fn gql_as(&self, token: &str, query: &str, variables: Value) -> Gql {
+        self.send(Some(token), query, variables).await
+    }
+
+    async fn send(&self, token: Option<&str>, query: &str, variables: Value) -> Gql {
+        let mut request = self
+            .client
+            .post(self.url("/graphql"))
+            .json(&json!({ "query": query, "variables": variables }));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.expect("request reaches the server");
+        Gql::read(response).await
+    }
+
+    /// Sign up `username` (email `<username>@example.com`, password `password-<username>`).
+    pub async fn sign_up(&self, username: &str) -> TestUser {
+        let response = self
+            .gql(
+                "mutation($input: SignUpInput!) { signUp(input: $input) { accessToken refreshToken user { id username } } }",
+                json!({ "input": { "username": username, "email": format!("{username}@example.com"), "password": format!("password-{username}") } }),
+            )
+            .await;
+        let payload = &response.data()["signUp"];
+        TestUser {
+            id: payload["user"]["id"].as_str().unwrap().to_owned(),
+            username: username.to_owned(),
+            access: payload["accessToken"].as_str().unwrap().to_owned(),
+            refresh: payload["refreshToken"].as_str().unwrap().to_owned(),
+        }
+    }
+
+    /// Make a user an admin, as an operator would in the database.
+    pub async fn make_admin(&self, user: &TestUser) -> TestUser {
+        self.db
+            .execute_unprepared(&format!(
+                "UPDATE users SET role = 'ADMIN' WHERE username = '{}'",
+                user.username
+            ))
+            .await
+            .unwrap();
+        self.sign_in(&user.username, &format!("password-{}", user.username))
+            .await
+    }
+
+    /// Sign in and return fresh tokens.
+    pub async fn sign_in(&self, login: &str, password: &str) -> TestUser {
+        let response = self
+            .gql(
+                "mutation($login: String!, $password: String!) { signIn(input: {login: $login, password: $password}) { accessToken refreshToken user { id username } } }",
+                json!({ "login": login, "password": password }),
+            )
+            .await;
+        let payload = &response.data()["signIn"];
+        TestUser {
+            id: payload["user"]["id"].as_str().unwrap().to_owned(),
+            username: payload["user"]["username"].as_str().unwrap().to_owned(),
+            access: payload["accessToken"].as_str().unwrap().to_owned(),
+            refresh: payload["refreshToken"].as_str().unwrap().to_owned(),
+        }
+    }
+
+    /// Count the rows of a table, to prove a rejected request wrote nothing.
+    pub async fn count(&self, table: &str) -> i64 {
+        let row = self
+            .db
+            .query_one_raw(sea_orm::Statement::from_string(
+                self.db.get_database_backend(),
+                format!("SELECT COUNT(*) AS n FROM {table}"),
+            ))
+            .await
+            .unwrap()
+            .unwrap();
+        row.try_get::<i64>("", "n").unwrap()
+    }
+}
+
+/// A signed-up user and their tokens.
+#[derive(Clone, Debug)]
+pub struct TestUser {
+    pub id: String,
+    pub username: String,
+    pub access: String,
+    pub refresh: String,
+}
+
+/// A GraphQL answer.
+#[derive(Debug)]
+pub struct Gql {
+    pub status: u16,
+    pub body: Value,
+}
+
+impl Gql {
+    pub async fn read(response: reqwest::Response) -> Gql {
+        let status = response.status().as_u16();
+        let text = response.text().await.expect("response body");
+        let body = serde_json::from_str(&text)
+            .unwrap_or_else(|_| panic!("not JSON (HTTP {status}): {text}"));
+        Gql { status, body }
+    }
+
+    /// `data`, asserting there were no errors.
+    pub fn data(&self) -> &Value {
+        assert!(
+            self.body.get("errors").is_none(),
+            "unexpected errors: {}",
+            self.body
+        );
+        &self.body["data"]
+    }
+
+    /// The first error's `extensions.code`, asserting there was one.
+    pub fn code(&self) -> &str {
+        self.error()["extensions"]["code"]
+            .as_str()
+            .unwrap_or_else(|| panic!("error without a code: {}", self.body))
+    }
+
+    pub fn error(&self) -> &Value {
+        let errors = self.body["errors"]
+            .as_array()
+            .unwrap_or_else(|| panic!("expected an error, got {}", self.body));
+        &errors[0]
+    }
+
+    pub fn message(&self) -> &str {
+        self.error()["message"].as_str().unwrap()
+    }
+
+    /// Assert the first error has `code` (and, when given, names `field`).
+    pub fn assert_error(&self, code: &str, field: Option<&str>) {
+        assert_eq!(self.code(), code, "{}", self.body);
+        if let Some(field) = field {
+            assert_eq!(self.error()["extensions"]["field"], field, "{}", self.body);
+        }
+    }
+}
+
+/// Run `test` against a fresh server on `backend`, then stop it and drop its database,
+/// whether the test passed or panicked.
+pub async fn run<F, Fut>(backend: Backend, test: F)
+where
+    F: FnOnce(TestApp) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let app = TestApp::spawn(backend).await;
+    let outcome = AssertUnwindSafe(test(app.clone())).catch_unwind().await;
+    app.shutdown().await;
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+/// Declare tests that each run once on SQLite and once on PostgreSQL:
+///
+/// ```ignore
+/// backend_tests! {
+///     async fn signs_up(app) { ... }
+/// }
+/// ```
+/// becomes `signs_up::sqlite` and `signs_up::postgres`.
+#[macro_export]
+macro_rules! backend_tests {
+    ($(async fn $name:ident($app:ident) $body:block)*) => {
+        $(
+            mod $name {
+                #[allow(unused_imports)]
+                use super::*;
+
+                #[tokio::test]
+                async fn sqlite() {
+                    $crate::run($crate::Backend::Sqlite, |$app: $crate::TestApp| async move $body).await;
+                }
+
+                #[tokio::test]
+                async fn postgres() {
+                    $crate::run($crate::Backend::Postgres, |$app: $crate::TestApp| async move $body).await;
+                }
+            }
+        )*
+    };
+}

@@ -1,1 +1,7 @@
+//! End-to-end tests: one binary, a module per domain.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod auth;
+mod server;
+mod users;

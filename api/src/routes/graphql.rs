@@ -64,7 +64,7 @@ fn is_query_only(request: &mut async_graphql::Request) -> bool {
     }
 }
 
-fn error_response(status: StatusCode, message: String) -> HttpResponse {
+pub(super) fn error_response(status: StatusCode, message: String) -> HttpResponse {
     let mut error = ServerError::new(message, None);
     error
         .extensions
