@@ -11,12 +11,14 @@ use crate::users::Account;
 /// Tokens for a signed-in session.
 pub struct AuthPayload(Session);
 
+/// Tokens for a signed-in session.
 #[Object]
 impl AuthPayload {
     /// Send as `Authorization: Bearer <token>`; valid for 15 minutes.
     async fn access_token(&self) -> &str {
         &self.0.access_token
     }
+    /// When the access token stops working.
     async fn access_token_expires_at(&self) -> DateTime<Utc> {
         self.0.access_token_expires_at
     }
@@ -24,9 +26,11 @@ impl AuthPayload {
     async fn refresh_token(&self) -> &str {
         &self.0.refresh_token
     }
+    /// When the refresh token stops working; sign in again after that.
     async fn refresh_token_expires_at(&self) -> DateTime<Utc> {
         self.0.refresh_token_expires_at
     }
+    /// The signed-in account.
     async fn user(&self) -> Account {
         Account(self.0.user.clone())
     }
@@ -37,6 +41,7 @@ impl AuthPayload {
 pub struct SignUpInput {
     /// 3–32 characters of `[a-z0-9_-]`.
     pub username: String,
+    /// Any valid address; stored lower-cased and unique.
     pub email: String,
     /// 8–128 characters.
     pub password: String,
@@ -44,10 +49,12 @@ pub struct SignUpInput {
     pub display_name: Option<String>,
 }
 
+/// Credentials for `signIn`.
 #[derive(InputObject)]
 pub struct SignInInput {
     /// A username or an email address.
     pub login: String,
+    /// The account's password.
     pub password: String,
 }
 

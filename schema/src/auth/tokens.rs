@@ -138,6 +138,23 @@ mod tests {
     }
 
     #[test]
+    fn expired_tokens_are_refused() -> ApiResult<()> {
+        let issuer = issuer("a-secret-that-is-long-enough-for-hs256");
+        let past = Utc::now().timestamp() - 60;
+        let claims = Claims {
+            sub: Uuid::new_v4(),
+            role: UserRole::User,
+            sid: Uuid::new_v4(),
+            iss: ISSUER.to_owned(),
+            iat: past - 900,
+            exp: past,
+        };
+        let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &issuer.encoding).map_err(ApiError::internal)?;
+        assert_eq!(issuer.verify_access(&token), None);
+        Ok(())
+    }
+
+    #[test]
     fn refresh_tokens_are_random_and_hashed() {
         let (a, hash_a) = new_refresh_token();
         let (b, _) = new_refresh_token();

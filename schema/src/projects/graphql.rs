@@ -32,22 +32,32 @@ pub enum ProjectRole {
 #[derive(Enum, Copy, Clone, Eq, PartialEq)]
 #[graphql(remote = "entity::project::Language")]
 pub enum Language {
+    /// Python 3.
     Python,
+    /// JavaScript on Node.js.
     #[graphql(name = "JAVASCRIPT")]
     JavaScript,
+    /// C (gcc).
     C,
+    /// C++ (g++).
     Cpp,
+    /// Bash scripts.
     Bash,
+    /// Rust.
     Rust,
+    /// Java.
     Java,
+    /// Go.
     Go,
 }
 
 /// A shared workspace of files that its members edit together.
 pub struct Project(ProjectAccess);
 
+/// A shared workspace of files that its members edit together.
 #[Object]
 impl Project {
+    /// Stable id (a UUID).
     async fn id(&self) -> ID {
         ID(self.0.project.id.to_string())
     }
@@ -59,6 +69,7 @@ impl Project {
     async fn description(&self) -> &str {
         &self.0.project.description
     }
+    /// The language new files and runs default to.
     async fn default_language(&self) -> Language {
         self.0.project.default_language.into()
     }
@@ -70,9 +81,11 @@ impl Project {
     async fn owner(&self, ctx: &Context<'_>) -> Result<User> {
         load_user(ctx, self.0.project.owner_id).await
     }
+    /// When the project was created.
     async fn created_at(&self) -> DateTime<Utc> {
         self.0.project.created_at
     }
+    /// When its settings or ownership last changed.
     async fn updated_at(&self) -> DateTime<Utc> {
         self.0.project.updated_at
     }
@@ -94,14 +107,18 @@ impl Project {
 /// A person's membership of a project.
 pub struct ProjectMember(project_member::Model);
 
+/// A person's membership of a project.
 #[Object]
 impl ProjectMember {
+    /// The member.
     async fn user(&self, ctx: &Context<'_>) -> Result<User> {
         load_user(ctx, self.0.user_id).await
     }
+    /// What the member may do.
     async fn role(&self) -> ProjectRole {
         self.0.role.into()
     }
+    /// When the membership began.
     async fn joined_at(&self) -> DateTime<Utc> {
         self.0.joined_at
     }
@@ -139,14 +156,17 @@ pub struct ProjectFilter {
     pub search: Option<String>,
 }
 
+/// A new project.
 #[derive(InputObject)]
 pub struct CreateProjectInput {
     /// 1–120 characters.
     pub title: String,
     /// Up to 2,000 characters.
     pub description: Option<String>,
+    /// PYTHON unless given.
     #[graphql(default_with = "Language::Python")]
     pub default_language: Language,
+    /// Private (false) unless given.
     #[graphql(default = false)]
     pub is_public: bool,
 }
@@ -154,14 +174,23 @@ pub struct CreateProjectInput {
 /// Changes to a project; omitted fields stay as they are.
 #[derive(InputObject)]
 pub struct UpdateProjectInput {
+    /// 1–120 characters.
     pub title: Option<String>,
+    /// Up to 2,000 characters.
     pub description: Option<String>,
+    /// The new default language.
     pub default_language: Option<Language>,
+    /// Make the project public or private.
     pub is_public: Option<bool>,
 }
 
 fn project_id(raw: &ID) -> ApiResult<Uuid> {
     validation::id("id", raw)
+}
+
+/// The `projectId` and `userId` arguments of the membership mutations.
+fn membership_ids(project_id: &ID, user_id: &ID) -> ApiResult<(Uuid, Uuid)> {
+    Ok((validation::id("projectId", project_id)?, validation::id("userId", user_id)?))
 }
 
 #[derive(Default)]
@@ -310,8 +339,7 @@ impl ProjectsMutation {
         role: ProjectRole,
     ) -> Result<ProjectMember> {
         let viewer = ctx.viewer().require()?;
-        let id = validation::id("projectId", &project_id)?;
-        let user_id = validation::id("userId", &user_id)?;
+        let (id, user_id) = membership_ids(&project_id, &user_id)?;
         let member = service::set_member_role(
             ctx.data_unchecked::<Services>(),
             viewer,
@@ -331,8 +359,7 @@ impl ProjectsMutation {
         user_id: ID,
     ) -> Result<Project> {
         let viewer = ctx.viewer().require()?;
-        let id = validation::id("projectId", &project_id)?;
-        let user_id = validation::id("userId", &user_id)?;
+        let (id, user_id) = membership_ids(&project_id, &user_id)?;
         Ok(Project(
             service::remove_member(ctx.data_unchecked::<Services>(), viewer, id, user_id).await?,
         ))
@@ -346,8 +373,7 @@ impl ProjectsMutation {
         user_id: ID,
     ) -> Result<Project> {
         let viewer = ctx.viewer().require()?;
-        let id = validation::id("projectId", &project_id)?;
-        let user_id = validation::id("userId", &user_id)?;
+        let (id, user_id) = membership_ids(&project_id, &user_id)?;
         Ok(Project(
             service::transfer_ownership(ctx.data_unchecked::<Services>(), viewer, id, user_id)
                 .await?,

@@ -12,8 +12,10 @@ use crate::state::Services;
 /// A user's public profile.
 pub struct User(pub user::Model);
 
+/// A user's public profile.
 #[Object]
 impl User {
+    /// Stable id (a UUID).
     async fn id(&self) -> ID {
         ID(self.0.id.to_string())
     }
@@ -25,6 +27,7 @@ impl User {
     async fn display_name(&self) -> &str {
         &self.0.display_name
     }
+    /// When the account was created.
     async fn created_at(&self) -> DateTime<Utc> {
         self.0.created_at
     }
@@ -33,11 +36,14 @@ impl User {
 /// The signed-in user's own account, with the private fields.
 pub struct Account(pub user::Model);
 
+/// The signed-in user's own account, with the private fields.
 #[Object]
 impl Account {
+    /// Stable id (a UUID); the same as the public profile's.
     async fn id(&self) -> ID {
         ID(self.0.id.to_string())
     }
+    /// Unique, 3–32 characters of `[a-z0-9_-]`.
     async fn username(&self) -> &str {
         &self.0.username
     }
@@ -45,18 +51,23 @@ impl Account {
     async fn email(&self) -> &str {
         &self.0.email
     }
+    /// The name shown to other people.
     async fn display_name(&self) -> &str {
         &self.0.display_name
     }
+    /// USER, or ADMIN for operators.
     async fn role(&self) -> UserRole {
         self.0.role.into()
     }
+    /// Editor look and behaviour, applied on every device.
     async fn preferences(&self) -> Preferences {
         Preferences::from_json(&self.0.preferences)
     }
+    /// When the account was created.
     async fn created_at(&self) -> DateTime<Utc> {
         self.0.created_at
     }
+    /// When the user last signed in with a password.
     async fn last_login_at(&self) -> Option<DateTime<Utc>> {
         self.0.last_login_at
     }
@@ -66,6 +77,7 @@ impl Account {
 #[derive(Enum, Copy, Clone, Eq, PartialEq)]
 #[graphql(remote = "entity::user::UserRole")]
 pub enum UserRole {
+    /// An ordinary account.
     User,
     /// Reads every project, public or not.
     Admin,
@@ -76,9 +88,11 @@ pub enum UserRole {
 pub struct UpdateMeInput {
     /// 1–64 characters.
     pub display_name: Option<String>,
+    /// Only the preferences given change.
     pub preferences: Option<PreferencesInput>,
 }
 
+/// Queries about users.
 #[derive(Default)]
 pub struct UsersQuery;
 

@@ -10,7 +10,9 @@ use crate::validation;
 #[derive(Enum, Copy, Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum Theme {
+    /// Dark text on a light background.
     Light,
+    /// Light text on a dark background.
     Dark,
     /// Follow the operating system.
     #[default]
@@ -21,9 +23,12 @@ pub enum Theme {
 #[derive(Enum, Copy, Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum Keymap {
+    /// The editor's standard bindings.
     #[default]
     Default,
+    /// Modal Vim bindings.
     Vim,
+    /// Emacs bindings.
     Emacs,
 }
 
@@ -37,8 +42,11 @@ pub struct EditorSettings {
     pub tab_size: i32,
     /// Indent with tabs rather than spaces.
     pub use_tabs: bool,
+    /// Key bindings.
     pub keymap: Keymap,
+    /// Wrap long lines instead of scrolling sideways.
     pub word_wrap: bool,
+    /// Show line numbers in the gutter.
     pub line_numbers: bool,
 }
 
@@ -59,7 +67,9 @@ impl Default for EditorSettings {
 #[derive(SimpleObject, Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Preferences {
+    /// Colour theme.
     pub theme: Theme,
+    /// Editor settings.
     pub editor: EditorSettings,
 }
 
@@ -106,7 +116,9 @@ impl Preferences {
 /// A partial update of [`Preferences`]; omitted fields are left as they are.
 #[derive(InputObject, Debug, Default)]
 pub struct PreferencesInput {
+    /// New colour theme.
     pub theme: Option<Theme>,
+    /// Editor settings to change.
     pub editor: Option<EditorSettingsInput>,
 }
 
@@ -117,8 +129,12 @@ pub struct EditorSettingsInput {
     pub font_size: Option<i32>,
     /// 1 to 8.
     pub tab_size: Option<i32>,
+    /// Indent with tabs rather than spaces.
     pub use_tabs: Option<bool>,
+    /// Key bindings.
     pub keymap: Option<Keymap>,
+    /// Wrap long lines.
     pub word_wrap: Option<bool>,
+    /// Show line numbers.
     pub line_numbers: Option<bool>,
 }
