@@ -46,7 +46,11 @@ struct Running {
     server: JoinHandle<anyhow::Result<()>>,
     _data_dir: tempfile::TempDir,
     pg_database: Option<String>,
+    /// More API nodes on the same database (see [`TestApp::spawn_node`]).
+    nodes: Vec<(oneshot::Sender<()>, JoinHandle<anyhow::Result<()>>)>,
 }
+
+pub mod ws;
 
 fn admin_url() -> String {
     std::env::var("TEST_DATABASE_URL")
@@ -101,9 +105,21 @@ pub async fn drop_database(name: &str) {
 
 impl TestApp {
     pub async fn spawn(backend: Backend) -> TestApp {
+        Self::spawn_with(backend, |_| {}).await
+    }
+
+    pub async fn spawn_with(backend: Backend, change: impl FnOnce(&mut Config)) -> TestApp {
         let dir = tempfile::tempdir().expect("temp dir");
-        let (config, pg_database) = fresh_config(backend, dir.path()).await;
-        Self::start(backend, config, dir, pg_database).await
+        let (mut config, pg_database) = fresh_config(backend, dir.path()).await;
+        change(&mut config);
+        Self::start(
+            backend,
+            config,
+            dir,
+            pg_database,
+            Arc::new(Mutex::new(None)),
+        )
+        .await
     }
 
     async fn start(
@@ -111,56 +127,106 @@ impl TestApp {
         config: Config,
         dir: tempfile::TempDir,
         pg_database: Option<String>,
+        running: Arc<Mutex<Option<Running>>>,
     ) -> TestApp {
-        let app = Application::build(&config).await.expect("server builds");
+        let (app, stop, server) = Self::serve(&config).await;
+        *running.lock().unwrap() = Some(Running {
+            stop,
+            server,
+            _data_dir: dir,
+            pg_database,
+            nodes: Vec::new(),
+        });
+        TestApp {
+            addr: app.0,
+            backend,
+            client: reqwest::Client::new(),
+            db: app.1,
+            config,
+            running,
+        }
+    }
+
+    #[allow(clippy::type_complexity)]
+    async fn serve(
+        config: &Config,
+    ) -> (
+        (SocketAddr, DatabaseConnection),
+        oneshot::Sender<()>,
+        JoinHandle<anyhow::Result<()>>,
+    ) {
+        let app = Application::build(config).await.expect("server builds");
         let addr = app.local_addr().expect("bound address");
         let db = app.services().db.clone();
         let (stop, stopped) = oneshot::channel::<()>();
         let server = tokio::spawn(app.run_until(async move {
             let _ = stopped.await;
         }));
-        TestApp {
-            addr,
-            backend,
-            client: reqwest::Client::new(),
-            db,
-            config,
-            running: Arc::new(Mutex::new(Some(Running {
-                stop,
-                server,
-                _data_dir: dir,
-                pg_database,
-            }))),
-        }
+        ((addr, db), stop, server)
     }
 
     /// Stop the server and start a new one on the same database (a restart).
     pub async fn restart(&self) -> TestApp {
+        self.restart_with(|_| {}).await
+    }
+
+    /// Restart with a changed configuration.
+    pub async fn restart_with(&self, change: impl FnOnce(&mut Config)) -> TestApp {
         let running = self
             .running
             .lock()
             .unwrap()
             .take()
             .expect("server is running");
+        for (stop, server) in running.nodes {
+            let _ = stop.send(());
+            let _ = server.await;
+        }
         let _ = running.stop.send(());
         running
             .server
             .await
             .expect("server task")
             .expect("server stopped cleanly");
+        let mut config = self.config.clone();
+        change(&mut config);
         Self::start(
             self.backend,
-            self.config.clone(),
+            config,
             running._data_dir,
             running.pg_database,
+            self.running.clone(),
         )
         .await
+    }
+
+    /// Start another API node on the same database and configuration (give the
+    /// configuration a `redis_url` first for the nodes to share updates). It stops with
+    /// this app.
+    pub async fn spawn_node(&self) -> TestApp {
+        let ((addr, db), stop, server) = Self::serve(&self.config).await;
+        self.running
+            .lock()
+            .unwrap()
+            .as_mut()
+            .expect("server is running")
+            .nodes
+            .push((stop, server));
+        TestApp {
+            addr,
+            db,
+            ..self.clone()
+        }
     }
 
     /// Stop the server and delete its database.
     pub async fn shutdown(&self) {
         let running = self.running.lock().unwrap().take();
         if let Some(running) = running {
+            for (stop, server) in running.nodes {
+                let _ = stop.send(());
+                let _ = server.await;
+            }
             let _ = running.stop.send(());
             let _ = running.server.await;
             if let Some(name) = running.pg_database {
@@ -326,7 +392,16 @@ where
     F: FnOnce(TestApp) -> Fut,
     Fut: Future<Output = ()>,
 {
-    let app = TestApp::spawn(backend).await;
+    run_with(backend, |_| {}, test).await;
+}
+
+/// [`run`], with the configuration changed before the server starts.
+pub async fn run_with<F, Fut>(backend: Backend, change: impl FnOnce(&mut Config), test: F)
+where
+    F: FnOnce(TestApp) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let app = TestApp::spawn_with(backend, change).await;
     let outcome = AssertUnwindSafe(test(app.clone())).catch_unwind().await;
     app.shutdown().await;
     if let Err(panic) = outcome {

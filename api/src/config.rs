@@ -38,6 +38,7 @@ pub enum LogFormat {
 
 pub const DEFAULT_BIND: &str = "127.0.0.1:8080";
 pub const DEFAULT_DATA_DIR: &str = "./codecrafter-data";
+pub const DEFAULT_REDIS_CHANNEL: &str = "codecrafter";
 pub const DEFAULT_LOG: &str = "info,sqlx=warn,sea_orm=warn";
 
 #[derive(Args, Debug, Clone)]
@@ -91,6 +92,53 @@ pub struct Config {
         global = true
     )]
     pub database_max_connections: u32,
+
+    /// Redis URL (production): fan-out between API nodes (and, later, the job queue).
+    /// Without it, one node with in-process broadcast.
+    #[arg(long, env = "REDIS_URL", hide_env_values = true, value_parser = secret, global = true)]
+    pub redis_url: Option<SecretString>,
+
+    /// The Redis pub/sub channel the nodes of one deployment share.
+    #[arg(long, env = "REDIS_CHANNEL", default_value = DEFAULT_REDIS_CHANNEL, global = true)]
+    pub redis_channel: String,
+
+    /// Largest Loro update `applyUpdate` accepts, in bytes.
+    #[arg(long, env = "MAX_UPDATE_BYTES", default_value_t = 1024 * 1024, global = true)]
+    pub max_update_bytes: usize,
+
+    /// Largest file, in bytes.
+    #[arg(long, env = "MAX_FILE_BYTES", default_value_t = 1024 * 1024, global = true)]
+    pub max_file_bytes: usize,
+
+    /// Most files in one project.
+    #[arg(
+        long,
+        env = "MAX_FILES_PER_PROJECT",
+        default_value_t = 1000,
+        global = true
+    )]
+    pub max_files: usize,
+
+    /// Fold a document's update log into a snapshot after this many updates.
+    #[arg(
+        long,
+        env = "COMPACT_AFTER_UPDATES",
+        default_value_t = 500,
+        global = true
+    )]
+    pub compact_after_updates: u32,
+
+    /// Seconds a document stays idle before it is compacted and dropped from memory.
+    #[arg(long, env = "DOCUMENT_IDLE_SECS", default_value_t = 120, global = true)]
+    pub document_idle_secs: u64,
+
+    /// Seconds a changed document stays idle before an automatic checkpoint ("Auto-save").
+    #[arg(long, env = "AUTOSAVE_IDLE_SECS", default_value_t = 600, global = true)]
+    pub autosave_idle_secs: u64,
+
+    /// Seconds without an update or heartbeat before a client leaves presence.
+    #[arg(long, env = "PRESENCE_TTL_SECS", default_value_t = 30, global = true)]
+    pub presence_ttl_secs: u64,
 }
 
 fn secret(value: &str) -> Result<SecretString, String> {
@@ -118,6 +166,28 @@ impl Config {
             refresh_token_ttl_days: 30,
             max_body_bytes: 1024 * 1024,
             database_max_connections: 10,
+            redis_url: None,
+            redis_channel: DEFAULT_REDIS_CHANNEL.to_owned(),
+            max_update_bytes: 1024 * 1024,
+            max_file_bytes: 1024 * 1024,
+            max_files: 1000,
+            compact_after_updates: 500,
+            document_idle_secs: 120,
+            autosave_idle_secs: 600,
+            presence_ttl_secs: 30,
+        }
+    }
+
+    /// The collaboration hub's limits and timings.
+    pub fn collab(&self) -> schema::documents::CollabConfig {
+        schema::documents::CollabConfig {
+            max_update_bytes: self.max_update_bytes,
+            max_file_bytes: self.max_file_bytes,
+            max_files: self.max_files,
+            compact_after_updates: self.compact_after_updates.max(1),
+            idle_unload: Duration::from_secs(self.document_idle_secs),
+            autosave_idle: Duration::from_secs(self.autosave_idle_secs),
+            presence_ttl: Duration::from_secs(self.presence_ttl_secs),
         }
     }
 

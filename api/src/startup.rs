@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use anyhow::Context;
 use schema::Services;
 use schema::auth::tokens::TokenIssuer;
+use secrecy::ExposeSecret;
 use tokio::net::TcpListener;
 
 use crate::config::{Config, Mode};
@@ -30,12 +31,21 @@ impl Application {
             config.access_token_ttl(),
             config.refresh_token_ttl(),
         );
-        let services = Services::new(db, tokens);
+        let bus = match &config.redis_url {
+            Some(url) => schema::realtime::Bus::redis(url.expose_secret(), &config.redis_channel)
+                .await
+                .context("REDIS_URL is set but Redis cannot be reached")?,
+            None => schema::realtime::Bus::local(),
+        };
+        let services = Services::new(db, tokens, bus, config.collab());
         let schema = schema::build(services.clone());
         let router = routes::router(
             AppState {
                 schema,
                 services: services.clone(),
+                max_ws_message_bytes: config
+                    .max_body_bytes
+                    .max(config.max_update_bytes / 3 * 4 + 64 * 1024),
             },
             config.max_body_bytes,
         );

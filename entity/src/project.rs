@@ -17,6 +17,8 @@ pub struct Model {
     pub updated_at: DateTimeUtc,
     /// Bumped by anything members do in the project; lists sort on it.
     pub last_activity_at: DateTimeUtc,
+    /// The project this one was forked from, while that one exists.
+    pub forked_from: Option<Uuid>,
 }
 
 /// Languages a project can be written in.

@@ -63,4 +63,5 @@ pub enum Projects {
     CreatedAt,
     UpdatedAt,
     LastActivityAt,
+    ForkedFrom,
 }

@@ -27,6 +27,12 @@ pub enum ApiError {
         field: Option<&'static str>,
         message: Cow<'static, str>,
     },
+    /// A write built on a version of the document the server does not have; the client
+    /// catches up from `version_vector` (the server's) and retries. Code CONFLICT.
+    OutOfDate {
+        message: Cow<'static, str>,
+        version_vector: String,
+    },
     /// Too many requests; try again later.
     RateLimited { retry_after_secs: u64 },
     /// Anything else. The cause is logged, never shown.
@@ -70,7 +76,7 @@ impl ApiError {
             Self::Forbidden(_) => codes::FORBIDDEN,
             Self::NotFound(_) => codes::NOT_FOUND,
             Self::BadUserInput { .. } => codes::BAD_USER_INPUT,
-            Self::Conflict { .. } => codes::CONFLICT,
+            Self::Conflict { .. } | Self::OutOfDate { .. } => codes::CONFLICT,
             Self::RateLimited { .. } => codes::RATE_LIMITED,
             Self::Internal(_) => codes::INTERNAL,
         }
@@ -81,9 +87,9 @@ impl ApiError {
         match self {
             Self::Unauthenticated(m) | Self::Forbidden(m) => m.to_string(),
             Self::NotFound(what) => format!("{what} not found"),
-            Self::BadUserInput { message, .. } | Self::Conflict { message, .. } => {
-                message.to_string()
-            }
+            Self::BadUserInput { message, .. }
+            | Self::Conflict { message, .. }
+            | Self::OutOfDate { message, .. } => message.to_string(),
             Self::RateLimited { retry_after_secs } => {
                 format!("too many requests, retry in {retry_after_secs} s")
             }
@@ -115,6 +121,10 @@ impl From<ApiError> for async_graphql::Error {
                 ApiError::Conflict {
                     field: Some(field), ..
                 } => ext.set("field", *field),
+                ApiError::OutOfDate { version_vector, .. } => {
+                    ext.set("field", "update");
+                    ext.set("versionVector", version_vector.as_str())
+                }
                 ApiError::RateLimited { retry_after_secs } => {
                     ext.set("retryAfter", *retry_after_secs)
                 }

@@ -5,17 +5,21 @@
 
 pub mod auth;
 pub mod context;
+pub mod documents;
 pub mod error;
 mod extensions;
 mod loaders;
 pub mod projects;
+pub mod realtime;
+pub mod scalars;
 pub mod state;
 mod time;
 pub mod users;
 mod validation;
+pub mod versions;
 
 use async_graphql::dataloader::DataLoader;
-use async_graphql::{EmptySubscription, MergedObject, Schema};
+use async_graphql::{MergedObject, MergedSubscription, Schema};
 
 pub use context::{AuthUser, Viewer};
 pub use extensions::fill_codes;
@@ -23,7 +27,12 @@ pub use state::Services;
 
 /// Every query.
 #[derive(MergedObject, Default)]
-pub struct Query(users::UsersQuery, projects::ProjectsQuery);
+pub struct Query(
+    users::UsersQuery,
+    projects::ProjectsQuery,
+    documents::DocumentsQuery,
+    versions::VersionsQuery,
+);
 
 /// Every mutation.
 #[derive(MergedObject, Default)]
@@ -31,20 +40,30 @@ pub struct Mutation(
     auth::AuthMutation,
     users::UsersMutation,
     projects::ProjectsMutation,
+    documents::DocumentsMutation,
+    versions::VersionsMutation,
 );
 
-pub type AppSchema = Schema<Query, Mutation, EmptySubscription>;
+/// Every subscription.
+#[derive(MergedSubscription, Default)]
+pub struct Subscription(documents::DocumentsSubscription);
+
+pub type AppSchema = Schema<Query, Mutation, Subscription>;
 
 /// Deepest selection a query may nest.
 pub const MAX_DEPTH: usize = 12;
 /// Most fields a query may select, counted recursively.
 pub const MAX_COMPLEXITY: usize = 1_000;
 
-fn builder() -> async_graphql::SchemaBuilder<Query, Mutation, EmptySubscription> {
-    Schema::build(Query::default(), Mutation::default(), EmptySubscription)
-        .extension(extensions::ErrorCodes)
-        .limit_depth(MAX_DEPTH)
-        .limit_complexity(MAX_COMPLEXITY)
+fn builder() -> async_graphql::SchemaBuilder<Query, Mutation, Subscription> {
+    Schema::build(
+        Query::default(),
+        Mutation::default(),
+        Subscription::default(),
+    )
+    .extension(extensions::ErrorCodes)
+    .limit_depth(MAX_DEPTH)
+    .limit_complexity(MAX_COMPLEXITY)
 }
 
 /// The schema, serving `services`.
@@ -55,6 +74,17 @@ pub fn build(services: Services) -> AppSchema {
 /// The SDL that `schema/schema.graphql` must equal.
 pub fn sdl() -> String {
     builder().finish().sdl()
+}
+
+/// What one WebSocket connection's operations share: who is connected, and a batching loader.
+pub fn connection_data(services: &Services, viewer: Viewer) -> async_graphql::Data {
+    let mut data = async_graphql::Data::default();
+    data.insert(viewer);
+    data.insert(DataLoader::new(
+        loaders::UserLoader(services.db.clone()),
+        tokio::spawn,
+    ));
+    data
 }
 
 /// Attach what one request needs: who is asking, and per-request batching caches.

@@ -5,23 +5,42 @@ use std::sync::Arc;
 use sea_orm::{DatabaseBackend, DatabaseConnection};
 
 use crate::auth::tokens::TokenIssuer;
+use crate::documents::{CollabConfig, Documents};
+use crate::realtime::{Bus, ProjectEvent, ProjectSignal};
 
-/// Cheap to clone: the connection pool and the issuer are shared.
+/// Cheap to clone: the connection pool, the issuer, the bus and the hub are shared.
 #[derive(Clone)]
 pub struct Services {
     pub db: DatabaseConnection,
     pub tokens: Arc<TokenIssuer>,
+    pub bus: Arc<Bus>,
+    pub documents: Documents,
 }
 
 impl Services {
-    pub fn new(db: DatabaseConnection, tokens: TokenIssuer) -> Self {
+    /// Everything, with the document hub's background tasks started (needs a Tokio runtime).
+    pub fn new(
+        db: DatabaseConnection,
+        tokens: TokenIssuer,
+        bus: Arc<Bus>,
+        collab: CollabConfig,
+    ) -> Self {
+        let documents = Documents::start(db.clone(), bus.clone(), collab);
         Self {
             db,
             tokens: Arc::new(tokens),
+            bus,
+            documents,
         }
     }
 
     pub fn is_postgres(&self) -> bool {
         self.db.get_database_backend() == DatabaseBackend::Postgres
+    }
+
+    /// Tell everybody following `project`, on every node.
+    pub fn announce(&self, project: uuid::Uuid, event: ProjectEvent) {
+        self.bus
+            .publish_project(project, ProjectSignal::Event(event));
     }
 }

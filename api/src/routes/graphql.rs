@@ -1,9 +1,11 @@
 //! `/graphql` over HTTP: POST with a JSON body, or GET with `?query=` (queries only).
 
+use async_graphql::http::ALL_WEBSOCKET_PROTOCOLS;
 use async_graphql::parser::types::{DocumentOperations, OperationType};
 use async_graphql::{Response, ServerError};
-use async_graphql_axum::{GraphQLRequest, GraphQLResponse};
-use axum::extract::State;
+use async_graphql_axum::{GraphQLProtocol, GraphQLRequest, GraphQLResponse, GraphQLWebSocket};
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{FromRequest, FromRequestParts, Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response as HttpResponse};
 use schema::Viewer;
@@ -35,15 +37,77 @@ pub async fn graphql(
     GraphQLResponse::from(state.schema.execute(request).await).into_response()
 }
 
+/// GET `/graphql`: a WebSocket upgrade (graphql-ws, or the older subscriptions-transport-ws),
+/// or a query in the URL.
+pub async fn graphql_get(State(state): State<AppState>, request: Request) -> HttpResponse {
+    let upgrade = request
+        .headers()
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+    if upgrade {
+        return websocket(state, request).await;
+    }
+    let (parts, body) = request.into_parts();
+    let (method, headers) = (parts.method.clone(), parts.headers.clone());
+    let graphql_request =
+        GraphQLRequest::from_request(Request::from_parts(parts, body), &state).await;
+    graphql(State(state), method, headers, graphql_request).await
+}
+
+async fn websocket(state: AppState, request: Request) -> HttpResponse {
+    let (mut parts, _) = request.into_parts();
+    let Ok(protocol) = GraphQLProtocol::from_request_parts(&mut parts, &state).await else {
+        return error_response(
+            StatusCode::BAD_REQUEST,
+            "ask for the graphql-transport-ws (or graphql-ws) WebSocket subprotocol".into(),
+        );
+    };
+    let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &state).await {
+        Ok(upgrade) => upgrade,
+        Err(rejection) => return rejection.into_response(),
+    };
+    upgrade
+        .protocols(ALL_WEBSOCKET_PROTOCOLS)
+        .max_message_size(state.max_ws_message_bytes)
+        .on_upgrade(move |socket| {
+            let services = state.services.clone();
+            GraphQLWebSocket::new(socket, state.schema.clone(), protocol)
+                .on_connection_init(move |payload| async move {
+                    let viewer = viewer_from_init(&payload, &services);
+                    Ok(schema::connection_data(&services, viewer))
+                })
+                .serve()
+        })
+}
+
+/// The graphql-ws `connection_init` payload: `{ "authorization": "Bearer <access token>" }`.
+fn viewer_from_init(payload: &serde_json::Value, services: &schema::Services) -> Viewer {
+    let value = payload
+        .get("authorization")
+        .or_else(|| payload.get("Authorization"))
+        .and_then(|v| v.as_str());
+    match value {
+        None => Viewer::Anonymous,
+        Some(value) => viewer_from_bearer(value, services),
+    }
+}
+
 /// Read `Authorization: Bearer <access token>`.
 pub fn viewer_from(headers: &HeaderMap, services: &schema::Services) -> Viewer {
-    let Some(value) = headers.get(header::AUTHORIZATION) else {
-        return Viewer::Anonymous;
-    };
-    let token = value.to_str().ok().and_then(|v| {
-        v.strip_prefix("Bearer ")
-            .or_else(|| v.strip_prefix("bearer "))
-    });
+    match headers.get(header::AUTHORIZATION) {
+        None => Viewer::Anonymous,
+        Some(value) => match value.to_str() {
+            Ok(value) => viewer_from_bearer(value, services),
+            Err(_) => Viewer::InvalidToken,
+        },
+    }
+}
+
+fn viewer_from_bearer(value: &str, services: &schema::Services) -> Viewer {
+    let token = value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "));
     match token.and_then(|t| services.tokens.verify_access(t.trim())) {
         Some(user) => Viewer::User(user),
         None => Viewer::InvalidToken,

@@ -18,11 +18,13 @@ use tower_http::trace::TraceLayer;
 pub struct AppState {
     pub schema: AppSchema,
     pub services: Services,
+    /// Largest WebSocket message (an `applyUpdate` carries a base64 update).
+    pub max_ws_message_bytes: usize,
 }
 
 pub fn router(state: AppState, max_body_bytes: usize) -> Router {
     Router::new()
-        .route("/graphql", get(graphql::graphql).post(graphql::graphql))
+        .route("/graphql", get(graphql::graphql_get).post(graphql::graphql))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .with_state(state)

@@ -149,7 +149,8 @@ mod tests {
             iat: past - 900,
             exp: past,
         };
-        let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &issuer.encoding).map_err(ApiError::internal)?;
+        let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &issuer.encoding)
+            .map_err(ApiError::internal)?;
         assert_eq!(issuer.verify_access(&token), None);
         Ok(())
     }

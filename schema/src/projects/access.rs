@@ -12,8 +12,10 @@ use crate::error::{ApiError, ApiResult};
 /// Operations on a project that need a permission check.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum ProjectAction {
-    /// See the project, its members and (later) its files.
+    /// See the project, its members, files, versions, chat and presence.
     Read,
+    /// Change the files, post in the chat, save and restore versions.
+    Edit,
     /// Change title, description, language, visibility.
     Update,
     Delete,
@@ -26,6 +28,7 @@ impl ProjectAction {
     fn least_role(self) -> ProjectRole {
         match self {
             Self::Read => ProjectRole::Viewer,
+            Self::Edit => ProjectRole::Editor,
             Self::Update | Self::Delete | Self::ManageMembers | Self::TransferOwnership => {
                 ProjectRole::Owner
             }
@@ -35,6 +38,7 @@ impl ProjectAction {
     fn describe(self) -> &'static str {
         match self {
             Self::Read => "read this project",
+            Self::Edit => "edit this project",
             Self::Update => "change this project's settings",
             Self::Delete => "delete this project",
             Self::ManageMembers => "manage this project's members",
@@ -139,6 +143,7 @@ mod tests {
             created_at: at,
             updated_at: at,
             last_activity_at: at,
+            forked_from: None,
         }
     }
 

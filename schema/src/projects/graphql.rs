@@ -1,7 +1,6 @@
 //! GraphQL types and resolvers of projects and members.
 
 use async_graphql::connection::{Connection, Edge, EmptyFields};
-use async_graphql::dataloader::DataLoader;
 use async_graphql::{Context, Enum, ID, InputObject, Object, Result, SimpleObject};
 use chrono::{DateTime, Utc};
 use entity::project_member;
@@ -11,7 +10,7 @@ use super::access::ProjectAccess;
 use super::service::{self, NewProject, ProjectChanges, ProjectListFilter};
 use crate::context::ViewerExt;
 use crate::error::{ApiError, ApiResult};
-use crate::loaders::UserLoader;
+use crate::loaders::load_user;
 use crate::state::Services;
 use crate::users::User;
 use crate::validation;
@@ -97,6 +96,23 @@ impl Project {
     async fn viewer_role(&self) -> Option<ProjectRole> {
         self.0.role.map(Into::into)
     }
+    /// The project this one was forked from; null when it was not, or when that project
+    /// is gone or private to you.
+    async fn forked_from(&self, ctx: &Context<'_>) -> Result<Option<Project>> {
+        let Some(source) = self.0.project.forked_from else {
+            return Ok(None);
+        };
+        let services = ctx.data_unchecked::<Services>();
+        match service::get(services, ctx.viewer(), source).await {
+            Ok(access) => Ok(Some(Project(access))),
+            Err(ApiError::NotFound(_)) => Ok(None),
+            Err(error) => Err(error.into()),
+        }
+    }
+    /// How many forks of this project exist.
+    async fn forks_count(&self, ctx: &Context<'_>) -> Result<u64> {
+        Ok(service::forks_count(ctx.data_unchecked::<Services>(), self.0.project.id).await?)
+    }
     /// Everyone in the project, longest-standing first.
     async fn members(&self, ctx: &Context<'_>) -> Result<Vec<ProjectMember>> {
         let members = service::members(ctx.data_unchecked::<Services>(), self.0.project.id).await?;
@@ -122,18 +138,6 @@ impl ProjectMember {
     async fn joined_at(&self) -> DateTime<Utc> {
         self.0.joined_at
     }
-}
-
-async fn load_user(ctx: &Context<'_>, id: Uuid) -> Result<User> {
-    let loader = ctx.data_unchecked::<DataLoader<UserLoader>>();
-    let user = loader
-        .load_one(id)
-        .await
-        .map_err(|e| ApiError::internal(anyhow::anyhow!("loading user {id}: {e}")))?
-        .ok_or_else(|| {
-            ApiError::internal(anyhow::anyhow!("user {id} is referenced but missing"))
-        })?;
-    Ok(User(user))
 }
 
 /// Totals of a project list.
@@ -190,7 +194,10 @@ fn project_id(raw: &ID) -> ApiResult<Uuid> {
 
 /// The `projectId` and `userId` arguments of the membership mutations.
 fn membership_ids(project_id: &ID, user_id: &ID) -> ApiResult<(Uuid, Uuid)> {
-    Ok((validation::id("projectId", project_id)?, validation::id("userId", user_id)?))
+    Ok((
+        validation::id("projectId", project_id)?,
+        validation::id("userId", user_id)?,
+    ))
 }
 
 #[derive(Default)]
@@ -292,6 +299,21 @@ impl ProjectsMutation {
         let viewer = ctx.viewer().require()?;
         service::delete(ctx.data_unchecked::<Services>(), viewer, project_id(&id)?).await?;
         Ok(id)
+    }
+
+    /// Copy a project you can read (its files, with their history) into a new private
+    /// project you own. `title` defaults to the original's.
+    async fn fork_project(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        title: Option<String>,
+    ) -> Result<Project> {
+        let viewer = ctx.viewer().require()?;
+        let services = ctx.data_unchecked::<Services>();
+        Ok(Project(
+            service::fork(services, viewer, project_id(&id)?, title.as_deref()).await?,
+        ))
     }
 
     /// Join a public project as VIEWER. Joining again changes nothing.

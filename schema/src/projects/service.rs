@@ -15,6 +15,7 @@ use super::access::{self, ProjectAccess, ProjectAction};
 use super::cursor;
 use crate::context::{AuthUser, Viewer};
 use crate::error::{ApiError, ApiResult};
+use crate::realtime::ProjectEvent;
 use crate::state::Services;
 use crate::time::now;
 use crate::validation;
@@ -66,27 +67,97 @@ pub async fn create(
         input.description.as_deref().unwrap_or(""),
         validation::DESCRIPTION_MAX,
     )?;
-    let at = now();
     let txn = services.db.begin().await?;
+    let project = insert_project(
+        &txn,
+        viewer,
+        NewProject {
+            title,
+            description: Some(description),
+            ..input
+        },
+        None,
+    )
+    .await?;
+    txn.commit().await?;
+    Ok(ProjectAccess {
+        project,
+        role: Some(ProjectRole::Owner),
+    })
+}
+
+/// Insert a project owned by `viewer` (already validated).
+async fn insert_project(
+    db: &impl ConnectionTrait,
+    viewer: &AuthUser,
+    input: NewProject,
+    forked_from: Option<Uuid>,
+) -> ApiResult<project::Model> {
+    let at = now();
     let project = project::ActiveModel {
         id: Set(Uuid::new_v4()),
-        title: Set(title),
-        description: Set(description),
+        title: Set(input.title),
+        description: Set(input.description.unwrap_or_default()),
         default_language: Set(input.default_language),
         is_public: Set(input.is_public),
         owner_id: Set(viewer.id),
         created_at: Set(at),
         updated_at: Set(at),
         last_activity_at: Set(at),
+        forked_from: Set(forked_from),
     }
-    .insert(&txn)
+    .insert(db)
     .await?;
-    insert_member(&txn, project.id, viewer.id, ProjectRole::Owner).await?;
+    insert_member(db, project.id, viewer.id, ProjectRole::Owner).await?;
+    Ok(project)
+}
+
+/// Copy a project the viewer can read, files and their history included, into a new private
+/// project the viewer owns.
+pub async fn fork(
+    services: &Services,
+    viewer: &AuthUser,
+    id: Uuid,
+    title: Option<&str>,
+) -> ApiResult<ProjectAccess> {
+    let source = access::load(&services.db, Some(viewer), id, ProjectAction::Read, false).await?;
+    let title = match title {
+        Some(title) => validation::single_line("title", title, validation::TITLE_MAX)?,
+        None => source.project.title.clone(),
+    };
+    let snapshot = services
+        .documents
+        .read(id, |doc| doc.export(loro::ExportMode::Snapshot))
+        .await?
+        .map_err(ApiError::internal)?;
+    let txn = services.db.begin().await?;
+    let project = insert_project(
+        &txn,
+        viewer,
+        NewProject {
+            title,
+            description: Some(source.project.description.clone()),
+            default_language: source.project.default_language,
+            is_public: false,
+        },
+        Some(id),
+    )
+    .await?;
+    crate::documents::store::seed(&txn, project.id, snapshot).await?;
+    touch(&txn, source.project).await?;
     txn.commit().await?;
     Ok(ProjectAccess {
         project,
         role: Some(ProjectRole::Owner),
     })
+}
+
+/// How many forks of `id` exist.
+pub async fn forks_count(services: &Services, id: Uuid) -> ApiResult<u64> {
+    Ok(Project::find()
+        .filter(project::Column::ForkedFrom.eq(id))
+        .count(&services.db)
+        .await?)
 }
 
 pub async fn get(services: &Services, viewer: &Viewer, id: Uuid) -> ApiResult<ProjectAccess> {
@@ -135,6 +206,8 @@ pub async fn delete(services: &Services, viewer: &AuthUser, id: Uuid) -> ApiResu
         access::load(&txn, Some(viewer), id, ProjectAction::Delete, true).await?;
     project.delete(&txn).await?;
     txn.commit().await?;
+    services.documents.forget(id);
+    services.announce(id, ProjectEvent::ProjectDeleted);
     Ok(())
 }
 
@@ -293,6 +366,13 @@ pub async fn join(services: &Services, viewer: &AuthUser, id: Uuid) -> ApiResult
     insert_member(&txn, id, viewer.id, ProjectRole::Viewer).await?;
     let project = touch(&txn, access.project).await?;
     txn.commit().await?;
+    services.announce(
+        id,
+        ProjectEvent::MemberJoined {
+            user: viewer.id,
+            role: ProjectRole::Viewer,
+        },
+    );
     Ok(ProjectAccess {
         project,
         role: Some(ProjectRole::Viewer),
@@ -306,6 +386,7 @@ pub async fn leave(services: &Services, viewer: &AuthUser, id: Uuid) -> ApiResul
     let member = find_member(&txn, id, viewer.id).await?;
     remove(&txn, access.project, member).await?;
     txn.commit().await?;
+    services.announce(id, ProjectEvent::MemberLeft { user: viewer.id });
     Ok(())
 }
 
@@ -336,6 +417,13 @@ pub async fn add_member(
     let member = insert_member(&txn, id, user.id, role).await?;
     touch(&txn, access.project).await?;
     txn.commit().await?;
+    services.announce(
+        id,
+        ProjectEvent::MemberJoined {
+            user: user.id,
+            role,
+        },
+    );
     Ok(member)
 }
 
@@ -361,6 +449,13 @@ pub async fn set_member_role(
     let project = touch(&txn, access.project).await?;
     ensure_primary_owner(&txn, project).await?;
     txn.commit().await?;
+    services.announce(
+        id,
+        ProjectEvent::MemberRoleChanged {
+            user: user_id,
+            role,
+        },
+    );
     Ok(member)
 }
 
@@ -380,6 +475,14 @@ pub async fn remove_member(
         access.role
     };
     txn.commit().await?;
+    services.announce(
+        id,
+        if user_id == viewer.id {
+            ProjectEvent::MemberLeft { user: user_id }
+        } else {
+            ProjectEvent::MemberRemoved { user: user_id }
+        },
+    );
     Ok(ProjectAccess { project, role })
 }
 
@@ -420,6 +523,20 @@ pub async fn transfer_ownership(
     project.last_activity_at = Set(at);
     let project = project.update(&txn).await?;
     txn.commit().await?;
+    services.announce(
+        id,
+        ProjectEvent::MemberRoleChanged {
+            user: user_id,
+            role: ProjectRole::Owner,
+        },
+    );
+    services.announce(
+        id,
+        ProjectEvent::MemberRoleChanged {
+            user: viewer.id,
+            role: ProjectRole::Editor,
+        },
+    );
     Ok(ProjectAccess {
         project,
         role: Some(ProjectRole::Editor),

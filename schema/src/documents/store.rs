@@ -1,0 +1,186 @@
+//! A document in the database: a snapshot plus the log of updates appended since.
+
+use entity::document_update;
+use entity::prelude::*;
+use entity::{document, version};
+use sea_orm::sea_query::{Expr, ExprTrait, Query};
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection,
+    EntityTrait, QueryFilter, QueryOrder, TransactionTrait,
+};
+use uuid::Uuid;
+
+use crate::error::{ApiError, ApiResult};
+use crate::time::now;
+
+/// What a document is built from.
+pub struct Stored {
+    pub snapshot: Option<Vec<u8>>,
+    pub snapshot_seq: i64,
+    pub updates: Vec<document_update::Model>,
+}
+
+/// Make sure `project` has its `documents` row (documents are created lazily).
+pub async fn ensure(db: &impl ConnectionTrait, project: Uuid) -> ApiResult<()> {
+    document::Entity::insert(document::ActiveModel {
+        project_id: Set(project),
+        head_seq: Set(0),
+        snapshot: Set(None),
+        snapshot_seq: Set(0),
+        updated_at: Set(now()),
+    })
+    .on_conflict_do_nothing_on([document::Column::ProjectId])
+    .exec(db)
+    .await?;
+    Ok(())
+}
+
+/// Everything stored for `project`.
+pub async fn load(db: &DatabaseConnection, project: Uuid) -> ApiResult<Stored> {
+    ensure(db, project).await?;
+    let txn = db.begin().await?;
+    let doc = Document::find_by_id(project)
+        .one(&txn)
+        .await?
+        .ok_or(ApiError::NotFound("project"))?;
+    let updates = since(&txn, project, doc.snapshot_seq).await?;
+    txn.commit().await?;
+    Ok(Stored {
+        snapshot: doc.snapshot,
+        snapshot_seq: doc.snapshot_seq,
+        updates,
+    })
+}
+
+/// The logged updates after `seq`, in order. The first one is not `seq + 1` when a
+/// compaction folded them into the snapshot meanwhile.
+pub async fn since(
+    db: &impl ConnectionTrait,
+    project: Uuid,
+    seq: i64,
+) -> ApiResult<Vec<document_update::Model>> {
+    Ok(DocumentUpdate::find()
+        .filter(document_update::Column::ProjectId.eq(project))
+        .filter(document_update::Column::Seq.gt(seq))
+        .order_by_asc(document_update::Column::Seq)
+        .all(db)
+        .await?)
+}
+
+/// Append an update to the log, durably; returns its sequence number. The counter row is
+/// locked by the UPDATE, so appends from several nodes get consecutive numbers.
+pub async fn append(
+    db: &DatabaseConnection,
+    project: Uuid,
+    data: Vec<u8>,
+    author: Option<Uuid>,
+    client_id: Option<String>,
+) -> ApiResult<i64> {
+    let at = now();
+    let txn = db.begin().await?;
+    let bump = Query::update()
+        .table(document::Entity)
+        .value(
+            document::Column::HeadSeq,
+            Expr::col(document::Column::HeadSeq).add(1),
+        )
+        .value(document::Column::UpdatedAt, at)
+        .and_where(document::Column::ProjectId.eq(project))
+        .returning_col(document::Column::HeadSeq)
+        .to_owned();
+    let seq: i64 = txn
+        .query_one(&bump)
+        .await?
+        .ok_or(ApiError::NotFound("project"))?
+        .try_get("", "head_seq")?;
+    document_update::ActiveModel {
+        project_id: Set(project),
+        seq: Set(seq),
+        data: Set(data),
+        author_id: Set(author),
+        client_id: Set(client_id),
+        created_at: Set(at),
+    }
+    .insert(&txn)
+    .await?;
+    txn.commit().await?;
+    Ok(seq)
+}
+
+/// Replace the snapshot with one holding every update up to `upto`, and drop those
+/// updates from the log, in one transaction. A newer snapshot (another node's) wins.
+pub async fn compact(
+    db: &DatabaseConnection,
+    project: Uuid,
+    snapshot: Vec<u8>,
+    upto: i64,
+) -> ApiResult<()> {
+    let txn = db.begin().await?;
+    let replaced = Document::update_many()
+        .col_expr(document::Column::Snapshot, Expr::value(snapshot))
+        .col_expr(document::Column::SnapshotSeq, Expr::value(upto))
+        .col_expr(document::Column::UpdatedAt, Expr::value(now()))
+        .filter(document::Column::ProjectId.eq(project))
+        .filter(document::Column::SnapshotSeq.lt(upto))
+        .exec(&txn)
+        .await?;
+    if replaced.rows_affected == 1 {
+        DocumentUpdate::delete_many()
+            .filter(document_update::Column::ProjectId.eq(project))
+            .filter(document_update::Column::Seq.lte(upto))
+            .exec(&txn)
+            .await?;
+    }
+    txn.commit().await?;
+    Ok(())
+}
+
+/// Give a new project (a fork) its document: `snapshot`, with an empty log.
+pub async fn seed(db: &impl ConnectionTrait, project: Uuid, snapshot: Vec<u8>) -> ApiResult<()> {
+    document::ActiveModel {
+        project_id: Set(project),
+        head_seq: Set(0),
+        snapshot: Set(Some(snapshot)),
+        snapshot_seq: Set(0),
+        updated_at: Set(now()),
+    }
+    .insert(db)
+    .await?;
+    Ok(())
+}
+
+/// Record a checkpoint at `frontiers`.
+pub async fn insert_version(
+    db: &impl ConnectionTrait,
+    project: Uuid,
+    title: String,
+    message: String,
+    frontiers: Vec<u8>,
+    author: Option<Uuid>,
+) -> ApiResult<version::Model> {
+    Ok(version::ActiveModel {
+        id: Set(Uuid::new_v4()),
+        project_id: Set(project),
+        title: Set(title),
+        message: Set(message),
+        frontiers: Set(frontiers),
+        is_auto: Set(author.is_none()),
+        author_id: Set(author),
+        created_at: Set(now()),
+    }
+    .insert(db)
+    .await?)
+}
+
+/// The frontiers of the newest checkpoint of `project`, if any.
+pub async fn latest_version_frontiers(
+    db: &impl ConnectionTrait,
+    project: Uuid,
+) -> ApiResult<Option<Vec<u8>>> {
+    Ok(Version::find()
+        .filter(version::Column::ProjectId.eq(project))
+        .order_by_desc(version::Column::CreatedAt)
+        .one(db)
+        .await?
+        .map(|v| v.frontiers))
+}

@@ -1,0 +1,164 @@
+//! The messages of the bus, in the form they cross between nodes (JSON).
+
+use chrono::{DateTime, Utc};
+use entity::project_member::ProjectRole;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// Anything one node tells the others.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Signal {
+    Doc(DocSignal),
+    Project {
+        project: Uuid,
+        signal: ProjectSignal,
+    },
+}
+
+/// An update appended to a document's log, with its sequence number there.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DocSignal {
+    pub project: Uuid,
+    pub seq: i64,
+    #[serde(with = "base64_bytes")]
+    pub update: Vec<u8>,
+    pub author: Option<Uuid>,
+    pub client_id: Option<String>,
+}
+
+/// What the people in one project see happen, besides edits.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ProjectSignal {
+    Event(ProjectEvent),
+    Presence(PresenceSignal),
+}
+
+/// Something that happened in a project.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum ProjectEvent {
+    MessagePosted {
+        id: Uuid,
+        author: Uuid,
+        body: String,
+        at: DateTime<Utc>,
+    },
+    MemberJoined {
+        user: Uuid,
+        #[serde(with = "role")]
+        role: ProjectRole,
+    },
+    MemberRoleChanged {
+        user: Uuid,
+        #[serde(with = "role")]
+        role: ProjectRole,
+    },
+    /// The member left on their own.
+    MemberLeft { user: Uuid },
+    /// An owner removed the member: their subscriptions to the project end.
+    MemberRemoved { user: Uuid },
+    /// The project is gone: every subscription to it ends.
+    ProjectDeleted,
+}
+
+impl ProjectEvent {
+    /// Whether `user` loses access to the project with this event.
+    pub fn revokes(&self, user: Option<Uuid>) -> bool {
+        match self {
+            Self::ProjectDeleted => true,
+            Self::MemberRemoved { user: removed } => Some(*removed) == user,
+            _ => false,
+        }
+    }
+}
+
+/// One client's place in a project.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PresenceState {
+    pub user: Uuid,
+    pub client_id: String,
+    pub file: Option<String>,
+    pub cursor: Option<u32>,
+    pub selection: Option<(u32, u32)>,
+    pub typing: bool,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum PresenceSignal {
+    Update(PresenceState),
+    Leave { user: Uuid, client_id: String },
+}
+
+mod base64_bytes {
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&STANDARD.encode(bytes))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        STANDARD
+            .decode(text.as_bytes())
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+mod role {
+    use entity::project_member::ProjectRole;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(role: &ProjectRole, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(match role {
+            ProjectRole::Owner => "OWNER",
+            ProjectRole::Editor => "EDITOR",
+            ProjectRole::Viewer => "VIEWER",
+        })
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<ProjectRole, D::Error> {
+        match <std::borrow::Cow<'de, str>>::deserialize(d)?.as_ref() {
+            "OWNER" => Ok(ProjectRole::Owner),
+            "EDITOR" => Ok(ProjectRole::Editor),
+            "VIEWER" => Ok(ProjectRole::Viewer),
+            other => Err(serde::de::Error::custom(format!("unknown role {other}"))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn signals_round_trip_as_json() {
+        let signals = [
+            Signal::Doc(DocSignal {
+                project: Uuid::new_v4(),
+                seq: 7,
+                update: vec![0, 1, 2, 255],
+                author: Some(Uuid::new_v4()),
+                client_id: Some("tab-1".into()),
+            }),
+            Signal::Project {
+                project: Uuid::new_v4(),
+                signal: ProjectSignal::Event(ProjectEvent::MemberRoleChanged {
+                    user: Uuid::new_v4(),
+                    role: ProjectRole::Editor,
+                }),
+            },
+        ];
+        for signal in signals {
+            let json = serde_json::to_string(&signal).unwrap();
+            let back: Signal = serde_json::from_str(&json).unwrap();
+            assert_eq!(serde_json::to_string(&back).unwrap(), json);
+        }
+    }
+}

@@ -1,0 +1,44 @@
+//! Custom scalars.
+
+use async_graphql::{InputValueError, InputValueResult, Scalar, ScalarType, Value};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+
+/// Binary data as standard base64 (RFC 4648, with padding): Loro updates and version vectors.
+#[derive(Clone, Debug)]
+pub enum Base64 {
+    /// Decoded, as received from a client.
+    Bytes(Vec<u8>),
+    /// Already encoded, as sent to clients (encoded once, shared by every subscriber).
+    Text(String),
+}
+
+impl Base64 {
+    /// The bytes (decoding when needed; `None` when the text is not base64).
+    pub fn into_bytes(self) -> Option<Vec<u8>> {
+        match self {
+            Self::Bytes(bytes) => Some(bytes),
+            Self::Text(text) => STANDARD.decode(text).ok(),
+        }
+    }
+}
+
+#[Scalar(name = "Base64")]
+impl ScalarType for Base64 {
+    fn parse(value: Value) -> InputValueResult<Self> {
+        match value {
+            Value::String(text) => STANDARD
+                .decode(text.trim())
+                .map(Self::Bytes)
+                .map_err(|_| InputValueError::custom("not valid base64")),
+            other => Err(InputValueError::expected_type(other)),
+        }
+    }
+
+    fn to_value(&self) -> Value {
+        match self {
+            Self::Bytes(bytes) => Value::String(STANDARD.encode(bytes)),
+            Self::Text(text) => Value::String(text.clone()),
+        }
+    }
+}

@@ -1,0 +1,101 @@
+//! GraphQL types and resolvers of versions.
+
+use async_graphql::{Context, ID, Object, Result};
+use chrono::{DateTime, Utc};
+use entity::version;
+
+use super::service;
+use crate::context::ViewerExt;
+use crate::documents::DocumentVersion;
+use crate::documents::File;
+use crate::loaders::load_user_opt;
+use crate::state::Services;
+use crate::users::User;
+use crate::validation;
+
+/// A named checkpoint of a project's files.
+pub struct Version(version::Model);
+
+/// A named checkpoint of a project's files.
+#[Object]
+impl Version {
+    /// Stable id (a UUID).
+    async fn id(&self) -> ID {
+        ID(self.0.id.to_string())
+    }
+    async fn title(&self) -> &str {
+        &self.0.title
+    }
+    async fn message(&self) -> &str {
+        &self.0.message
+    }
+    /// Who saved it; null for automatic checkpoints ("Auto-save").
+    async fn author(&self, ctx: &Context<'_>) -> Result<Option<User>> {
+        load_user_opt(ctx, self.0.author_id).await
+    }
+    /// Taken by the server when a changed document went idle.
+    async fn is_auto(&self) -> bool {
+        self.0.is_auto
+    }
+    async fn created_at(&self) -> DateTime<Utc> {
+        self.0.created_at
+    }
+    /// The files as they were at this version, sorted by path.
+    async fn files(&self, ctx: &Context<'_>) -> Result<Vec<File>> {
+        let services = ctx.data::<Services>()?;
+        Ok(service::files_at(services, self.0.project_id, self.0.id).await?)
+    }
+}
+
+#[derive(Default)]
+pub struct VersionsQuery;
+
+#[Object]
+impl VersionsQuery {
+    /// A project's checkpoints, newest first.
+    async fn versions(&self, ctx: &Context<'_>, project_id: ID) -> Result<Vec<Version>> {
+        let services = ctx.data::<Services>()?;
+        let project = validation::id("projectId", &project_id)?;
+        let versions = service::list(services, ctx.viewer().user()?, project).await?;
+        Ok(versions.into_iter().map(Version).collect())
+    }
+}
+
+#[derive(Default)]
+pub struct VersionsMutation;
+
+#[Object]
+impl VersionsMutation {
+    /// Save the current state of a project's files as a named checkpoint. EDITOR or OWNER.
+    async fn create_version(
+        &self,
+        ctx: &Context<'_>,
+        project_id: ID,
+        title: String,
+        message: Option<String>,
+    ) -> Result<Version> {
+        let services = ctx.data::<Services>()?;
+        let viewer = ctx.viewer().require()?;
+        let project = validation::id("projectId", &project_id)?;
+        let version =
+            service::create(services, viewer, project, &title, message.as_deref()).await?;
+        Ok(Version(version))
+    }
+
+    /// Bring a project's files back to a version. This is a new edit on top of the current
+    /// state, sent to every client like any other; history is never rewritten. EDITOR or OWNER.
+    async fn restore_version(
+        &self,
+        ctx: &Context<'_>,
+        project_id: ID,
+        version_id: ID,
+    ) -> Result<DocumentVersion> {
+        let services = ctx.data::<Services>()?;
+        let viewer = ctx.viewer().require()?;
+        let project = validation::id("projectId", &project_id)?;
+        let version = validation::id("versionId", &version_id)?;
+        Ok(service::restore(services, viewer, project, version)
+            .await?
+            .into())
+    }
+}

@@ -1,0 +1,7 @@
+//! Versions: named checkpoints of a project's document, read and restored.
+
+mod graphql;
+mod service;
+
+pub use graphql::{VersionsMutation, VersionsQuery};
+pub use service::file_at;

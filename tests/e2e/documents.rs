@@ -1,0 +1,681 @@
+//! Documents: Loro updates over graphql-ws, files, durability, catch-up, versions and forks.
+//! The clients are real Loro documents of their own, talking over real WebSockets.
+
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use codecrafter_tests::ws::{Event, WsClient};
+use codecrafter_tests::{TestApp, TestUser, backend_tests};
+use loro::{ExportMode, LoroDoc, LoroText, VersionVector};
+use serde_json::{Value, json};
+
+const APPLY: &str = "mutation($p: ID!, $u: Base64!, $c: String) { applyUpdate(projectId: $p, update: $u, clientId: $c) { seq versionVector } }";
+const SUBSCRIBE: &str = "subscription($p: ID!, $since: Base64) { documentUpdates(projectId: $p, since: $since) { update seq catchUp versionVector clientId author { username } } }";
+const FILES: &str = "query($p: ID!) { files(projectId: $p) { path content size } }";
+
+/// An owner, an editor and a viewer of a new private project.
+struct Team {
+    owner: TestUser,
+    editor: TestUser,
+    viewer: TestUser,
+    project: String,
+}
+
+async fn team(app: &TestApp) -> Team {
+    let owner = app.sign_up("owner").await;
+    let editor = app.sign_up("editor").await;
+    let viewer = app.sign_up("viewer").await;
+    let created = app
+        .gql_as(
+            &owner.access,
+            "mutation { createProject(input: {title: \"Live\"}) { id } }",
+            json!({}),
+        )
+        .await;
+    let project = created.data()["createProject"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for (user, role) in [(&editor, "EDITOR"), (&viewer, "VIEWER")] {
+        app.gql_as(
+            &owner.access,
+            "mutation($p: ID!, $u: String!, $r: ProjectRole!) { addMember(projectId: $p, username: $u, role: $r) { role } }",
+            json!({ "p": project, "u": user.username, "r": role }),
+        )
+        .await
+        .data();
+    }
+    Team {
+        owner,
+        editor,
+        viewer,
+        project,
+    }
+}
+
+/// A client: its own Loro document, following the project over a WebSocket.
+struct Peer {
+    doc: LoroDoc,
+    ws: WsClient,
+    sub: String,
+    name: String,
+    project: String,
+}
+
+impl Peer {
+    async fn join(app: &TestApp, user: &TestUser, project: &str, peer_id: u64) -> Peer {
+        let doc = LoroDoc::new();
+        doc.set_peer_id(peer_id).unwrap();
+        Self::follow(app, user, project, doc, None).await
+    }
+
+    /// Subscribe, sending `since` (the document's version) when given; imports the catch-up.
+    async fn follow(
+        app: &TestApp,
+        user: &TestUser,
+        project: &str,
+        doc: LoroDoc,
+        since: Option<&VersionVector>,
+    ) -> Peer {
+        let mut ws = WsClient::connect(app, Some(&user.access)).await;
+        let since = since.map(|vv| STANDARD.encode(vv.encode()));
+        let sub = ws
+            .subscribe(SUBSCRIBE, json!({ "p": project, "since": since }))
+            .await;
+        let mut peer = Peer {
+            doc,
+            ws,
+            sub,
+            name: format!("{}-{}", user.username, rand_suffix()),
+            project: project.to_owned(),
+        };
+        let first = peer.ws.next(&peer.sub).await;
+        assert_eq!(first.data()["documentUpdates"]["catchUp"], true);
+        peer.import(&first);
+        peer
+    }
+
+    fn import(&self, event: &Event) -> Value {
+        let update = event.data()["documentUpdates"].clone();
+        let bytes = STANDARD.decode(update["update"].as_str().unwrap()).unwrap();
+        let status = self.doc.import(&bytes).unwrap();
+        assert!(
+            status.pending.is_none(),
+            "the server sent an update out of order"
+        );
+        update
+    }
+
+    /// The text of `path`; a new file is created mergeable, so that two clients creating
+    /// the same path at once end up with one file holding both their edits.
+    fn text(&self, path: &str) -> LoroText {
+        text_of(&self.doc, path).unwrap_or_else(|| {
+            self.doc
+                .get_map("files")
+                .ensure_mergeable_text(path)
+                .unwrap()
+        })
+    }
+
+    /// Make a local edit and send it over the socket; returns the server's answer.
+    async fn edit(&mut self, change: impl FnOnce(&Self)) -> Value {
+        let before = self.doc.oplog_vv();
+        change(self);
+        self.doc.commit();
+        let update = self.doc.export(ExportMode::updates(&before)).unwrap();
+        let answer = self
+            .ws
+            .request(
+                APPLY,
+                json!({ "p": self.project, "u": STANDARD.encode(update), "c": self.name }),
+            )
+            .await;
+        assert!(answer.get("errors").is_none(), "{answer}");
+        answer["data"]["applyUpdate"].clone()
+    }
+
+    /// Take updates until the document holds `target` (a server's version vector).
+    async fn sync_to(&mut self, target: &VersionVector) {
+        while !self.doc.oplog_vv().includes_vv(target) {
+            let event = self.ws.next(&self.sub).await;
+            self.import(&event);
+        }
+    }
+
+    fn files(&self) -> Value {
+        let mut files = serde_json::Map::new();
+        self.doc.get_map("files").for_each(|path, value| {
+            if let loro::ValueOrContainer::Container(loro::Container::Text(text)) = value {
+                files.insert(path.to_owned(), json!(text.to_string()));
+            }
+        });
+        Value::Object(files)
+    }
+}
+
+fn text_of(doc: &LoroDoc, path: &str) -> Option<LoroText> {
+    match doc.get_map("files").get(path) {
+        Some(loro::ValueOrContainer::Container(loro::Container::Text(text))) => Some(text),
+        _ => None,
+    }
+}
+
+fn rand_suffix() -> u32 {
+    uuid::Uuid::new_v4().as_u128() as u32
+}
+
+fn decode_vv(encoded: &Value) -> VersionVector {
+    VersionVector::decode(&STANDARD.decode(encoded.as_str().unwrap()).unwrap()).unwrap()
+}
+
+/// The server's files as `{ path: content }`.
+async fn server_files(app: &TestApp, token: &str, project: &str) -> Value {
+    let answer = app.gql_as(token, FILES, json!({ "p": project })).await;
+    let mut files = serde_json::Map::new();
+    for file in answer.data()["files"].as_array().unwrap() {
+        files.insert(
+            file["path"].as_str().unwrap().to_owned(),
+            file["content"].clone(),
+        );
+    }
+    Value::Object(files)
+}
+
+async fn head(app: &TestApp, token: &str, project: &str) -> VersionVector {
+    let answer = app
+        .gql_as(
+            token,
+            "query($p: ID!) { documentVersion(projectId: $p) { versionVector } }",
+            json!({ "p": project }),
+        )
+        .await;
+    decode_vv(&answer.data()["documentVersion"]["versionVector"])
+}
+
+/// An update made by a fresh Loro peer that creates `path` with `content`.
+fn new_file_update(path: &str, content: &str) -> Vec<u8> {
+    let doc = LoroDoc::new();
+    doc.get_map("files")
+        .insert_container(path, LoroText::new())
+        .unwrap()
+        .insert(0, content)
+        .unwrap();
+    doc.commit();
+    doc.export(ExportMode::all_updates()).unwrap()
+}
+
+async fn apply_http(
+    app: &TestApp,
+    token: &str,
+    project: &str,
+    update: &[u8],
+) -> codecrafter_tests::Gql {
+    app.gql_as(
+        token,
+        APPLY,
+        json!({ "p": project, "u": STANDARD.encode(update), "c": "http" }),
+    )
+    .await
+}
+
+backend_tests! {
+    async fn edits_reach_every_client_with_author_and_client_id(app) {
+        let team = team(&app).await;
+        let mut alice = Peer::join(&app, &team.owner, &team.project, 1).await;
+        let mut bob = Peer::join(&app, &team.editor, &team.project, 2).await;
+        let mut viewer = Peer::join(&app, &team.viewer, &team.project, 3).await;
+
+        let answer = alice.edit(|p| p.text("main.py").insert(0, "print('hi')\n").unwrap()).await;
+        assert_eq!(answer["seq"], 1);
+        // Every subscriber, the author included, gets it with who sent it.
+        for peer in [&mut alice, &mut bob, &mut viewer] {
+            let event = peer.ws.next(&peer.sub).await;
+            let update = peer.import(&event);
+            assert_eq!(update["catchUp"], false);
+            assert_eq!(update["seq"], 1);
+            assert_eq!(update["author"]["username"], "owner");
+            assert!(update["clientId"].as_str().unwrap().starts_with("owner-"));
+        }
+        bob.edit(|p| p.text("main.py").insert(0, "# by bob\n").unwrap()).await;
+        let target = head(&app, &team.owner.access, &team.project).await;
+        for peer in [&mut alice, &mut bob, &mut viewer] {
+            peer.sync_to(&target).await;
+            assert_eq!(peer.text("main.py").to_string(), "# by bob\nprint('hi')\n");
+        }
+        assert_eq!(
+            server_files(&app, &team.viewer.access, &team.project).await,
+            json!({ "main.py": "# by bob\nprint('hi')\n" })
+        );
+    }
+
+    async fn viewers_and_outsiders_cannot_write(app) {
+        let team = team(&app).await;
+        let stranger = app.sign_up("stranger").await;
+        let update = new_file_update("x.py", "x");
+        apply_http(&app, &team.viewer.access, &team.project, &update).await.assert_error("FORBIDDEN", None);
+        apply_http(&app, &stranger.access, &team.project, &update).await.assert_error("NOT_FOUND", None);
+        let anonymous = app.gql(APPLY, json!({ "p": team.project, "u": STANDARD.encode(&update) })).await;
+        anonymous.assert_error("UNAUTHENTICATED", None);
+        // Nor through the file operations, nor over the socket.
+        let create = app
+            .gql_as(
+                &team.viewer.access,
+                "mutation($p: ID!) { createFile(projectId: $p, path: \"a.py\") { path } }",
+                json!({ "p": team.project }),
+            )
+            .await;
+        create.assert_error("FORBIDDEN", None);
+        let mut ws = WsClient::connect(&app, Some(&team.viewer.access)).await;
+        let answer = ws.request(APPLY, json!({ "p": team.project, "u": STANDARD.encode(&update) })).await;
+        assert_eq!(answer["errors"][0]["extensions"]["code"], "FORBIDDEN");
+        assert_eq!(app.count("document_updates").await, 0);
+        assert_eq!(server_files(&app, &team.owner.access, &team.project).await, json!({}));
+    }
+
+    async fn bad_updates_are_refused_and_change_nothing(app) {
+        let team = team(&app).await;
+        let token = &team.editor.access;
+        let good = new_file_update("main.py", "ok");
+        apply_http(&app, token, &team.project, &good).await.data();
+        let before = server_files(&app, token, &team.project).await;
+
+        // Not base64, not Loro.
+        let answer = app.gql_as(token, APPLY, json!({ "p": team.project, "u": "***" })).await;
+        answer.assert_error("BAD_USER_INPUT", None);
+        apply_http(&app, token, &team.project, b"definitely not loro").await.assert_error("BAD_USER_INPUT", Some("update"));
+        // A snapshot instead of an update.
+        let doc = LoroDoc::new();
+        doc.get_map("files").insert_container("s.py", LoroText::new()).unwrap().insert(0, "s").unwrap();
+        let snapshot = doc.export(ExportMode::Snapshot).unwrap();
+        apply_http(&app, token, &team.project, &snapshot).await.assert_error("BAD_USER_INPUT", Some("update"));
+        // Containers outside `files`, and bad paths.
+        let doc = LoroDoc::new();
+        doc.get_text("elsewhere").insert(0, "x").unwrap();
+        doc.commit();
+        let outside = doc.export(ExportMode::all_updates()).unwrap();
+        apply_http(&app, token, &team.project, &outside).await.assert_error("BAD_USER_INPUT", Some("update"));
+        for path in ["../etc/passwd", "/abs", "a//b"] {
+            apply_http(&app, token, &team.project, &new_file_update(path, "x")).await.assert_error("BAD_USER_INPUT", Some("update"));
+        }
+        let doc = LoroDoc::new();
+        doc.get_map("files").insert("plain", "a value, not a text").unwrap();
+        doc.commit();
+        let not_text = doc.export(ExportMode::all_updates()).unwrap();
+        apply_http(&app, token, &team.project, &not_text).await.assert_error("BAD_USER_INPUT", Some("update"));
+
+        // Out of order: an update built on changes the server never received.
+        let doc = LoroDoc::new();
+        doc.set_peer_id(77).unwrap();
+        let text = doc.get_map("files").insert_container("gap.py", LoroText::new()).unwrap();
+        text.insert(0, "first").unwrap();
+        doc.commit();
+        let after_first = doc.oplog_vv();
+        text.insert(5, " second").unwrap();
+        doc.commit();
+        let second_only = doc.export(ExportMode::updates(&after_first)).unwrap();
+        let conflict = apply_http(&app, token, &team.project, &second_only).await;
+        conflict.assert_error("CONFLICT", Some("update"));
+        let server_vv = decode_vv(&conflict.error()["extensions"]["versionVector"]);
+        assert_eq!(server_vv, head(&app, token, &team.project).await);
+
+        assert_eq!(server_files(&app, token, &team.project).await, before);
+        assert_eq!(app.count("document_updates").await, 1);
+
+        // Sending the missing part first makes the same update acceptable.
+        let first_only = doc.export(ExportMode::updates(&VersionVector::default())).unwrap();
+        apply_http(&app, token, &team.project, &first_only).await.data();
+        assert_eq!(server_files(&app, token, &team.project).await["gap.py"], "first second");
+    }
+
+    async fn limits_are_configuration(app) {
+        let app = app
+            .restart_with(|c| {
+                c.max_update_bytes = 2_000;
+                c.max_file_bytes = 100;
+                c.max_files = 2;
+            })
+            .await;
+        let team = team(&app).await;
+        let token = &team.owner.access;
+        let big = new_file_update("big.txt", &"x".repeat(3_000));
+        apply_http(&app, token, &team.project, &big).await.assert_error("BAD_USER_INPUT", Some("update"));
+        let large_file = new_file_update("large.txt", &"y".repeat(150));
+        apply_http(&app, token, &team.project, &large_file).await.assert_error("BAD_USER_INPUT", Some("update"));
+        for name in ["a.txt", "b.txt"] {
+            apply_http(&app, token, &team.project, &new_file_update(name, "ok")).await.data();
+        }
+        apply_http(&app, token, &team.project, &new_file_update("c.txt", "one too many")).await.assert_error("BAD_USER_INPUT", Some("update"));
+        let create = app
+            .gql_as(token, "mutation($p: ID!) { createFile(projectId: $p, path: \"d.txt\") { path } }", json!({ "p": team.project }))
+            .await;
+        create.assert_error("BAD_USER_INPUT", Some("update"));
+        assert_eq!(app.count("document_updates").await, 2);
+    }
+
+    async fn acknowledged_edits_survive_restart_and_compaction(app) {
+        let app = app.restart_with(|c| c.compact_after_updates = 3).await;
+        let team = team(&app).await;
+        let mut alice = Peer::join(&app, &team.owner, &team.project, 11).await;
+        alice.edit(|p| p.text("a.txt").insert(0, "one ").unwrap()).await;
+        let after_first = alice.doc.oplog_vv();
+        let first_frontiers = alice.doc.oplog_frontiers();
+        for word in ["two ", "three ", "four ", "five "] {
+            alice.edit(|p| {
+                let text = p.text("a.txt");
+                text.insert(text.len_unicode(), word).unwrap();
+            })
+            .await;
+        }
+        // Three updates were folded into the snapshot; two remain in the log.
+        assert_eq!(app.count("document_updates").await, 2);
+        let app = app.restart().await;
+        assert_eq!(
+            server_files(&app, &team.owner.access, &team.project).await,
+            json!({ "a.txt": "one two three four five " })
+        );
+        // A client that only has the first edit catches up on exactly the rest.
+        let old = alice.doc.fork_at(&first_frontiers).unwrap();
+        assert_eq!(text_of(&old, "a.txt").unwrap().to_string(), "one ");
+        let bob = Peer::follow(&app, &team.editor, &team.project, old, Some(&after_first)).await;
+        assert_eq!(bob.text("a.txt").to_string(), "one two three four five ");
+    }
+
+    async fn a_reconnecting_client_gets_exactly_what_it_missed(app) {
+        let team = team(&app).await;
+        let mut alice = Peer::join(&app, &team.owner, &team.project, 21).await;
+        let bob = Peer::join(&app, &team.editor, &team.project, 22).await;
+        alice.edit(|p| p.text("f.txt").insert(0, "base").unwrap()).await;
+        let target = head(&app, &team.owner.access, &team.project).await;
+        let mut bob = bob;
+        bob.sync_to(&target).await;
+        let bob_version = bob.doc.oplog_vv();
+        let bob_doc = bob.doc;
+        drop(bob.ws); // bob goes offline
+        alice.edit(|p| p.text("f.txt").insert(4, " + more").unwrap()).await;
+        alice.edit(|p| p.text("g.txt").insert(0, "new file").unwrap()).await;
+        let bob = Peer::follow(&app, &team.editor, &team.project, bob_doc, Some(&bob_version)).await;
+        assert_eq!(bob.files(), json!({ "f.txt": "base + more", "g.txt": "new file" }));
+        // …and the catch-up carried only the missing part, not the whole history.
+        let mut fresh = WsClient::connect(&app, Some(&team.editor.access)).await;
+        let all = fresh.subscribe(SUBSCRIBE, json!({ "p": team.project })).await;
+        let everything = fresh.next(&all).await.data()["documentUpdates"]["update"].as_str().unwrap().len();
+        let mut again = WsClient::connect(&app, Some(&team.editor.access)).await;
+        let current = STANDARD.encode(head(&app, &team.owner.access, &team.project).await.encode());
+        let none = again.subscribe(SUBSCRIBE, json!({ "p": team.project, "since": current })).await;
+        let nothing = again.next(&none).await.data()["documentUpdates"]["update"].as_str().unwrap().len();
+        assert!(nothing < everything, "{nothing} < {everything}");
+    }
+
+    async fn file_operations_are_edits_everyone_receives(app) {
+        let team = team(&app).await;
+        let token = &team.editor.access;
+        let mut watcher = Peer::join(&app, &team.viewer, &team.project, 31).await;
+        let op = |query: &'static str, vars: Value| {
+            let app = app.clone();
+            let token = token.clone();
+            async move { app.gql_as(&token, query, vars).await }
+        };
+        const CREATE: &str = "mutation($p: ID!, $path: String!, $c: String) { createFile(projectId: $p, path: $path, content: $c) { path content size } }";
+        let created = op(CREATE, json!({ "p": team.project, "path": "src/main.rs", "c": "fn main() {}\n" })).await;
+        assert_eq!(created.data()["createFile"], json!({ "path": "src/main.rs", "content": "fn main() {}\n", "size": 13 }));
+        op(CREATE, json!({ "p": team.project, "path": "src/main.rs" })).await.assert_error("CONFLICT", Some("path"));
+        op(CREATE, json!({ "p": team.project, "path": "../escape" })).await.assert_error("BAD_USER_INPUT", Some("path"));
+        op(CREATE, json!({ "p": team.project, "path": "README.md", "c": "# hi" })).await.data();
+        let renamed = op(
+            "mutation($p: ID!) { renameFile(projectId: $p, path: \"src/main.rs\", newPath: \"src/lib.rs\") { path content } }",
+            json!({ "p": team.project }),
+        ).await;
+        assert_eq!(renamed.data()["renameFile"], json!({ "path": "src/lib.rs", "content": "fn main() {}\n" }));
+        op("mutation($p: ID!) { renameFile(projectId: $p, path: \"nope\", newPath: \"x\") { path } }", json!({ "p": team.project })).await.assert_error("NOT_FOUND", None);
+        op("mutation($p: ID!) { renameFile(projectId: $p, path: \"src/lib.rs\", newPath: \"README.md\") { path } }", json!({ "p": team.project })).await.assert_error("CONFLICT", Some("newPath"));
+        op("mutation($p: ID!) { deleteFile(projectId: $p, path: \"README.md\") }", json!({ "p": team.project })).await.data();
+        op("mutation($p: ID!) { deleteFile(projectId: $p, path: \"README.md\") }", json!({ "p": team.project })).await.assert_error("NOT_FOUND", None);
+
+        let expected = json!({ "src/lib.rs": "fn main() {}\n" });
+        assert_eq!(server_files(&app, token, &team.project).await, expected);
+        let one = app.gql_as(token, "query($p: ID!) { file(projectId: $p, path: \"src/lib.rs\") { content } }", json!({ "p": team.project })).await;
+        assert_eq!(one.data()["file"]["content"], "fn main() {}\n");
+        let target = head(&app, token, &team.project).await;
+        watcher.sync_to(&target).await;
+        assert_eq!(watcher.files(), expected);
+    }
+
+    async fn versions_read_and_restore_as_a_new_edit(app) {
+        let team = team(&app).await;
+        let token = &team.owner.access;
+        let mut alice = Peer::join(&app, &team.owner, &team.project, 41).await;
+        alice.edit(|p| p.text("main.py").insert(0, "v1").unwrap()).await;
+        let saved = app
+            .gql_as(token, "mutation($p: ID!) { createVersion(projectId: $p, title: \"First\", message: \"works\") { id title message isAuto author { username } } }", json!({ "p": team.project }))
+            .await;
+        let version = saved.data()["createVersion"].clone();
+        assert_eq!(version["author"]["username"], "owner");
+        assert_eq!(version["isAuto"], false);
+        let viewer_save = app
+            .gql_as(&team.viewer.access, "mutation($p: ID!) { createVersion(projectId: $p, title: \"x\") { id } }", json!({ "p": team.project }))
+            .await;
+        viewer_save.assert_error("FORBIDDEN", None);
+        app.gql_as(token, "mutation($p: ID!) { createVersion(projectId: $p, title: \"\") { id } }", json!({ "p": team.project }))
+            .await
+            .assert_error("BAD_USER_INPUT", Some("title"));
+
+        alice.edit(|p| {
+            p.text("main.py").delete(0, 2).unwrap();
+            p.text("main.py").insert(0, "v2").unwrap();
+            p.text("extra.py").insert(0, "later").unwrap();
+        }).await;
+        let at_version = app
+            .gql_as(token, "query($p: ID!, $v: ID!) { file(projectId: $p, path: \"main.py\", version: $v) { content } }", json!({ "p": team.project, "v": version["id"] }))
+            .await;
+        assert_eq!(at_version.data()["file"]["content"], "v1");
+        let missing_then = app
+            .gql_as(token, "query($p: ID!, $v: ID!) { file(projectId: $p, path: \"extra.py\", version: $v) { content } }", json!({ "p": team.project, "v": version["id"] }))
+            .await;
+        missing_then.assert_error("NOT_FOUND", None);
+
+        let mut bob = Peer::join(&app, &team.editor, &team.project, 42).await;
+        let restored = app
+            .gql_as(&team.editor.access, "mutation($p: ID!, $v: ID!) { restoreVersion(projectId: $p, versionId: $v) { seq } }", json!({ "p": team.project, "v": version["id"] }))
+            .await;
+        restored.data();
+        // The restore reached the live clients as an ordinary update.
+        let event = bob.ws.next(&bob.sub).await;
+        let update = bob.import(&event);
+        assert_eq!(update["author"]["username"], "editor");
+        assert_eq!(bob.files(), json!({ "main.py": "v1" }));
+        assert_eq!(server_files(&app, token, &team.project).await, json!({ "main.py": "v1" }));
+        // History is kept: the state before the restore is still readable.
+        let versions = app
+            .gql_as(token, "query($p: ID!) { versions(projectId: $p) { title files { path content } } }", json!({ "p": team.project }))
+            .await;
+        assert_eq!(versions.data()["versions"], json!([{ "title": "First", "files": [{ "path": "main.py", "content": "v1" }] }]));
+        let stranger = app.sign_up("stranger").await;
+        app.gql_as(&stranger.access, "query($p: ID!) { versions(projectId: $p) { id } }", json!({ "p": team.project }))
+            .await
+            .assert_error("NOT_FOUND", None);
+    }
+
+    async fn idle_documents_get_an_auto_save_and_unload(app) {
+        let app = app
+            .restart_with(|c| {
+                c.autosave_idle_secs = 1;
+                c.document_idle_secs = 1;
+            })
+            .await;
+        let team = team(&app).await;
+        apply_http(&app, &team.editor.access, &team.project, &new_file_update("a.txt", "draft")).await.data();
+        let mut versions = Value::Null;
+        for _ in 0..100 {
+            versions = app
+                .gql_as(&team.owner.access, "query($p: ID!) { versions(projectId: $p) { title isAuto author { id } files { content } } }", json!({ "p": team.project }))
+                .await
+                .data()["versions"]
+                .clone();
+            if versions.as_array().is_some_and(|v| !v.is_empty()) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(versions, json!([{ "title": "Auto-save", "isAuto": true, "author": null, "files": [{ "content": "draft" }] }]));
+        // An idle document is compacted: its log is folded into the snapshot.
+        for _ in 0..100 {
+            if app.count("document_updates").await == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(app.count("document_updates").await, 0);
+        assert_eq!(server_files(&app, &team.owner.access, &team.project).await, json!({ "a.txt": "draft" }));
+    }
+
+    async fn forks_copy_the_files_and_then_go_their_own_way(app) {
+        let team = team(&app).await;
+        apply_http(&app, &team.owner.access, &team.project, &new_file_update("main.py", "original")).await.data();
+        let outsider = app.sign_up("outsider").await;
+        let forked = app
+            .gql_as(&outsider.access, "mutation($p: ID!) { forkProject(id: $p) { id } }", json!({ "p": team.project }))
+            .await;
+        forked.assert_error("NOT_FOUND", None);
+        let forked = app
+            .gql_as(&team.viewer.access, "mutation($p: ID!) { forkProject(id: $p, title: \"Mine\") { id title isPublic viewerRole forkedFrom { id } } }", json!({ "p": team.project }))
+            .await;
+        let fork = forked.data()["forkProject"].clone();
+        assert_eq!(fork["title"], "Mine");
+        assert_eq!(fork["isPublic"], false);
+        assert_eq!(fork["viewerRole"], "OWNER");
+        assert_eq!(fork["forkedFrom"]["id"], team.project.as_str());
+        let fork_id = fork["id"].as_str().unwrap();
+        assert_eq!(server_files(&app, &team.viewer.access, fork_id).await, json!({ "main.py": "original" }));
+        let count = app
+            .gql_as(&team.owner.access, "query($p: ID!) { project(id: $p) { forksCount } }", json!({ "p": team.project }))
+            .await;
+        assert_eq!(count.data()["project"]["forksCount"], 1);
+        // The fork's owner edits the fork; the original does not change, and vice versa.
+        let mut mine = Peer::join(&app, &team.viewer, fork_id, 51).await;
+        mine.edit(|p| p.text("main.py").insert(0, "forked ").unwrap()).await;
+        assert_eq!(server_files(&app, &team.owner.access, &team.project).await, json!({ "main.py": "original" }));
+        assert_eq!(server_files(&app, &team.viewer.access, fork_id).await, json!({ "main.py": "forked original" }));
+        // The original's owner is not a member of the fork.
+        app.gql_as(&team.owner.access, FILES, json!({ "p": fork_id })).await.assert_error("NOT_FOUND", None);
+    }
+
+    async fn subscriptions_check_access_and_end_when_it_is_lost(app) {
+        let team = team(&app).await;
+        let mut anonymous = WsClient::connect(&app, None).await;
+        let sub = anonymous.subscribe(SUBSCRIBE, json!({ "p": team.project })).await;
+        assert_eq!(anonymous.next(&sub).await.code(), "NOT_FOUND");
+        let mut forged = WsClient::connect(&app, Some("not-a-token")).await;
+        let sub = forged.subscribe(SUBSCRIBE, json!({ "p": team.project })).await;
+        assert_eq!(forged.next(&sub).await.code(), "UNAUTHENTICATED");
+        let mut bad = WsClient::connect(&app, Some(&team.editor.access)).await;
+        let sub = bad.subscribe(SUBSCRIBE, json!({ "p": team.project, "since": STANDARD.encode(b"garbage") })).await;
+        assert_eq!(bad.next(&sub).await.code(), "BAD_USER_INPUT");
+
+        let mut editor = Peer::join(&app, &team.editor, &team.project, 61).await;
+        app.gql_as(
+            &team.owner.access,
+            "mutation($p: ID!, $u: ID!) { removeMember(projectId: $p, userId: $u) { id } }",
+            json!({ "p": team.project, "u": team.editor.id }),
+        )
+        .await
+        .data();
+        let ended = editor.ws.next(&editor.sub).await;
+        assert_eq!(ended.code(), "FORBIDDEN");
+        assert!(matches!(editor.ws.next(&editor.sub).await, Event::Complete));
+    }
+}
+
+/// Several clients edit at random, at the same time, through two API nodes that share
+/// PostgreSQL and Redis; every client, both nodes and a freshly started server end identical.
+#[tokio::test]
+async fn concurrent_edits_on_two_nodes_converge() {
+    codecrafter_tests::run_with(
+        codecrafter_tests::Backend::Postgres,
+        |config| {
+            config.redis_url = Some(secrecy::SecretString::from("redis://127.0.0.1:6379"));
+            config.redis_channel = format!("cc-test-{}", uuid::Uuid::new_v4());
+        },
+        |app| async move {
+            let node_b = app.spawn_node().await;
+            let team = team(&app).await;
+            let users = [&team.owner, &team.editor, &team.owner, &team.editor];
+            let mut peers = Vec::new();
+            for (i, user) in users.iter().enumerate() {
+                let node = if i % 2 == 0 { &app } else { &node_b };
+                peers.push(Peer::join(node, user, &team.project, 100 + i as u64).await);
+            }
+            let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+            let mut next = move || {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                seed
+            };
+            let paths = ["a.py", "b.py", "dir/c.py"];
+            for round in 0..8 {
+                // Everybody edits without waiting for the others: truly concurrent changes.
+                let mut edits = Vec::new();
+                for peer in peers.iter_mut() {
+                    let path = paths[(next() % 3) as usize];
+                    let roll = next();
+                    let word = format!("<{round}:{}>", peer.name.len() as u64 + roll % 100);
+                    edits.push(async move {
+                        peer.edit(|p| {
+                            let text = p.text(path);
+                            let len = text.len_unicode();
+                            if len > 8 && roll % 4 == 0 {
+                                text.delete((roll as usize) % (len - 3), 3).unwrap();
+                            } else {
+                                text.insert(
+                                    if len == 0 { 0 } else { (roll as usize) % len },
+                                    &word,
+                                )
+                                .unwrap();
+                            }
+                        })
+                        .await
+                    });
+                }
+                futures_util::future::join_all(edits).await;
+                // Take in some of what the others did before the next round.
+                for peer in peers.iter_mut() {
+                    while !peer.ws.is_quiet(&peer.sub, Duration::from_millis(20)).await {
+                        let event = peer.ws.next(&peer.sub).await;
+                        peer.import(&event);
+                    }
+                }
+            }
+            let target_a = head(&app, &team.owner.access, &team.project).await;
+            let target_b = head(&node_b, &team.owner.access, &team.project).await;
+            let mut target = target_a.clone();
+            target.merge(&target_b);
+            for peer in peers.iter_mut() {
+                peer.sync_to(&target).await;
+            }
+            let expected = peers[0].files();
+            assert_eq!(expected.as_object().unwrap().len(), 3, "{expected}");
+            for peer in &peers {
+                assert_eq!(peer.files(), expected);
+            }
+            // Both nodes hold the same, and so does a server started afresh from the database.
+            let mut same_on_both = false;
+            for _ in 0..100 {
+                let a = server_files(&app, &team.owner.access, &team.project).await;
+                let b = server_files(&node_b, &team.owner.access, &team.project).await;
+                if a == expected && b == expected {
+                    same_on_both = true;
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            assert!(same_on_both, "the nodes differ from the clients");
+            let fresh = app.restart().await;
+            assert_eq!(
+                server_files(&fresh, &team.owner.access, &team.project).await,
+                expected
+            );
+        },
+    )
+    .await;
+}
