@@ -219,7 +219,86 @@ async fn apply_http(
     .await
 }
 
+/// Everything the database holds for a project's document, base64: snapshot, then the log.
+async fn stored_blobs(app: &TestApp, project: &str) -> Vec<String> {
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
+    let id = uuid::Uuid::parse_str(project).unwrap();
+    let mut blobs = Vec::new();
+    let document = entity::document::Entity::find_by_id(id)
+        .one(&app.db)
+        .await
+        .unwrap()
+        .unwrap();
+    if let Some(snapshot) = document.snapshot {
+        blobs.push(STANDARD.encode(snapshot));
+    }
+    let updates = entity::document_update::Entity::find()
+        .filter(entity::document_update::Column::ProjectId.eq(id))
+        .order_by_asc(entity::document_update::Column::Seq)
+        .all(&app.db)
+        .await
+        .unwrap();
+    blobs.extend(updates.into_iter().map(|u| STANDARD.encode(u.data)));
+    blobs
+}
+
+/// Ask the Python `loro` package (an independent implementation) to do something.
+async fn python_peer(request: Value) -> Value {
+    use tokio::io::AsyncWriteExt;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/peers/loro_peer.py");
+    let mut child = tokio::process::Command::new("python3")
+        .arg(script)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 runs (see the README: tests need `pip install loro`)");
+    let mut stdin = child.stdin.take().unwrap();
+    stdin
+        .write_all(request.to_string().as_bytes())
+        .await
+        .unwrap();
+    drop(stdin);
+    let output = child.wait_with_output().await.unwrap();
+    assert!(
+        output.status.success(),
+        "the Python Loro peer failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
 backend_tests! {
+    async fn another_loro_implementation_reads_and_writes_the_same_document(app) {
+        let app = app.restart_with(|c| c.compact_after_updates = 2).await;
+        let team = team(&app).await;
+        let mut alice = Peer::join(&app, &team.owner, &team.project, 71).await;
+        alice.edit(|p| p.text("main.py").insert(0, "hello from rust").unwrap()).await;
+        alice.edit(|p| p.text("notes.md").insert(0, "# notes").unwrap()).await;
+        alice.edit(|p| p.text("notes.md").insert(7, "!").unwrap()).await;
+        // What is stored (a snapshot after compaction, plus the log) reads the same in Python.
+        let stored = stored_blobs(&app, &team.project).await;
+        let read = python_peer(json!({ "op": "read", "blobs": stored })).await;
+        assert_eq!(read["pending"], false);
+        assert_eq!(read["files"], server_files(&app, &team.owner.access, &team.project).await);
+        assert_eq!(read["files"], json!({ "main.py": "hello from rust", "notes.md": "# notes!" }));
+        // An edit made in Python is accepted and reaches the Rust client.
+        let edited = python_peer(json!({
+            "op": "edit",
+            "blobs": stored_blobs(&app, &team.project).await,
+            "peer": 4242,
+            "path": "main.py",
+            "append": " and python",
+        }))
+        .await;
+        let update = STANDARD.decode(edited["update"].as_str().unwrap()).unwrap();
+        apply_http(&app, &team.editor.access, &team.project, &update).await.data();
+        let target = head(&app, &team.owner.access, &team.project).await;
+        alice.sync_to(&target).await;
+        assert_eq!(alice.text("main.py").to_string(), "hello from rust and python");
+        assert_eq!(alice.files(), edited["files"]);
+    }
+
     async fn edits_reach_every_client_with_author_and_client_id(app) {
         let team = team(&app).await;
         let mut alice = Peer::join(&app, &team.owner, &team.project, 1).await;
