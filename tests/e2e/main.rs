@@ -4,5 +4,7 @@
 
 mod auth;
 mod documents;
+mod members;
+mod projects;
 mod server;
 mod users;
