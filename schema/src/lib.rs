@@ -4,11 +4,14 @@
 //! thin and the services hold the rules.
 
 pub mod auth;
+pub mod chat;
 pub mod context;
 pub mod documents;
 pub mod error;
+pub mod events;
 mod extensions;
 mod loaders;
+pub mod presence;
 pub mod projects;
 pub mod realtime;
 pub mod scalars;
@@ -32,6 +35,7 @@ pub struct Query(
     projects::ProjectsQuery,
     documents::DocumentsQuery,
     versions::VersionsQuery,
+    chat::ChatQuery,
 );
 
 /// Every mutation.
@@ -42,11 +46,17 @@ pub struct Mutation(
     projects::ProjectsMutation,
     documents::DocumentsMutation,
     versions::VersionsMutation,
+    chat::ChatMutation,
+    presence::PresenceMutation,
 );
 
 /// Every subscription.
 #[derive(MergedSubscription, Default)]
-pub struct Subscription(documents::DocumentsSubscription);
+pub struct Subscription(
+    documents::DocumentsSubscription,
+    events::EventsSubscription,
+    presence::PresenceSubscription,
+);
 
 pub type AppSchema = Schema<Query, Mutation, Subscription>;
 

@@ -6,6 +6,7 @@ use sea_orm::{DatabaseBackend, DatabaseConnection};
 
 use crate::auth::tokens::TokenIssuer;
 use crate::documents::{CollabConfig, Documents};
+use crate::presence::Presence;
 use crate::realtime::{Bus, ProjectEvent, ProjectSignal};
 
 /// Cheap to clone: the connection pool, the issuer, the bus and the hub are shared.
@@ -15,6 +16,8 @@ pub struct Services {
     pub tokens: Arc<TokenIssuer>,
     pub bus: Arc<Bus>,
     pub documents: Documents,
+    /// Who is online in each project (a replica per project followed on this node).
+    pub presence: Presence,
 }
 
 impl Services {
@@ -25,12 +28,14 @@ impl Services {
         bus: Arc<Bus>,
         collab: CollabConfig,
     ) -> Self {
+        let presence = Presence::new(bus.clone(), collab.presence_ttl);
         let documents = Documents::start(db.clone(), bus.clone(), collab);
         Self {
             db,
             tokens: Arc::new(tokens),
             bus,
             documents,
+            presence,
         }
     }
 

@@ -3,8 +3,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod auth;
+mod chat;
 mod documents;
 mod members;
+mod presence;
 mod projects;
 mod server;
 mod users;

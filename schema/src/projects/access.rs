@@ -14,7 +14,8 @@ use crate::error::{ApiError, ApiResult};
 pub enum ProjectAction {
     /// See the project, its members, files, versions, chat and presence.
     Read,
-    /// Change the files, post in the chat, save and restore versions.
+    /// Change the files, save and restore versions. (Chat and presence are open to members
+    /// of any role: see [`load_member`].)
     Edit,
     /// Change title, description, language, visibility.
     Update,
@@ -122,6 +123,25 @@ pub async fn load(
     };
     authorize(viewer, &project, role, action)?;
     Ok(ProjectAccess { project, role })
+}
+
+/// Load a project that `viewer` must be a member of, in any role: posting in the chat and
+/// sharing presence. Like [`load`] with [`ProjectAction::Read`], so a private project stays
+/// NOT_FOUND to outsiders; a reader who is not a member (a public project, an admin) gets
+/// FORBIDDEN.
+pub async fn load_member(
+    db: &impl ConnectionTrait,
+    viewer: &AuthUser,
+    project_id: Uuid,
+    what: &'static str,
+) -> ApiResult<ProjectAccess> {
+    let access = load(db, Some(viewer), project_id, ProjectAction::Read, false).await?;
+    if access.role.is_none() {
+        return Err(ApiError::forbidden(format!(
+            "only members of this project may {what}"
+        )));
+    }
+    Ok(access)
 }
 
 #[cfg(test)]

@@ -1,4 +1,5 @@
-//! Opaque cursors for project lists: the sort key (last activity, id) of the last row seen.
+//! Opaque cursors for lists sorted newest first: the sort key (a timestamp, then the id) of
+//! the last row seen. Projects use their last activity, chat messages their creation time.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;

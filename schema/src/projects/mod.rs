@@ -1,8 +1,8 @@
 //! Projects and their members.
 
 pub mod access;
-mod cursor;
+pub(crate) mod cursor;
 mod graphql;
 pub mod service;
 
-pub use graphql::{ProjectsMutation, ProjectsQuery};
+pub use graphql::{ProjectRole, ProjectsMutation, ProjectsQuery};

@@ -1,0 +1,245 @@
+//! `projectEvents`: what happens in a project besides edits, live.
+
+use std::sync::Arc;
+
+use async_graphql::{Context, ID, Object, Result, Subscription, Union};
+use futures_util::Stream;
+use tokio::sync::broadcast::{self, error::RecvError};
+use uuid::Uuid;
+
+use crate::chat::Message;
+use crate::context::{AuthUser, ViewerExt};
+use crate::error::ApiError;
+use crate::loaders::load_user;
+use crate::projects::ProjectRole;
+use crate::projects::access::{self, ProjectAction};
+use crate::realtime::{self, ProjectSignal};
+use crate::state::Services;
+use crate::users::User;
+use crate::validation;
+
+/// Something that happened in a project: chat and membership (code runs will follow).
+/// Select the fields of each kind with `... on MessagePosted { … }`.
+#[derive(Union)]
+pub enum ProjectEvent {
+    MessagePosted(MessagePosted),
+    MemberJoined(MemberJoined),
+    MemberRoleChanged(MemberRoleChanged),
+    MemberLeft(MemberLeft),
+    MemberRemoved(MemberRemoved),
+    ProjectDeleted(ProjectDeleted),
+}
+
+impl ProjectEvent {
+    fn new(project: Uuid, event: &realtime::ProjectEvent) -> Self {
+        use realtime::ProjectEvent as E;
+        match event {
+            E::MessagePosted {
+                id,
+                author,
+                body,
+                at,
+            } => Self::MessagePosted(MessagePosted {
+                message: Message::new(*id, *author, body.clone(), *at),
+            }),
+            E::MemberJoined { user, role } => Self::MemberJoined(MemberJoined {
+                user: *user,
+                role: (*role).into(),
+            }),
+            E::MemberRoleChanged { user, role } => Self::MemberRoleChanged(MemberRoleChanged {
+                user: *user,
+                role: (*role).into(),
+            }),
+            E::MemberLeft { user } => Self::MemberLeft(MemberLeft { user: *user }),
+            E::MemberRemoved { user } => Self::MemberRemoved(MemberRemoved { user: *user }),
+            E::ProjectDeleted => Self::ProjectDeleted(ProjectDeleted { project }),
+        }
+    }
+}
+
+/// A message was posted in the chat.
+pub struct MessagePosted {
+    message: Message,
+}
+
+/// A message was posted in the chat.
+#[Object]
+impl MessagePosted {
+    /// The message, as `messages` lists it.
+    async fn message(&self) -> &Message {
+        &self.message
+    }
+}
+
+/// Somebody became a member (joined a public project or was added by an owner).
+pub struct MemberJoined {
+    user: Uuid,
+    role: ProjectRole,
+}
+
+/// Somebody became a member (joined a public project or was added by an owner).
+#[Object]
+impl MemberJoined {
+    /// The new member.
+    async fn user(&self, ctx: &Context<'_>) -> Result<User> {
+        load_user(ctx, self.user).await
+    }
+    /// Their role.
+    async fn role(&self) -> ProjectRole {
+        self.role
+    }
+}
+
+/// A member's role changed (also on a transfer of ownership: one event per member).
+pub struct MemberRoleChanged {
+    user: Uuid,
+    role: ProjectRole,
+}
+
+/// A member's role changed (also on a transfer of ownership: one event per member).
+#[Object]
+impl MemberRoleChanged {
+    /// The member.
+    async fn user(&self, ctx: &Context<'_>) -> Result<User> {
+        load_user(ctx, self.user).await
+    }
+    /// Their new role.
+    async fn role(&self) -> ProjectRole {
+        self.role
+    }
+}
+
+/// A member left the project on their own.
+pub struct MemberLeft {
+    user: Uuid,
+}
+
+/// A member left the project on their own.
+#[Object]
+impl MemberLeft {
+    /// The former member.
+    async fn user(&self, ctx: &Context<'_>) -> Result<User> {
+        load_user(ctx, self.user).await
+    }
+}
+
+/// An owner removed a member. The removed member's own subscriptions to the project end.
+pub struct MemberRemoved {
+    user: Uuid,
+}
+
+/// An owner removed a member. The removed member's own subscriptions to the project end.
+#[Object]
+impl MemberRemoved {
+    /// The former member.
+    async fn user(&self, ctx: &Context<'_>) -> Result<User> {
+        load_user(ctx, self.user).await
+    }
+}
+
+/// The project was deleted; this is the last event of every subscription to it.
+pub struct ProjectDeleted {
+    project: Uuid,
+}
+
+/// The project was deleted; this is the last event of every subscription to it.
+#[Object]
+impl ProjectDeleted {
+    /// The id the project had.
+    async fn project_id(&self) -> ID {
+        ID(self.project.to_string())
+    }
+}
+
+#[derive(Default)]
+pub struct EventsSubscription;
+
+#[Subscription]
+impl EventsSubscription {
+    /// A project's events as they happen: chat messages and membership changes. Needs read
+    /// access. When the viewer loses it (removed by an owner, the project deleted, or left a
+    /// private project) the event that caused it comes first, then a FORBIDDEN error, and
+    /// the subscription ends. Events are not replayed: read `messages` and `members` for what
+    /// happened before.
+    async fn project_events(
+        &self,
+        ctx: &Context<'_>,
+        project_id: ID,
+    ) -> Result<impl Stream<Item = Result<ProjectEvent>> + use<>> {
+        let project = validation::id("projectId", &project_id)?;
+        let services = ctx.data_unchecked::<Services>().clone();
+        let viewer = ctx.viewer().user()?.cloned();
+        // Listen before checking access, so nothing between the check and the stream is lost.
+        let signals = services.bus.subscribe_project(project);
+        access::load(
+            &services.db,
+            viewer.as_ref(),
+            project,
+            ProjectAction::Read,
+            false,
+        )
+        .await?;
+        Ok(event_stream(services, project, viewer, signals))
+    }
+}
+
+/// Whether the viewer can still read the project; the error that ends the stream if not.
+async fn recheck(
+    services: &Services,
+    project: Uuid,
+    viewer: Option<&AuthUser>,
+) -> Option<ApiError> {
+    match access::load(&services.db, viewer, project, ProjectAction::Read, false).await {
+        Ok(_) => None,
+        Err(ApiError::NotFound(_) | ApiError::Forbidden(_)) => Some(lost_access()),
+        Err(error) => Some(error),
+    }
+}
+
+fn lost_access() -> ApiError {
+    ApiError::forbidden("you no longer have access to this project")
+}
+
+/// One receiver serves both the events and the end of access, so the event that takes the
+/// access away (MemberRemoved, ProjectDeleted) is always delivered before the stream ends.
+fn event_stream(
+    services: Services,
+    project: Uuid,
+    viewer: Option<AuthUser>,
+    mut signals: broadcast::Receiver<Arc<ProjectSignal>>,
+) -> impl Stream<Item = Result<ProjectEvent>> {
+    let user = viewer.as_ref().map(|v| v.id);
+    async_stream::stream! {
+        loop {
+            match signals.recv().await {
+                Ok(signal) => {
+                    let ProjectSignal::Event(event) = signal.as_ref() else {
+                        continue;
+                    };
+                    yield Ok(ProjectEvent::new(project, event));
+                    if event.revokes(user) {
+                        yield Err(lost_access().into());
+                        break;
+                    }
+                    // Leaving a private project also takes the access away.
+                    if matches!(event, realtime::ProjectEvent::MemberLeft { user: left } if Some(*left) == user)
+                        && let Some(error) = recheck(&services, project, viewer.as_ref()).await
+                    {
+                        yield Err(error.into());
+                        break;
+                    }
+                }
+                Err(RecvError::Lagged(skipped)) => {
+                    // The events in between are gone (they are not stored); whatever they
+                    // were, make sure none of them took the viewer's access away.
+                    tracing::warn!(%project, skipped, "a projectEvents subscriber lagged");
+                    if let Some(error) = recheck(&services, project, viewer.as_ref()).await {
+                        yield Err(error.into());
+                        break;
+                    }
+                }
+                Err(RecvError::Closed) => break,
+            }
+        }
+    }
+}

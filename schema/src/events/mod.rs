@@ -1,0 +1,6 @@
+//! Project events for subscribers: chat messages and membership changes as they happen
+//! (runs will join them), from the bus of [`crate::realtime`].
+
+mod graphql;
+
+pub use graphql::{EventsSubscription, ProjectEvent};
