@@ -328,6 +328,20 @@ backend_tests! {
         );
     }
 
+    async fn editing_moves_a_project_up_the_list(app) {
+        let team = team(&app).await;
+        let other = app
+            .gql_as(&team.owner.access, "mutation { createProject(input: {title: \"Newer\"}) { id } }", json!({}))
+            .await;
+        other.data();
+        const MINE: &str = "{ projects(filter: {mine: true}, first: 10) { nodes { title } } }";
+        let before = app.gql_as(&team.owner.access, MINE, json!({})).await;
+        assert_eq!(before.data()["projects"]["nodes"][0]["title"], "Newer");
+        apply_http(&app, &team.editor.access, &team.project, &new_file_update("a.py", "x")).await.data();
+        let after = app.gql_as(&team.owner.access, MINE, json!({})).await;
+        assert_eq!(after.data()["projects"]["nodes"][0]["title"], "Live");
+    }
+
     async fn viewers_and_outsiders_cannot_write(app) {
         let team = team(&app).await;
         let stranger = app.sign_up("stranger").await;

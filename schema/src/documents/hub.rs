@@ -26,6 +26,8 @@ use crate::realtime::{Bus, DocSignal, RemoteDoc};
 
 /// The root map of every document: path -> LoroText.
 pub const FILES: &str = "files";
+/// Edits move a project up the lists at most this often (one write, not one per keystroke).
+const ACTIVITY_RESOLUTION: Duration = Duration::from_secs(60);
 /// How many updates a slow subscriber may fall behind before it is resynchronised.
 const SUBSCRIBER_QUEUE: usize = 512;
 
@@ -80,6 +82,8 @@ struct Loaded {
     /// Changed on this node since the last checkpoint (drives "Auto-save").
     changed_since_checkpoint: bool,
     last_change: Instant,
+    /// When this node last moved the project's `last_activity_at` for an edit.
+    activity_marked: Option<Instant>,
 }
 
 /// A subscription's start: what the subscriber lacks, then the live feed.
@@ -396,6 +400,7 @@ async fn load(db: &DatabaseConnection, project: Uuid) -> ApiResult<Loaded> {
         appended_since_compaction: u32::try_from(stored.updates.len()).unwrap_or(u32::MAX),
         changed_since_checkpoint: false,
         last_change: Instant::now(),
+        activity_marked: None,
     })
 }
 
@@ -496,6 +501,15 @@ impl Hub {
         loaded.changed_since_checkpoint = true;
         loaded.last_change = Instant::now();
         loaded.appended_since_compaction += 1;
+        if loaded
+            .activity_marked
+            .is_none_or(|at| at.elapsed() >= ACTIVITY_RESOLUTION)
+        {
+            loaded.activity_marked = Some(Instant::now());
+            if let Err(error) = store::mark_activity(&self.db, entry.project).await {
+                tracing::warn!(project = %entry.project, ?error, "cannot mark activity");
+            }
+        }
         let applied = Applied {
             seq,
             version_vector: encode_vv(&loaded.doc.oplog_vv()),

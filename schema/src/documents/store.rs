@@ -135,6 +135,16 @@ pub async fn compact(
     Ok(())
 }
 
+/// Edits are activity: move the project up the lists sorted by it.
+pub async fn mark_activity(db: &DatabaseConnection, project: Uuid) -> ApiResult<()> {
+    Project::update_many()
+        .col_expr(entity::project::Column::LastActivityAt, Expr::value(now()))
+        .filter(entity::project::Column::Id.eq(project))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
 /// Give a new project (a fork) its document: `snapshot`, with an empty log.
 pub async fn seed(db: &impl ConnectionTrait, project: Uuid, snapshot: Vec<u8>) -> ApiResult<()> {
     document::ActiveModel {
