@@ -278,6 +278,32 @@ impl TestApp {
         }
     }
 
+    /// `owner` creates a project; returns its id.
+    pub async fn create_project(&self, owner: &TestUser, title: &str, public: bool) -> String {
+        let created = self
+            .gql_as(
+                &owner.access,
+                "mutation($title: String!, $public: Boolean!) { createProject(input: {title: $title, isPublic: $public}) { id } }",
+                json!({ "title": title, "public": public }),
+            )
+            .await;
+        created.data()["createProject"]["id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    /// `owner` adds `user` to `project` with `role` (OWNER, EDITOR or VIEWER).
+    pub async fn add_member(&self, owner: &TestUser, project: &str, user: &TestUser, role: &str) {
+        self.gql_as(
+            &owner.access,
+            "mutation($p: ID!, $u: String!, $r: ProjectRole!) { addMember(projectId: $p, username: $u, role: $r) { role } }",
+            json!({ "p": project, "u": user.username, "r": role }),
+        )
+        .await
+        .data();
+    }
+
     /// Make a user an admin, as an operator would in the database.
     pub async fn make_admin(&self, user: &TestUser) -> TestUser {
         self.db

@@ -19,30 +19,6 @@ const EVENTS: &str = "subscription($p: ID!) { projectEvents(projectId: $p) { __t
     ... on MemberRemoved { user { username } } \
     ... on ProjectDeleted { projectId } } }";
 
-async fn create_project(app: &TestApp, owner: &TestUser, public: bool) -> String {
-    let created = app
-        .gql_as(
-            &owner.access,
-            "mutation($public: Boolean!) { createProject(input: {title: \"Chat\", isPublic: $public}) { id } }",
-            json!({ "public": public }),
-        )
-        .await;
-    created.data()["createProject"]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned()
-}
-
-async fn add_member(app: &TestApp, owner: &TestUser, project: &str, user: &TestUser, role: &str) {
-    app.gql_as(
-        &owner.access,
-        "mutation($p: ID!, $u: String!, $r: ProjectRole!) { addMember(projectId: $p, username: $u, role: $r) { role } }",
-        json!({ "p": project, "u": user.username, "r": role }),
-    )
-    .await
-    .data();
-}
-
 async fn send(app: &TestApp, user: &TestUser, project: &str, text: &str) -> codecrafter_tests::Gql {
     app.gql_as(&user.access, SEND, json!({ "p": project, "t": text }))
         .await
@@ -124,9 +100,9 @@ backend_tests! {
         let owner = app.sign_up("owner").await;
         let viewer = app.sign_up("viewer").await;
         let stranger = app.sign_up("stranger").await;
-        let private = create_project(&app, &owner, false).await;
-        let public = create_project(&app, &owner, true).await;
-        add_member(&app, &owner, &private, &viewer, "VIEWER").await;
+        let private = app.create_project(&owner, "Chat", false).await;
+        let public = app.create_project(&owner, "Chat", true).await;
+        app.add_member(&owner, &private, &viewer, "VIEWER").await;
 
         let sent = send(&app, &owner, &private, "  hello, team \n").await;
         let message = &sent.data()["sendMessage"];
@@ -164,7 +140,7 @@ backend_tests! {
 
     async fn messages_page_newest_first_without_gaps_or_duplicates(app) {
         let owner = app.sign_up("owner").await;
-        let project = create_project(&app, &owner, false).await;
+        let project = app.create_project(&owner, "Chat", false).await;
         for i in 0..25 {
             send(&app, &owner, &project, &format!("m{i}")).await.data();
         }
@@ -233,13 +209,13 @@ backend_tests! {
     async fn project_events_deliver_chat_and_membership_live(app) {
         let owner = app.sign_up("owner").await;
         let bob = app.sign_up("bob").await;
-        let project = create_project(&app, &owner, false).await;
+        let project = app.create_project(&owner, "Chat", false).await;
 
         let mut owner_ws = WsClient::connect(&app, Some(&owner.access)).await;
         let owner_sub = owner_ws.subscribe(EVENTS, json!({ "p": project })).await;
         until_live(&app, &owner, &project, &mut owner_ws, &owner_sub).await;
 
-        add_member(&app, &owner, &project, &bob, "VIEWER").await;
+        app.add_member(&owner, &project, &bob, "VIEWER").await;
         let joined = owner_ws.next(&owner_sub).await;
         assert_eq!(*event(&joined), json!({ "__typename": "MemberJoined", "user": { "username": "bob" }, "role": "VIEWER" }));
 
@@ -293,8 +269,8 @@ backend_tests! {
     async fn project_events_need_read_access_and_end_with_the_project(app) {
         let owner = app.sign_up("owner").await;
         let stranger = app.sign_up("stranger").await;
-        let private = create_project(&app, &owner, false).await;
-        let public = create_project(&app, &owner, true).await;
+        let private = app.create_project(&owner, "Chat", false).await;
+        let public = app.create_project(&owner, "Chat", true).await;
 
         let mut stranger_ws = WsClient::connect(&app, Some(&stranger.access)).await;
         let refused = stranger_ws.subscribe(EVENTS, json!({ "p": private })).await;

@@ -26,26 +26,9 @@ async fn team(app: &TestApp) -> Team {
     let owner = app.sign_up("owner").await;
     let editor = app.sign_up("editor").await;
     let viewer = app.sign_up("viewer").await;
-    let created = app
-        .gql_as(
-            &owner.access,
-            "mutation { createProject(input: {title: \"Live\"}) { id } }",
-            json!({}),
-        )
-        .await;
-    let project = created.data()["createProject"]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    for (user, role) in [(&editor, "EDITOR"), (&viewer, "VIEWER")] {
-        app.gql_as(
-            &owner.access,
-            "mutation($p: ID!, $u: String!, $r: ProjectRole!) { addMember(projectId: $p, username: $u, role: $r) { role } }",
-            json!({ "p": project, "u": user.username, "r": role }),
-        )
-        .await
-        .data();
-    }
+    let project = app.create_project(&owner, "Live", false).await;
+    app.add_member(&owner, &project, &editor, "EDITOR").await;
+    app.add_member(&owner, &project, &viewer, "VIEWER").await;
     Team {
         owner,
         editor,

@@ -1,6 +1,6 @@
 //! Members: joining, adding, roles, removal, leaving and ownership, with their rules.
 
-use codecrafter_tests::{TestApp, TestUser, backend_tests};
+use codecrafter_tests::{TestApp, backend_tests};
 use serde_json::{Value, json};
 
 const ADD: &str = "mutation($p: ID!, $u: String!, $r: ProjectRole!) { addMember(projectId: $p, username: $u, role: $r) { role user { username } } }";
@@ -12,19 +12,6 @@ const JOIN: &str = "mutation($p: ID!) { joinProject(id: $p) { viewerRole } }";
 const TRANSFER: &str = "mutation($p: ID!, $u: ID!) { transferOwnership(projectId: $p, userId: $u) { viewerRole owner { username } } }";
 const MEMBERS: &str =
     "query($p: ID!) { project(id: $p) { owner { username } members { role user { username } } } }";
-
-async fn project(app: &TestApp, owner: &TestUser, public: bool) -> String {
-    app.gql_as(
-        &owner.access,
-        "mutation($public: Boolean!) { createProject(input: {title: \"Team\", isPublic: $public}) { id } }",
-        json!({ "public": public }),
-    )
-    .await
-    .data()["createProject"]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned()
-}
 
 /// `{ username: role }` and the primary owner.
 async fn roster(app: &TestApp, token: &str, project: &str) -> (Value, String) {
@@ -47,8 +34,8 @@ backend_tests! {
     async fn joining_public_projects_as_viewer(app) {
         let ada = app.sign_up("ada").await;
         let bob = app.sign_up("bob").await;
-        let public = project(&app, &ada, true).await;
-        let private = project(&app, &ada, false).await;
+        let public = app.create_project(&ada, "Team", true).await;
+        let private = app.create_project(&ada, "Team", false).await;
         let joined = app.gql_as(&bob.access, JOIN, json!({ "p": public })).await;
         assert_eq!(joined.data()["joinProject"]["viewerRole"], "VIEWER");
         let again = app.gql_as(&bob.access, JOIN, json!({ "p": public })).await;
@@ -66,7 +53,7 @@ backend_tests! {
         let ada = app.sign_up("ada").await;
         let bob = app.sign_up("bob").await;
         let cy = app.sign_up("cyd").await;
-        let p = project(&app, &ada, false).await;
+        let p = app.create_project(&ada, "Team", false).await;
         let added = app.gql_as(&ada.access, ADD, json!({ "p": p, "u": "BOB", "r": "EDITOR" })).await;
         assert_eq!(added.data()["addMember"], json!({ "role": "EDITOR", "user": { "username": "bob" } }));
         // Editors cannot add; unknown users and existing members are refused.
@@ -82,7 +69,7 @@ backend_tests! {
     async fn roles_change_but_a_project_keeps_an_owner(app) {
         let ada = app.sign_up("ada").await;
         let bob = app.sign_up("bob").await;
-        let p = project(&app, &ada, false).await;
+        let p = app.create_project(&ada, "Team", false).await;
         app.gql_as(&ada.access, ADD, json!({ "p": p, "u": "bob", "r": "VIEWER" })).await.data();
         app.gql_as(&bob.access, SET_ROLE, json!({ "p": p, "u": bob.id, "r": "OWNER" })).await.assert_error("FORBIDDEN", None);
         app.gql_as(&ada.access, SET_ROLE, json!({ "p": p, "u": ada.id, "r": "EDITOR" })).await.assert_error("CONFLICT", None);
@@ -102,7 +89,7 @@ backend_tests! {
         let ada = app.sign_up("ada").await;
         let bob = app.sign_up("bob").await;
         let cy = app.sign_up("cyd").await;
-        let p = project(&app, &ada, false).await;
+        let p = app.create_project(&ada, "Team", false).await;
         for user in ["bob", "cyd"] {
             app.gql_as(&ada.access, ADD, json!({ "p": p, "u": user, "r": "EDITOR" })).await.data();
         }
@@ -118,7 +105,7 @@ backend_tests! {
     async fn leaving_and_the_last_owner(app) {
         let ada = app.sign_up("ada").await;
         let bob = app.sign_up("bob").await;
-        let p = project(&app, &ada, false).await;
+        let p = app.create_project(&ada, "Team", false).await;
         app.gql_as(&ada.access, LEAVE, json!({ "p": p })).await.assert_error("CONFLICT", None);
         app.gql_as(&ada.access, ADD, json!({ "p": p, "u": "bob", "r": "EDITOR" })).await.data();
         let left = app.gql_as(&bob.access, LEAVE, json!({ "p": p })).await;
@@ -136,7 +123,7 @@ backend_tests! {
         let ada = app.sign_up("ada").await;
         let bob = app.sign_up("bob").await;
         let cy = app.sign_up("cyd").await;
-        let p = project(&app, &ada, false).await;
+        let p = app.create_project(&ada, "Team", false).await;
         app.gql_as(&ada.access, ADD, json!({ "p": p, "u": "bob", "r": "VIEWER" })).await.data();
         app.gql_as(&ada.access, TRANSFER, json!({ "p": p, "u": ada.id })).await.assert_error("BAD_USER_INPUT", Some("userId"));
         app.gql_as(&ada.access, TRANSFER, json!({ "p": p, "u": cy.id })).await.assert_error("NOT_FOUND", None);
@@ -154,7 +141,7 @@ backend_tests! {
     async fn two_owners_leaving_at_once_leave_one_owner(app) {
         let ada = app.sign_up("ada").await;
         let bob = app.sign_up("bob").await;
-        let p = project(&app, &ada, false).await;
+        let p = app.create_project(&ada, "Team", false).await;
         app.gql_as(&ada.access, ADD, json!({ "p": p, "u": "bob", "r": "OWNER" })).await.data();
         let (a, b) = tokio::join!(
             app.gql_as(&ada.access, LEAVE, json!({ "p": p })),

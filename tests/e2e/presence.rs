@@ -9,30 +9,6 @@ use serde_json::{Value, json};
 const WATCH: &str = "subscription($p: ID!, $c: String) { presence(projectId: $p, clientId: $c) { user { username } clientId file cursor selection { anchor head } typing color updatedAt } }";
 const UPDATE: &str = "mutation($p: ID!, $c: String!, $f: String, $cur: Int, $sel: SelectionInput, $typing: Boolean) { updatePresence(projectId: $p, clientId: $c, file: $f, cursor: $cur, selection: $sel, typing: $typing) }";
 
-async fn create_project(app: &TestApp, owner: &TestUser, public: bool) -> String {
-    let created = app
-        .gql_as(
-            &owner.access,
-            "mutation($public: Boolean!) { createProject(input: {title: \"Here\", isPublic: $public}) { id } }",
-            json!({ "public": public }),
-        )
-        .await;
-    created.data()["createProject"]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned()
-}
-
-async fn add_member(app: &TestApp, owner: &TestUser, project: &str, user: &TestUser, role: &str) {
-    app.gql_as(
-        &owner.access,
-        "mutation($p: ID!, $u: String!, $r: ProjectRole!) { addMember(projectId: $p, username: $u, role: $r) { role } }",
-        json!({ "p": project, "u": user.username, "r": role }),
-    )
-    .await
-    .data();
-}
-
 /// `updatePresence` over HTTP with `fields` (file, cursor, sel, typing) added to the variables.
 async fn update(
     app: &TestApp,
@@ -102,8 +78,8 @@ backend_tests! {
     async fn two_clients_see_each_other(app) {
         let ann = app.sign_up("ann").await;
         let bob = app.sign_up("bob").await;
-        let project = create_project(&app, &ann, false).await;
-        add_member(&app, &ann, &project, &bob, "VIEWER").await;
+        let project = app.create_project(&ann, "Here", false).await;
+        app.add_member(&ann, &project, &bob, "VIEWER").await;
 
         let mut ann_ws = WsClient::connect(&app, Some(&ann.access)).await;
         let ann_sub = ann_ws.subscribe(WATCH, json!({ "p": project, "c": "ann-tab" })).await;
@@ -155,8 +131,8 @@ backend_tests! {
     async fn a_closed_websocket_removes_its_client(app) {
         let ann = app.sign_up("ann").await;
         let bob = app.sign_up("bob").await;
-        let project = create_project(&app, &ann, true).await;
-        add_member(&app, &ann, &project, &bob, "EDITOR").await;
+        let project = app.create_project(&ann, "Here", true).await;
+        app.add_member(&ann, &project, &bob, "EDITOR").await;
 
         // Ann only watches: no client id, no entry.
         let mut ann_ws = WsClient::connect(&app, Some(&ann.access)).await;
@@ -182,8 +158,8 @@ backend_tests! {
         let app = app.restart_with(|config| config.presence_ttl_secs = 1).await;
         let ann = app.sign_up("ann").await;
         let bob = app.sign_up("bob").await;
-        let project = create_project(&app, &ann, false).await;
-        add_member(&app, &ann, &project, &bob, "EDITOR").await;
+        let project = app.create_project(&ann, "Here", false).await;
+        app.add_member(&ann, &project, &bob, "EDITOR").await;
 
         let mut ann_ws = WsClient::connect(&app, Some(&ann.access)).await;
         let ann_sub = ann_ws.subscribe(WATCH, json!({ "p": project })).await;
@@ -215,10 +191,10 @@ backend_tests! {
         let ann = app.sign_up("ann").await;
         let vic = app.sign_up("vic").await;
         let stranger = app.sign_up("stranger").await;
-        let private = create_project(&app, &ann, false).await;
-        let public = create_project(&app, &ann, true).await;
-        add_member(&app, &ann, &private, &vic, "VIEWER").await;
-        add_member(&app, &ann, &public, &vic, "VIEWER").await;
+        let private = app.create_project(&ann, "Here", false).await;
+        let public = app.create_project(&ann, "Here", true).await;
+        app.add_member(&ann, &private, &vic, "VIEWER").await;
+        app.add_member(&ann, &public, &vic, "VIEWER").await;
 
         update(&app, &stranger, &private, "s", json!({})).await.assert_error("NOT_FOUND", None);
         update(&app, &stranger, &public, "s", json!({})).await.assert_error("FORBIDDEN", None);
@@ -257,8 +233,8 @@ backend_tests! {
     async fn removed_members_leave_presence_and_lose_their_subscription(app) {
         let ann = app.sign_up("ann").await;
         let bob = app.sign_up("bob").await;
-        let project = create_project(&app, &ann, false).await;
-        add_member(&app, &ann, &project, &bob, "EDITOR").await;
+        let project = app.create_project(&ann, "Here", false).await;
+        app.add_member(&ann, &project, &bob, "EDITOR").await;
 
         let mut ann_ws = WsClient::connect(&app, Some(&ann.access)).await;
         let ann_sub = ann_ws.subscribe(WATCH, json!({ "p": project, "c": "ann-tab" })).await;
@@ -308,8 +284,8 @@ async fn presence_crosses_nodes() {
         let node_b = app.spawn_node().await;
         let ann = app.sign_up("ann").await;
         let bob = app.sign_up("bob").await;
-        let project = create_project(&app, &ann, false).await;
-        add_member(&app, &ann, &project, &bob, "EDITOR").await;
+        let project = app.create_project(&ann, "Here", false).await;
+        app.add_member(&ann, &project, &bob, "EDITOR").await;
 
         let mut ann_ws = WsClient::connect(&app, Some(&ann.access)).await;
         let ann_sub = ann_ws

@@ -21,16 +21,6 @@ async fn id_of(app: &TestApp, user: &TestUser, title: &str, public: bool) -> Str
         .to_owned()
 }
 
-async fn add(app: &TestApp, owner: &TestUser, project: &str, user: &TestUser, role: &str) {
-    app.gql_as(
-        &owner.access,
-        "mutation($p: ID!, $u: String!, $r: ProjectRole!) { addMember(projectId: $p, username: $u, role: $r) { role } }",
-        json!({ "p": project, "u": user.username, "r": role }),
-    )
-    .await
-    .data();
-}
-
 async fn titles(app: &TestApp, token: Option<&str>, filter: Value, first: i64) -> Vec<String> {
     let vars = json!({ "filter": filter, "first": first });
     let answer = match token {
@@ -100,7 +90,7 @@ backend_tests! {
         assert_eq!(seen.data()["project"]["viewerRole"], Value::Null);
         let seen = app.gql_as(&root.access, GET, json!({ "id": private })).await;
         assert_eq!(seen.data()["project"]["title"], "secret");
-        add(&app, &ada, &private, &bob, "VIEWER").await;
+        app.add_member(&ada, &private, &bob, "VIEWER").await;
         let seen = app.gql_as(&bob.access, GET, json!({ "id": private })).await;
         assert_eq!(seen.data()["project"]["viewerRole"], "VIEWER");
     }
@@ -112,8 +102,8 @@ backend_tests! {
         let root = app.sign_up("root").await;
         let root = app.make_admin(&root).await;
         let project = id_of(&app, &ada, "before", false).await;
-        add(&app, &ada, &project, &ed, "EDITOR").await;
-        add(&app, &ada, &project, &vi, "VIEWER").await;
+        app.add_member(&ada, &project, &ed, "EDITOR").await;
+        app.add_member(&ada, &project, &vi, "VIEWER").await;
         const UPDATE: &str = "mutation($id: ID!, $input: UpdateProjectInput!) { updateProject(id: $id, input: $input) { title description isPublic defaultLanguage } }";
         for user in [&ed, &vi, &root] {
             app.gql_as(&user.access, UPDATE, json!({ "id": project, "input": { "title": "hijacked" } }))
@@ -135,7 +125,7 @@ backend_tests! {
         let ada = app.sign_up("ada").await;
         let ed = app.sign_up("edd").await;
         let project = id_of(&app, &ada, "doomed", false).await;
-        add(&app, &ada, &project, &ed, "EDITOR").await;
+        app.add_member(&ada, &project, &ed, "EDITOR").await;
         app.gql_as(&ed.access, "mutation($p: ID!) { createFile(projectId: $p, path: \"a.py\", content: \"x\") { path } }", json!({ "p": project }))
             .await
             .data();

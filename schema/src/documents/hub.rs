@@ -460,35 +460,13 @@ impl Hub {
                 return Err(error);
             }
         };
-        let loaded = loaded_mut(guard)?;
-        if seq != loaded.seq + 1 {
+        if seq != loaded_mut(guard)?.seq + 1 {
             // Another node appended in between and its signal has not arrived yet: take
             // those updates from the log first, so subscribers here see every one.
-            let missed = store::since(&self.db, entry.project, loaded.seq).await;
-            match missed {
-                Ok(rows) if rows.first().is_some_and(|r| r.seq == loaded.seq + 1) => {
-                    for row in rows.into_iter().filter(|r| r.seq < seq) {
-                        let _ = loaded.doc.import(&row.data);
-                        self.broadcast(
-                            entry,
-                            loaded,
-                            row.seq,
-                            &row.data,
-                            row.author_id,
-                            row.client_id,
-                        );
-                    }
-                }
-                _ => {
-                    self.rebuild(entry, guard, before).await;
-                    let loaded = loaded_mut(guard)?;
-                    return Ok(Applied {
-                        seq: loaded.seq,
-                        version_vector: encode_vv(&loaded.doc.oplog_vv()),
-                    });
-                }
-            }
+            self.catch_up(entry, guard, Some(seq)).await;
         }
+        // (After a rebuild in the catch-up this may repeat what the resync carried; clients
+        // import idempotently, and missing it would be worse.)
         let loaded = loaded_mut(guard)?;
         self.broadcast(entry, loaded, seq, &update, author, client_id.clone());
         self.bus.announce_doc(DocSignal {
@@ -532,7 +510,7 @@ impl Hub {
         author: Option<Uuid>,
         client_id: Option<String>,
     ) {
-        loaded.seq = seq;
+        loaded.seq = loaded.seq.max(seq);
         let _ = entry.updates.send(Arc::new(DocUpdate {
             seq: Some(seq),
             update: STANDARD.encode(update),
@@ -598,18 +576,23 @@ impl Hub {
             );
             return;
         }
-        self.catch_up(&entry, &mut guard).await;
+        self.catch_up(&entry, &mut guard, None).await;
     }
 
-    /// Bring a loaded copy up to the stored log.
-    async fn catch_up(&self, entry: &Arc<Entry>, guard: &mut OwnedMutexGuard<Option<Loaded>>) {
+    /// Bring a loaded copy up to the stored log (the part before `until`, when given).
+    async fn catch_up(
+        &self,
+        entry: &Arc<Entry>,
+        guard: &mut OwnedMutexGuard<Option<Loaded>>,
+        until: Option<i64>,
+    ) {
         let Some(loaded) = guard.as_mut() else {
             return;
         };
         let known = loaded.doc.oplog_vv();
         match store::since(&self.db, entry.project, loaded.seq).await {
             Ok(rows) if rows.first().is_none_or(|r| r.seq == loaded.seq + 1) => {
-                for row in rows {
+                for row in rows.into_iter().filter(|r| until.is_none_or(|u| r.seq < u)) {
                     match loaded.doc.import(&row.data) {
                         Ok(status) if status.pending.is_none() => self.broadcast(
                             entry,
@@ -734,7 +717,7 @@ async fn remote_loop(
                 let entries: Vec<Arc<Entry>> = hub.lock_entries().values().cloned().collect();
                 for entry in entries {
                     let mut guard = entry.state.clone().lock_owned().await;
-                    hub.catch_up(&entry, &mut guard).await;
+                    hub.catch_up(&entry, &mut guard, None).await;
                 }
             }
         }
