@@ -37,6 +37,8 @@ pub struct TestApp {
     pub client: reqwest::Client,
     /// The server's own connection pool, for arranging state a test cannot reach over GraphQL.
     pub db: DatabaseConnection,
+    /// The server's services, to observe what a client cannot see (documents in memory).
+    pub services: schema::Services,
     pub config: Config,
     running: Arc<Mutex<Option<Running>>>,
 }
@@ -142,6 +144,7 @@ impl TestApp {
             backend,
             client: reqwest::Client::new(),
             db: app.1,
+            services: app.2,
             config,
             running,
         }
@@ -151,18 +154,19 @@ impl TestApp {
     async fn serve(
         config: &Config,
     ) -> (
-        (SocketAddr, DatabaseConnection),
+        (SocketAddr, DatabaseConnection, schema::Services),
         oneshot::Sender<()>,
         JoinHandle<anyhow::Result<()>>,
     ) {
         let app = Application::build(config).await.expect("server builds");
         let addr = app.local_addr().expect("bound address");
         let db = app.services().db.clone();
+        let services = app.services().clone();
         let (stop, stopped) = oneshot::channel::<()>();
         let server = tokio::spawn(app.run_until(async move {
             let _ = stopped.await;
         }));
-        ((addr, db), stop, server)
+        ((addr, db, services), stop, server)
     }
 
     /// Stop the server and start a new one on the same database (a restart).
@@ -204,7 +208,7 @@ impl TestApp {
     /// configuration a `redis_url` first for the nodes to share updates). It stops with
     /// this app.
     pub async fn spawn_node(&self) -> TestApp {
-        let ((addr, db), stop, server) = Self::serve(&self.config).await;
+        let ((addr, db, services), stop, server) = Self::serve(&self.config).await;
         self.running
             .lock()
             .unwrap()
@@ -215,6 +219,7 @@ impl TestApp {
         TestApp {
             addr,
             db,
+            services,
             ..self.clone()
         }
     }

@@ -602,7 +602,17 @@ backend_tests! {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         assert_eq!(app.count("document_updates").await, 0);
+        // Nobody follows it, so it leaves memory; the next reader loads it again.
+        let project = uuid::Uuid::parse_str(&team.project).unwrap();
+        for _ in 0..100 {
+            if !app.services.documents.is_loaded(project) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(!app.services.documents.is_loaded(project));
         assert_eq!(server_files(&app, &team.owner.access, &team.project).await, json!({ "a.txt": "draft" }));
+        assert!(app.services.documents.is_loaded(project));
     }
 
     async fn forks_copy_the_files_and_then_go_their_own_way(app) {
