@@ -117,6 +117,10 @@ impl WsClient {
                 None | Some(Err(_)) => return None,
                 Some(Ok(Message::Text(text))) => {
                     let message: Value = serde_json::from_str(&text).expect("JSON message");
+                    // WS_DEBUG=1 prints every message the server sends.
+                    if std::env::var_os("WS_DEBUG").is_some() {
+                        eprintln!("<- {message}");
+                    }
                     if message["type"] == "ping" {
                         self.send(json!({ "type": "pong" })).await;
                         continue;

@@ -28,6 +28,8 @@ pub enum Command {
     Migrate,
     /// Print the GraphQL schema (SDL) and exit.
     PrintSchema,
+    /// Run code-run workers only (production: any number of these, next to the API nodes).
+    Worker,
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -139,6 +141,43 @@ pub struct Config {
     /// Seconds without an update or heartbeat before a client leaves presence.
     #[arg(long, env = "PRESENCE_TTL_SECS", default_value_t = 30, global = true)]
     pub presence_ttl_secs: u64,
+
+    /// Code runs one user may start per minute.
+    #[arg(long, env = "RUNS_PER_MINUTE", default_value_t = 10, global = true)]
+    pub runs_per_minute: u32,
+
+    /// Most wall-clock seconds a run may ask for (the default is 10).
+    #[arg(long, env = "RUN_MAX_WALL_SECS", default_value_t = 60, global = true)]
+    pub run_max_wall_secs: u64,
+
+    /// Most memory a run may ask for, in MiB (the default is 256).
+    #[arg(long, env = "RUN_MAX_MEMORY_MB", default_value_t = 1024, global = true)]
+    pub run_max_memory_mb: u64,
+
+    /// Runs a worker process executes at once (default: the number of cores).
+    #[arg(long, env = "WORKER_CONCURRENCY", global = true)]
+    pub worker_concurrency: Option<usize>,
+
+    /// Run workers inside `serve` (the default in embedded mode, i.e. without REDIS_URL).
+    #[arg(long, env = "IN_PROCESS_WORKERS", global = true)]
+    pub in_process_workers: Option<bool>,
+
+    /// Seconds a stopping worker lets its runs finish before handing them back.
+    #[arg(long, env = "WORKER_GRACE_SECS", default_value_t = 30, global = true)]
+    pub worker_grace_secs: u64,
+
+    /// The Redis list the job queue uses (production).
+    #[arg(
+        long,
+        env = "JOB_QUEUE",
+        default_value = "codecrafter-runs",
+        global = true
+    )]
+    pub job_queue: String,
+
+    /// The bubblewrap executable of the sandbox.
+    #[arg(long, env = "SANDBOX_BWRAP", default_value = "bwrap", global = true)]
+    pub sandbox_bwrap: PathBuf,
 }
 
 fn secret(value: &str) -> Result<SecretString, String> {
@@ -175,7 +214,45 @@ impl Config {
             document_idle_secs: 120,
             autosave_idle_secs: 600,
             presence_ttl_secs: 30,
+            runs_per_minute: 10,
+            run_max_wall_secs: 60,
+            run_max_memory_mb: 1024,
+            worker_concurrency: None,
+            in_process_workers: None,
+            worker_grace_secs: 30,
+            job_queue: "codecrafter-runs".to_owned(),
+            sandbox_bwrap: PathBuf::from("bwrap"),
         }
+    }
+
+    /// The rules of code runs.
+    pub fn runs(&self) -> schema::runs::RunsConfig {
+        let mut max = schema::runs::RunLimits::MAX;
+        max.wall_ms = self.run_max_wall_secs.max(1) * 1000;
+        max.memory_bytes = self.run_max_memory_mb.max(16) * 1024 * 1024;
+        let default = schema::runs::RunLimits::DEFAULT;
+        schema::runs::RunsConfig {
+            runs_per_minute: self.runs_per_minute.max(1),
+            default_limits: schema::runs::RunLimits {
+                wall_ms: default.wall_ms.min(max.wall_ms),
+                memory_bytes: default.memory_bytes.min(max.memory_bytes),
+                ..default
+            },
+            max_limits: max,
+            bwrap: self.sandbox_bwrap.clone(),
+            ..schema::runs::RunsConfig::default()
+        }
+    }
+
+    /// Whether `serve` runs workers itself.
+    pub fn runs_workers_in_process(&self) -> bool {
+        self.in_process_workers.unwrap_or(self.redis_url.is_none())
+    }
+
+    pub fn worker_concurrency(&self) -> usize {
+        self.worker_concurrency
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, usize::from))
+            .max(1)
     }
 
     /// The collaboration hub's limits and timings.

@@ -18,6 +18,18 @@ async fn main() -> anyhow::Result<()> {
             tracing::info!("migrations applied");
             Ok(())
         }
+        Command::Worker => {
+            api::telemetry::init(&config);
+            let services = api::startup::services(&config).await?;
+            let workers = api::startup::Workers::start(&services, &config);
+            println!("CodeCrafter worker running (Ctrl-C or SIGTERM to stop)");
+            shutdown_signal().await;
+            workers
+                .stop(std::time::Duration::from_secs(config.worker_grace_secs))
+                .await;
+            services.db.close().await?;
+            Ok(())
+        }
         Command::Serve => {
             api::telemetry::init(&config);
             let app = Application::build(&config).await?;

@@ -18,26 +18,108 @@ pub struct Application {
     router: axum::Router,
     services: Services,
     mode: Mode,
+    workers: Option<Workers>,
+    grace: std::time::Duration,
+}
+
+/// Everything the API and the workers share: database (migrated), token issuer, bus, queue.
+pub async fn services(config: &Config) -> anyhow::Result<Services> {
+    let secret = secrets::jwt_secret(config)?;
+    let db = database::connect(config).await?;
+    database::migrate(&db).await?;
+    let tokens = TokenIssuer::new(
+        &secret,
+        config.access_token_ttl(),
+        config.refresh_token_ttl(),
+    );
+    let bus = match &config.redis_url {
+        Some(url) => schema::realtime::Bus::redis(url.expose_secret(), &config.redis_channel)
+            .await
+            .context("REDIS_URL is set but Redis cannot be reached")?,
+        None => schema::realtime::Bus::local(),
+    };
+    let queue = match &config.redis_url {
+        Some(url) => jobs::queue::Queue::redis(url.expose_secret(), &config.job_queue).await?,
+        None => {
+            std::fs::create_dir_all(&config.data_dir).with_context(|| {
+                format!(
+                    "cannot create the data directory {}",
+                    config.data_dir.display()
+                )
+            })?;
+            jobs::queue::Queue::sqlite(&config.data_dir.join("jobs.db")).await?
+        }
+    };
+    let runs = schema::state::Runs {
+        queue,
+        config: config.runs(),
+    };
+    Ok(Services::new(db, tokens, bus, config.collab(), runs))
+}
+
+/// Workers running inside this process, and how to stop them.
+pub struct Workers {
+    stop: tokio::sync::watch::Sender<bool>,
+    handle: tokio::task::JoinHandle<()>,
+}
+
+impl Workers {
+    /// Start `config.worker_concurrency()` workers on the queue, and the reaper that takes
+    /// up runs whose worker died.
+    pub fn start(services: &Services, config: &Config) -> Self {
+        let worker_id = format!(
+            "{}-{}",
+            std::process::id(),
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        );
+        let isolation = jobs::sandbox::isolation();
+        let languages: Vec<String> = jobs::sandbox::languages()
+            .iter()
+            .filter(|l| l.available)
+            .map(|l| format!("{:?}", l.language))
+            .collect();
+        tracing::info!(
+            worker = %worker_id,
+            isolation = isolation.name(),
+            languages = %languages.join(", "),
+            concurrency = config.worker_concurrency(),
+            "code-run workers starting"
+        );
+        let executor = schema::runs::worker::Executor::new(services.clone(), worker_id.clone());
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let reaper = tokio::spawn(executor.clone().reap_until(stopped.clone()));
+        let queue = services.runs.queue.clone();
+        let concurrency = config.worker_concurrency();
+        let mut until = stopped;
+        let handle = tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = until.wait_for(|stop| *stop).await;
+            };
+            if let Err(error) = queue
+                .work(&worker_id, concurrency, executor, shutdown)
+                .await
+            {
+                tracing::error!(?error, "workers failed");
+            }
+            reaper.abort();
+        });
+        Self { stop, handle }
+    }
+
+    /// Stop taking jobs; let the runs in hand finish within `grace`. Runs still going after
+    /// that are abandoned here and taken up again by another worker's reaper.
+    pub async fn stop(self, grace: std::time::Duration) {
+        let _ = self.stop.send(true);
+        if tokio::time::timeout(grace, self.handle).await.is_err() {
+            tracing::warn!("runs still in progress after the grace period are handed back");
+        }
+    }
 }
 
 impl Application {
     /// Connect, migrate, and bind (port 0 picks a free port).
     pub async fn build(config: &Config) -> anyhow::Result<Self> {
-        let secret = secrets::jwt_secret(config)?;
-        let db = database::connect(config).await?;
-        database::migrate(&db).await?;
-        let tokens = TokenIssuer::new(
-            &secret,
-            config.access_token_ttl(),
-            config.refresh_token_ttl(),
-        );
-        let bus = match &config.redis_url {
-            Some(url) => schema::realtime::Bus::redis(url.expose_secret(), &config.redis_channel)
-                .await
-                .context("REDIS_URL is set but Redis cannot be reached")?,
-            None => schema::realtime::Bus::local(),
-        };
-        let services = Services::new(db, tokens, bus, config.collab());
+        let services = services(config).await?;
         let schema = schema::build(services.clone());
         let router = routes::router(
             AppState {
@@ -52,11 +134,16 @@ impl Application {
         let listener = TcpListener::bind(config.bind)
             .await
             .with_context(|| format!("could not listen on {}", config.bind))?;
+        let workers = config
+            .runs_workers_in_process()
+            .then(|| Workers::start(&services, config));
         Ok(Self {
             listener,
             router,
             services,
             mode: config.mode(),
+            workers,
+            grace: std::time::Duration::from_secs(config.worker_grace_secs),
         })
     }
 
@@ -80,6 +167,9 @@ impl Application {
         axum::serve(self.listener, self.router)
             .with_graceful_shutdown(shutdown)
             .await?;
+        if let Some(workers) = self.workers {
+            workers.stop(self.grace).await;
+        }
         self.services.db.close().await?;
         Ok(())
     }

@@ -6,6 +6,7 @@ pub mod message;
 pub mod project;
 pub mod project_member;
 pub mod refresh_token;
+pub mod run;
 pub mod user;
 pub mod version;
 
@@ -16,6 +17,7 @@ pub mod prelude {
     pub use super::project::Entity as Project;
     pub use super::project_member::Entity as ProjectMember;
     pub use super::refresh_token::Entity as RefreshToken;
+    pub use super::run::Entity as Run;
     pub use super::user::Entity as User;
     pub use super::version::Entity as Version;
 }

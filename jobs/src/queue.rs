@@ -15,6 +15,9 @@ use apalis_sqlite::{SqlitePool, SqliteStorage};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+/// How often an idle worker looks for jobs (the backends' default is their 30 s heartbeat).
+const POLL: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// One code run to execute.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct RunJob {
@@ -93,14 +96,14 @@ impl Queue {
             match self.clone() {
                 Self::Sqlite(storage) => {
                     let worker = WorkerBuilder::new(worker_name)
-                        .backend(storage)
+                        .backend(storage.poll_with_interval(POLL))
                         .data(handler)
                         .build(handle);
                     workers.spawn(async move { worker.run_until(until).await });
                 }
                 Self::Redis(storage) => {
                     let worker = WorkerBuilder::new(worker_name)
-                        .backend(storage)
+                        .backend(storage.poll_with_interval(POLL))
                         .data(handler)
                         .build(handle);
                     workers.spawn(async move { worker.run_until(until).await });

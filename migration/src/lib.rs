@@ -11,6 +11,7 @@ mod m20261125_000006_create_documents;
 mod m20261125_000007_create_document_updates;
 mod m20261125_000008_create_versions;
 mod m20261125_000009_create_messages;
+mod m20261125_000010_create_runs;
 
 pub struct Migrator;
 
@@ -27,6 +28,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261125_000007_create_document_updates::Migration),
             Box::new(m20261125_000008_create_versions::Migration),
             Box::new(m20261125_000009_create_messages::Migration),
+            Box::new(m20261125_000010_create_runs::Migration),
         ]
     }
 }

@@ -14,6 +14,7 @@ mod loaders;
 pub mod presence;
 pub mod projects;
 pub mod realtime;
+pub mod runs;
 pub mod scalars;
 pub mod state;
 mod time;
@@ -36,6 +37,7 @@ pub struct Query(
     documents::DocumentsQuery,
     versions::VersionsQuery,
     chat::ChatQuery,
+    runs::RunsQuery,
 );
 
 /// Every mutation.
@@ -48,6 +50,7 @@ pub struct Mutation(
     versions::VersionsMutation,
     chat::ChatMutation,
     presence::PresenceMutation,
+    runs::RunsMutation,
 );
 
 /// Every subscription.
@@ -56,6 +59,7 @@ pub struct Subscription(
     documents::DocumentsSubscription,
     events::EventsSubscription,
     presence::PresenceSubscription,
+    runs::RunsSubscription,
 );
 
 pub type AppSchema = Schema<Query, Mutation, Subscription>;

@@ -8,6 +8,13 @@ use crate::auth::tokens::TokenIssuer;
 use crate::documents::{CollabConfig, Documents};
 use crate::presence::Presence;
 use crate::realtime::{Bus, ProjectEvent, ProjectSignal};
+use crate::runs::RunsConfig;
+
+/// Code runs: where they are queued, and their rules.
+pub struct Runs {
+    pub queue: jobs::queue::Queue,
+    pub config: RunsConfig,
+}
 
 /// Cheap to clone: the connection pool, the issuer, the bus and the hub are shared.
 #[derive(Clone)]
@@ -18,6 +25,7 @@ pub struct Services {
     pub documents: Documents,
     /// Who is online in each project (a replica per project followed on this node).
     pub presence: Presence,
+    pub runs: Arc<Runs>,
 }
 
 impl Services {
@@ -27,6 +35,7 @@ impl Services {
         tokens: TokenIssuer,
         bus: Arc<Bus>,
         collab: CollabConfig,
+        runs: Runs,
     ) -> Self {
         let presence = Presence::new(bus.clone(), collab.presence_ttl);
         let documents = Documents::start(db.clone(), bus.clone(), collab);
@@ -36,6 +45,7 @@ impl Services {
             bus,
             documents,
             presence,
+            runs: Arc::new(runs),
         }
     }
 

@@ -8,5 +8,6 @@ mod documents;
 mod members;
 mod presence;
 mod projects;
+mod runs;
 mod server;
 mod users;

@@ -18,7 +18,7 @@ use crate::state::Services;
 use crate::users::User;
 use crate::validation;
 
-/// Something that happened in a project: chat and membership (code runs will follow).
+/// Something that happened in a project: chat, membership and code runs.
 /// Select the fields of each kind with `... on MessagePosted { … }`.
 #[derive(Union)]
 pub enum ProjectEvent {
@@ -28,6 +28,8 @@ pub enum ProjectEvent {
     MemberLeft(MemberLeft),
     MemberRemoved(MemberRemoved),
     ProjectDeleted(ProjectDeleted),
+    RunStarted(RunStarted),
+    RunEnded(RunEnded),
 }
 
 impl ProjectEvent {
@@ -53,7 +55,48 @@ impl ProjectEvent {
             E::MemberLeft { user } => Self::MemberLeft(MemberLeft { user: *user }),
             E::MemberRemoved { user } => Self::MemberRemoved(MemberRemoved { user: *user }),
             E::ProjectDeleted => Self::ProjectDeleted(ProjectDeleted { project }),
+            E::RunStarted { run, by } => Self::RunStarted(RunStarted { run: *run, by: *by }),
+            E::RunFinished { run, .. } => Self::RunEnded(RunEnded { run: *run }),
         }
+    }
+}
+
+/// A worker started running code in the project.
+pub struct RunStarted {
+    run: Uuid,
+    by: Uuid,
+}
+
+/// A worker started running code in the project.
+#[Object]
+impl RunStarted {
+    /// The run, as `run(id)` reads it now.
+    async fn run(&self, ctx: &Context<'_>) -> Result<crate::runs::Run> {
+        let services = ctx.data_unchecked::<Services>();
+        Ok(crate::runs::Run(
+            crate::runs::service::get(services, ctx.viewer(), self.run).await?,
+        ))
+    }
+    /// Who asked for it.
+    async fn requested_by(&self, ctx: &Context<'_>) -> Result<User> {
+        load_user(ctx, self.by).await
+    }
+}
+
+/// A run in the project ended.
+pub struct RunEnded {
+    run: Uuid,
+}
+
+/// A run in the project ended.
+#[Object]
+impl RunEnded {
+    /// The run with its result.
+    async fn run(&self, ctx: &Context<'_>) -> Result<crate::runs::Run> {
+        let services = ctx.data_unchecked::<Services>();
+        Ok(crate::runs::Run(
+            crate::runs::service::get(services, ctx.viewer(), self.run).await?,
+        ))
     }
 }
 

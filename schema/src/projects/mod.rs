@@ -5,4 +5,4 @@ pub(crate) mod cursor;
 mod graphql;
 pub mod service;
 
-pub use graphql::{ProjectRole, ProjectsMutation, ProjectsQuery};
+pub use graphql::{Language, ProjectRole, ProjectsMutation, ProjectsQuery};

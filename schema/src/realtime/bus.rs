@@ -7,7 +7,7 @@ use tokio::sync::{broadcast, mpsc};
 use uuid::Uuid;
 
 use super::redis_link::RedisLink;
-use super::signal::{DocSignal, ProjectSignal, Signal};
+use super::signal::{DocSignal, ProjectSignal, RunSignal, Signal};
 use super::topics::Topics;
 
 /// How many signals a slow subscriber of one project may fall behind before it is told it
@@ -35,6 +35,7 @@ pub(super) struct Envelope {
 pub struct Bus {
     node: Uuid,
     projects: Topics<ProjectSignal>,
+    runs: Topics<RunSignal>,
     remote_docs: mpsc::Sender<RemoteDoc>,
     remote_docs_rx: Mutex<Option<mpsc::Receiver<RemoteDoc>>>,
     redis: Option<RedisLink>,
@@ -62,6 +63,7 @@ impl Bus {
         Self {
             node,
             projects: Topics::new(PROJECT_CHANNEL_CAPACITY),
+            runs: Topics::new(PROJECT_CHANNEL_CAPACITY),
             remote_docs,
             remote_docs_rx: Mutex::new(Some(rx)),
             redis,
@@ -95,6 +97,25 @@ impl Bus {
             });
         }
         self.projects.send(project, Arc::new(signal));
+    }
+
+    /// What happens to run `run`, from every node and worker.
+    pub fn subscribe_run(&self, run: Uuid) -> broadcast::Receiver<Arc<RunSignal>> {
+        self.runs.subscribe(run)
+    }
+
+    /// Tell everybody following run `run`, on this node and the others.
+    pub fn publish_run(&self, run: Uuid, signal: RunSignal) {
+        if let Some(redis) = &self.redis {
+            redis.publish(Envelope {
+                origin: self.node,
+                signal: Signal::Run {
+                    run,
+                    signal: signal.clone(),
+                },
+            });
+        }
+        self.runs.send(run, Arc::new(signal));
     }
 
     /// Tell the other nodes about an update this node appended (its own subscribers are
@@ -133,6 +154,7 @@ async fn deliver_inbound(bus: std::sync::Weak<Bus>, mut inbound: mpsc::Receiver<
                 Signal::Project { project, signal } => {
                     bus.projects.send(project, Arc::new(signal));
                 }
+                Signal::Run { run, signal } => bus.runs.send(run, Arc::new(signal)),
             },
         }
     }

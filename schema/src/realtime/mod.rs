@@ -14,5 +14,7 @@ mod topics;
 
 pub use bus::{Bus, RemoteDoc};
 pub use revocation::Revocation;
-pub use signal::{DocSignal, PresenceSignal, PresenceState, ProjectEvent, ProjectSignal, Signal};
+pub use signal::{
+    DocSignal, PresenceSignal, PresenceState, ProjectEvent, ProjectSignal, RunSignal, Signal,
+};
 pub use topics::Topics;

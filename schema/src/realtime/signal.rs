@@ -14,6 +14,29 @@ pub enum Signal {
         project: Uuid,
         signal: ProjectSignal,
     },
+    Run {
+        run: Uuid,
+        signal: RunSignal,
+    },
+}
+
+/// What happens to one code run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum RunSignal {
+    /// The run changed status (RUNNING, or back to QUEUED for a retry).
+    Status { status: String },
+    /// Output, in order of `seq` (shared by both streams).
+    Output {
+        stderr: bool,
+        seq: i64,
+        #[serde(with = "base64_bytes")]
+        data: Vec<u8>,
+    },
+    /// The run ended with `status`; its row holds the result.
+    Finished { status: String },
+    /// Somebody asked to stop it: the worker running it kills it.
+    Cancel,
 }
 
 /// An update appended to a document's log, with its sequence number there.
@@ -56,11 +79,23 @@ pub enum ProjectEvent {
         role: ProjectRole,
     },
     /// The member left on their own.
-    MemberLeft { user: Uuid },
+    MemberLeft {
+        user: Uuid,
+    },
     /// An owner removed the member: their subscriptions to the project end.
-    MemberRemoved { user: Uuid },
+    MemberRemoved {
+        user: Uuid,
+    },
     /// The project is gone: every subscription to it ends.
     ProjectDeleted,
+    RunStarted {
+        run: Uuid,
+        by: Uuid,
+    },
+    RunFinished {
+        run: Uuid,
+        status: String,
+    },
 }
 
 impl ProjectEvent {

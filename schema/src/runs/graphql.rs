@@ -1,0 +1,459 @@
+//! GraphQL types and resolvers of code runs.
+
+use async_graphql::connection::{Connection, Edge, EmptyFields};
+use async_graphql::{
+    Context, Enum, ID, InputObject, Object, Result, SimpleObject, Subscription, Union,
+};
+use chrono::{DateTime, Utc};
+use entity::run;
+use futures_util::Stream;
+use tokio::sync::broadcast::error::RecvError;
+use uuid::Uuid;
+
+use super::service::{self, LimitsRequest, RunRequest};
+use crate::context::ViewerExt;
+use crate::error::ApiError;
+use crate::loaders::load_user;
+use crate::projects::Language;
+use crate::realtime::RunSignal;
+use crate::state::Services;
+use crate::users::User;
+use crate::validation;
+
+/// Where a run is in its life.
+#[derive(Enum, Copy, Clone, Eq, PartialEq)]
+#[graphql(remote = "entity::run::RunStatus")]
+pub enum RunStatus {
+    /// Waiting for a worker.
+    Queued,
+    /// A worker is running it.
+    Running,
+    /// Exited with code 0.
+    Succeeded,
+    /// Exited with another code, was killed by a signal, or did not compile.
+    Failed,
+    /// Ran out of wall-clock or CPU time.
+    TimedOut,
+    /// Ran out of memory.
+    MemoryLimit,
+    /// Wrote more output than allowed.
+    OutputLimit,
+    /// Cancelled by a member.
+    Cancelled,
+    /// The sandbox failed on every attempt; `error` says why.
+    InternalError,
+}
+
+/// A request to run a project's code, its progress and its result.
+pub struct Run(pub run::Model);
+
+/// The limits a run ran with.
+#[derive(SimpleObject)]
+pub struct RunLimitsInfo {
+    wall_ms: u64,
+    cpu_ms: u64,
+    memory_bytes: u64,
+    processes: u32,
+    file_bytes: u64,
+    output_bytes: u64,
+}
+
+/// A request to run a project's code, its progress and its result.
+#[Object]
+impl Run {
+    /// Stable id (a UUID).
+    async fn id(&self) -> ID {
+        ID(self.0.id.to_string())
+    }
+    async fn project_id(&self) -> ID {
+        ID(self.0.project_id.to_string())
+    }
+    /// Who asked for it.
+    async fn requested_by(&self, ctx: &Context<'_>) -> Result<User> {
+        load_user(ctx, self.0.requested_by).await
+    }
+    async fn language(&self) -> Language {
+        self.0.language.into()
+    }
+    /// The file that was run (`main.<ext>` for a given source).
+    async fn entry(&self) -> &str {
+        &self.0.entry
+    }
+    async fn status(&self) -> RunStatus {
+        self.0.status.into()
+    }
+    /// Exit code, once it exited.
+    async fn exit_code(&self) -> Option<i32> {
+        self.0.exit_code
+    }
+    /// The signal that ended it, if one did.
+    async fn signal(&self) -> Option<i32> {
+        self.0.signal
+    }
+    /// Standard output so far (capped at the run's output limit).
+    async fn stdout(&self) -> &str {
+        &self.0.stdout
+    }
+    async fn stderr(&self) -> &str {
+        &self.0.stderr
+    }
+    /// Whether output beyond the cap was dropped.
+    async fn stdout_truncated(&self) -> bool {
+        self.0.stdout_truncated
+    }
+    async fn stderr_truncated(&self) -> bool {
+        self.0.stderr_truncated
+    }
+    async fn wall_time_ms(&self) -> Option<i64> {
+        self.0.wall_ms
+    }
+    async fn cpu_time_ms(&self) -> Option<i64> {
+        self.0.cpu_ms
+    }
+    async fn peak_memory_bytes(&self) -> Option<i64> {
+        self.0.peak_memory_bytes
+    }
+    /// How many times a worker took it up (more than one after an infrastructure failure
+    /// or a worker that died).
+    async fn attempts(&self) -> i32 {
+        self.0.attempts
+    }
+    /// The worker that ran it last.
+    async fn worker_id(&self) -> Option<&str> {
+        self.0.worker_id.as_deref()
+    }
+    /// Why it ended INTERNAL_ERROR (or why the last attempt failed).
+    async fn error(&self) -> Option<&str> {
+        self.0.error.as_deref()
+    }
+    async fn limits(&self) -> Result<RunLimitsInfo> {
+        let limits: super::RunLimits =
+            serde_json::from_value(self.0.limits.clone()).map_err(ApiError::internal)?;
+        Ok(RunLimitsInfo {
+            wall_ms: limits.wall_ms,
+            cpu_ms: limits.cpu_ms,
+            memory_bytes: limits.memory_bytes,
+            processes: limits.processes,
+            file_bytes: limits.file_bytes,
+            output_bytes: limits.output_bytes,
+        })
+    }
+    async fn created_at(&self) -> DateTime<Utc> {
+        self.0.created_at
+    }
+    async fn started_at(&self) -> Option<DateTime<Utc>> {
+        self.0.started_at
+    }
+    async fn finished_at(&self) -> Option<DateTime<Utc>> {
+        self.0.finished_at
+    }
+}
+
+/// A language runs can use, and whether its toolchain is installed here.
+#[derive(SimpleObject)]
+pub struct LanguageInfo {
+    language: Language,
+    /// The toolchain's version line, when installed.
+    version: Option<String>,
+    /// False: listed for completeness, `runCode` refuses it.
+    available: bool,
+}
+
+/// How runs are isolated on this host.
+#[derive(Enum, Copy, Clone, Eq, PartialEq)]
+pub enum Isolation {
+    /// A cgroup v2 per run bounds memory and processes.
+    CgroupV2,
+    /// A cgroup per run in the v1 hierarchies bounds memory and processes.
+    CgroupV1,
+    /// No cgroups available: rlimits only (address space, processes per uid).
+    Rlimits,
+}
+
+/// Limits a run asks for; absent ones take the configured defaults, and none may exceed the
+/// configured maxima.
+#[derive(InputObject, Default)]
+pub struct RunLimitsInput {
+    wall_ms: Option<i64>,
+    cpu_ms: Option<i64>,
+    memory_mb: Option<i64>,
+    processes: Option<i64>,
+    output_kb: Option<i64>,
+}
+
+pub type RunConnection = Connection<String, Run, EmptyFields, EmptyFields>;
+
+fn id_arg(field: &'static str, raw: &ID) -> Result<Uuid> {
+    Ok(validation::id(field, raw)?)
+}
+
+#[derive(Default)]
+pub struct RunsQuery;
+
+#[Object]
+impl RunsQuery {
+    /// Every language, with its toolchain's version and whether runs can use it here.
+    async fn languages(&self) -> Vec<LanguageInfo> {
+        use entity::project::Language as L;
+        [
+            L::Python,
+            L::JavaScript,
+            L::C,
+            L::Cpp,
+            L::Bash,
+            L::Rust,
+            L::Java,
+            L::Go,
+        ]
+        .into_iter()
+        .map(|language| {
+            let sandbox = super::worker::sandbox_language(language);
+            let info = jobs::sandbox::languages()
+                .iter()
+                .find(|info| info.language == sandbox);
+            LanguageInfo {
+                language: language.into(),
+                version: info.and_then(|i| i.version.clone()),
+                available: info.is_some_and(|i| i.available),
+            }
+        })
+        .collect()
+    }
+
+    /// How runs are isolated on this host (cgroups when the worker may create them).
+    async fn sandbox_isolation(&self) -> Isolation {
+        match jobs::sandbox::isolation() {
+            jobs::sandbox::Isolation::CgroupV2 => Isolation::CgroupV2,
+            jobs::sandbox::Isolation::CgroupV1 => Isolation::CgroupV1,
+            jobs::sandbox::Isolation::Rlimits => Isolation::Rlimits,
+        }
+    }
+
+    /// A run, for whoever can read its project.
+    async fn run(&self, ctx: &Context<'_>, id: ID) -> Result<Run> {
+        let services = ctx.data_unchecked::<Services>();
+        let run = service::get(services, ctx.viewer(), id_arg("id", &id)?).await?;
+        Ok(Run(run))
+    }
+
+    /// A project's runs, newest first.
+    async fn runs(
+        &self,
+        ctx: &Context<'_>,
+        project_id: ID,
+        #[graphql(default = 20, desc = "Page size, 1 to 100.")] first: i32,
+        #[graphql(desc = "The `endCursor` of the previous page.")] after: Option<String>,
+    ) -> Result<RunConnection> {
+        let services = ctx.data_unchecked::<Services>();
+        let project = id_arg("projectId", &project_id)?;
+        let page = service::list(services, ctx.viewer(), project, first, after.as_deref()).await?;
+        let mut connection = Connection::new(page.has_previous_page, page.has_next_page);
+        connection.edges.extend(
+            page.runs
+                .into_iter()
+                .map(|(cursor, run)| Edge::new(cursor, Run(run))),
+        );
+        Ok(connection)
+    }
+}
+
+#[derive(Default)]
+pub struct RunsMutation;
+
+#[Object]
+impl RunsMutation {
+    /// Run code: a file of the project (`entry`, run with the project's files as they are
+    /// now) or a given `source`. EDITOR or OWNER (viewers may not run code, not even in
+    /// public projects). Answers at once with the QUEUED run; follow it with `runEvents`.
+    /// Source and stdin hold at most 64 KiB; too many runs in a minute get RATE_LIMITED.
+    #[allow(clippy::too_many_arguments)] // one per GraphQL argument
+    async fn run_code(
+        &self,
+        ctx: &Context<'_>,
+        project_id: ID,
+        #[graphql(desc = "The project's default language when absent.")] language: Option<Language>,
+        entry: Option<String>,
+        source: Option<String>,
+        stdin: Option<String>,
+        limits: Option<RunLimitsInput>,
+    ) -> Result<Run> {
+        let viewer = ctx.viewer().require()?;
+        let services = ctx.data_unchecked::<Services>();
+        let project = id_arg("projectId", &project_id)?;
+        let limits = limits.unwrap_or_default();
+        let run = service::start(
+            services,
+            viewer,
+            project,
+            RunRequest {
+                language: language.map(Into::into),
+                entry,
+                source,
+                stdin,
+                limits: LimitsRequest {
+                    wall_ms: limits.wall_ms,
+                    cpu_ms: limits.cpu_ms,
+                    memory_mb: limits.memory_mb,
+                    processes: limits.processes,
+                    output_kb: limits.output_kb,
+                },
+            },
+        )
+        .await?;
+        Ok(Run(run))
+    }
+
+    /// Cancel a run: a queued one at once, a running one as soon as its worker kills it.
+    /// EDITOR or OWNER. A run that has ended stays as it is.
+    async fn cancel_run(&self, ctx: &Context<'_>, id: ID) -> Result<Run> {
+        let viewer = ctx.viewer().require()?;
+        let services = ctx.data_unchecked::<Services>();
+        Ok(Run(
+            service::cancel(services, viewer, id_arg("id", &id)?).await?
+        ))
+    }
+}
+
+/// Output of a run.
+#[derive(Enum, Copy, Clone, Eq, PartialEq)]
+pub enum OutputStream {
+    Stdout,
+    Stderr,
+}
+
+/// A run changed status (RUNNING, or QUEUED again before a retry).
+#[derive(SimpleObject)]
+pub struct RunStatusChanged {
+    status: RunStatus,
+}
+
+/// Output, numbered in the order it was produced (one sequence for both streams).
+#[derive(SimpleObject)]
+pub struct RunOutput {
+    stream: OutputStream,
+    seq: i64,
+    /// The bytes as UTF-8 (invalid sequences replaced).
+    data: String,
+}
+
+/// The run ended; `run` holds the result.
+#[derive(SimpleObject)]
+pub struct RunFinished {
+    run: Run,
+}
+
+/// What a run's followers receive.
+#[derive(Union)]
+#[allow(clippy::enum_variant_names)] // the variants are the GraphQL type names
+pub enum RunEvent {
+    RunStatusChanged(RunStatusChanged),
+    RunOutput(RunOutput),
+    RunFinished(Box<RunFinished>),
+}
+
+fn status_from(name: &str) -> Option<RunStatus> {
+    Some(match name {
+        "QUEUED" => RunStatus::Queued,
+        "RUNNING" => RunStatus::Running,
+        "SUCCEEDED" => RunStatus::Succeeded,
+        "FAILED" => RunStatus::Failed,
+        "TIMED_OUT" => RunStatus::TimedOut,
+        "MEMORY_LIMIT" => RunStatus::MemoryLimit,
+        "OUTPUT_LIMIT" => RunStatus::OutputLimit,
+        "CANCELLED" => RunStatus::Cancelled,
+        "INTERNAL_ERROR" => RunStatus::InternalError,
+        _ => return None,
+    })
+}
+
+#[derive(Default)]
+pub struct RunsSubscription;
+
+#[Subscription]
+impl RunsSubscription {
+    /// A run, live: first its status and the output it has produced so far, then status
+    /// changes and output chunks in order (by `seq`), then `RunFinished` with the result.
+    async fn run_events(
+        &self,
+        ctx: &Context<'_>,
+        run_id: ID,
+    ) -> Result<impl Stream<Item = Result<RunEvent>> + use<>> {
+        let services = ctx.data_unchecked::<Services>().clone();
+        let id = id_arg("runId", &run_id)?;
+        // Listen first, then read what is stored: nothing falls between.
+        let mut signals = services.bus.subscribe_run(id);
+        let run = service::get(&services, ctx.viewer(), id).await?;
+        Ok(async_stream::stream! {
+            yield Ok(RunEvent::RunStatusChanged(RunStatusChanged { status: run.status.into() }));
+            let mut seen = 0;
+            for (stderr, text) in [(false, &run.stdout), (true, &run.stderr)] {
+                if !text.is_empty() {
+                    seen = run.output_seq;
+                    yield Ok(RunEvent::RunOutput(RunOutput {
+                        stream: if stderr { OutputStream::Stderr } else { OutputStream::Stdout },
+                        seq: run.output_seq,
+                        data: text.clone(),
+                    }));
+                }
+            }
+            seen = seen.max(run.output_seq);
+            if run.status.is_final() {
+                yield Ok(RunEvent::RunFinished(Box::new(RunFinished { run: Run(run) })));
+                return;
+            }
+            loop {
+                match signals.recv().await {
+                    Ok(signal) => match signal.as_ref() {
+                        RunSignal::Status { status } => {
+                            if let Some(status) = status_from(status) {
+                                yield Ok(RunEvent::RunStatusChanged(RunStatusChanged { status }));
+                            }
+                        }
+                        RunSignal::Output { stderr, seq, data } => {
+                            if *seq > seen {
+                                seen = *seq;
+                                yield Ok(RunEvent::RunOutput(RunOutput {
+                                    stream: if *stderr { OutputStream::Stderr } else { OutputStream::Stdout },
+                                    seq: *seq,
+                                    data: String::from_utf8_lossy(data).into_owned(),
+                                }));
+                            }
+                        }
+                        RunSignal::Finished { .. } => {
+                            match finished(&services, id).await {
+                                Ok(run) => yield Ok(RunEvent::RunFinished(Box::new(RunFinished { run }))),
+                                Err(error) => yield Err(error.into()),
+                            }
+                            return;
+                        }
+                        RunSignal::Cancel => {}
+                    },
+                    Err(RecvError::Lagged(_)) => {
+                        // Fell behind: the row has everything up to its last flush.
+                        match finished(&services, id).await {
+                            Ok(Run(run)) if run.status.is_final() => {
+                                yield Ok(RunEvent::RunFinished(Box::new(RunFinished { run: Run(run) })));
+                                return;
+                            }
+                            Ok(_) => {}
+                            Err(error) => {
+                                yield Err(error.into());
+                                return;
+                            }
+                        }
+                    }
+                    Err(RecvError::Closed) => return,
+                }
+            }
+        })
+    }
+}
+
+async fn finished(services: &Services, id: Uuid) -> Result<Run, ApiError> {
+    use sea_orm::EntityTrait;
+    entity::prelude::Run::find_by_id(id)
+        .one(&services.db)
+        .await?
+        .map(Run)
+        .ok_or(ApiError::NotFound("run"))
+}

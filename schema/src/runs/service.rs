@@ -1,0 +1,376 @@
+//! Starting, reading, listing and cancelling runs, independent of GraphQL.
+
+use std::collections::BTreeMap;
+
+use chrono::Duration as ChronoDuration;
+use entity::prelude::*;
+use entity::project::Language;
+use entity::run::{self, RunStatus};
+use sea_orm::sea_query::Expr;
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, Condition, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
+    QuerySelect, Set,
+};
+use uuid::Uuid;
+
+use super::config::RunLimits;
+use crate::context::{AuthUser, Viewer};
+use crate::documents::{check_path, list_files};
+use crate::error::{ApiError, ApiResult};
+use crate::projects::access::{self, ProjectAction};
+use crate::projects::cursor;
+use crate::realtime::RunSignal;
+use crate::state::Services;
+use crate::time::now;
+use crate::validation;
+
+/// The largest page of `runs`.
+pub const PAGE_MAX: i32 = 100;
+
+/// What `runCode` asks for.
+pub struct RunRequest {
+    pub language: Option<Language>,
+    pub entry: Option<String>,
+    pub source: Option<String>,
+    pub stdin: Option<String>,
+    pub limits: LimitsRequest,
+}
+
+/// Limits a run asks for; absent ones take the configured defaults.
+#[derive(Default)]
+pub struct LimitsRequest {
+    pub wall_ms: Option<i64>,
+    pub cpu_ms: Option<i64>,
+    pub memory_mb: Option<i64>,
+    pub processes: Option<i64>,
+    pub output_kb: Option<i64>,
+}
+
+/// The file a given `source` is written to.
+pub fn source_file(language: Language) -> &'static str {
+    match language {
+        Language::Python => "main.py",
+        Language::JavaScript => "main.js",
+        Language::C => "main.c",
+        Language::Cpp => "main.cpp",
+        Language::Bash => "main.sh",
+        Language::Rust => "main.rs",
+        Language::Java => "Main.java",
+        Language::Go => "main.go",
+    }
+}
+
+fn limit(
+    field: &'static str,
+    asked: Option<i64>,
+    scale: u64,
+    default: u64,
+    max: u64,
+) -> ApiResult<u64> {
+    let Some(asked) = asked else {
+        return Ok(default);
+    };
+    let value = u64::try_from(asked)
+        .ok()
+        .and_then(|v| v.checked_mul(scale))
+        .filter(|v| (1..=max).contains(v));
+    value.ok_or_else(|| {
+        ApiError::bad_input(
+            field,
+            format!("{field} must be between 1 and {}", max / scale),
+        )
+    })
+}
+
+fn limits(services: &Services, asked: &LimitsRequest) -> ApiResult<RunLimits> {
+    let (default, max) = (
+        services.runs.config.default_limits,
+        services.runs.config.max_limits,
+    );
+    const MIB: u64 = 1024 * 1024;
+    Ok(RunLimits {
+        wall_ms: limit(
+            "limits.wallMs",
+            asked.wall_ms,
+            1,
+            default.wall_ms,
+            max.wall_ms,
+        )?,
+        cpu_ms: limit("limits.cpuMs", asked.cpu_ms, 1, default.cpu_ms, max.cpu_ms)?,
+        memory_bytes: limit(
+            "limits.memoryMb",
+            asked.memory_mb,
+            MIB,
+            default.memory_bytes,
+            max.memory_bytes,
+        )?,
+        processes: u32::try_from(limit(
+            "limits.processes",
+            asked.processes,
+            1,
+            u64::from(default.processes),
+            u64::from(max.processes),
+        )?)
+        .unwrap_or(default.processes),
+        file_bytes: default.file_bytes.min(max.file_bytes),
+        output_bytes: limit(
+            "limits.outputKb",
+            asked.output_kb,
+            1024,
+            default.output_bytes,
+            max.output_bytes,
+        )?,
+    })
+}
+
+/// Refuse a user who started too many runs in the last minute.
+async fn check_rate(services: &Services, viewer: &AuthUser) -> ApiResult<()> {
+    let per_minute = services.runs.config.runs_per_minute;
+    let since = now() - ChronoDuration::seconds(60);
+    let recent = Run::find()
+        .filter(run::Column::RequestedBy.eq(viewer.id))
+        .filter(run::Column::CreatedAt.gt(since))
+        .order_by_asc(run::Column::CreatedAt)
+        .limit(u64::from(per_minute))
+        .all(&services.db)
+        .await?;
+    if recent.len() >= per_minute as usize {
+        let oldest = recent.first().map_or_else(now, |r| r.created_at);
+        let retry_after = (oldest + ChronoDuration::seconds(60) - now())
+            .num_seconds()
+            .clamp(1, 60);
+        return Err(ApiError::RateLimited {
+            retry_after_secs: u64::try_from(retry_after).unwrap_or(60),
+        });
+    }
+    Ok(())
+}
+
+/// Start a run: EDITOR or OWNER. The run is stored QUEUED and handed to the queue; the
+/// answer does not wait for it.
+pub async fn start(
+    services: &Services,
+    viewer: &AuthUser,
+    project_id: Uuid,
+    request: RunRequest,
+) -> ApiResult<run::Model> {
+    let config = &services.runs.config;
+    let stdin = request.stdin.unwrap_or_default();
+    if stdin.len() > config.max_stdin_bytes {
+        return Err(ApiError::bad_input(
+            "stdin",
+            format!("stdin holds at most {} bytes", config.max_stdin_bytes),
+        ));
+    }
+    let limits = limits(services, &request.limits)?;
+    let access = access::load(
+        &services.db,
+        Some(viewer),
+        project_id,
+        ProjectAction::Edit,
+        false,
+    )
+    .await?;
+    let language = request.language.unwrap_or(access.project.default_language);
+    if !jobs::sandbox::is_available(super::worker::sandbox_language(language)) {
+        return Err(ApiError::bad_input(
+            "language",
+            "that language's toolchain is not installed on the workers (see `languages`)",
+        ));
+    }
+    let (entry, files) = match (request.entry, request.source) {
+        (Some(_), Some(_)) | (None, None) => {
+            return Err(ApiError::bad_input(
+                "entry",
+                "give either `entry` (a file of the project) or `source`",
+            ));
+        }
+        (None, Some(source)) => {
+            if source.len() > config.max_source_bytes {
+                return Err(ApiError::bad_input(
+                    "source",
+                    format!("source holds at most {} bytes", config.max_source_bytes),
+                ));
+            }
+            let entry = source_file(language).to_owned();
+            (entry.clone(), BTreeMap::from([(entry, source)]))
+        }
+        (Some(entry), None) => {
+            check_path("entry", &entry)?;
+            let files = services.documents.read(project_id, list_files).await?;
+            let total: usize = files.iter().map(|f| f.size).sum();
+            if total > config.max_files_bytes {
+                return Err(ApiError::bad_input(
+                    "entry",
+                    format!(
+                        "the project's files exceed the {} bytes a run may copy",
+                        config.max_files_bytes
+                    ),
+                ));
+            }
+            let files: BTreeMap<String, String> =
+                files.into_iter().map(|f| (f.path, f.content)).collect();
+            if !files.contains_key(&entry) {
+                return Err(ApiError::bad_input("entry", "no such file in the project"));
+            }
+            (entry, files)
+        }
+    };
+    check_rate(services, viewer).await?;
+    let run = run::ActiveModel {
+        id: Set(Uuid::new_v4()),
+        project_id: Set(project_id),
+        requested_by: Set(viewer.id),
+        language: Set(language),
+        entry: Set(entry),
+        files: Set(serde_json::to_value(&files).map_err(ApiError::internal)?),
+        stdin: Set(stdin.into_bytes()),
+        limits: Set(serde_json::to_value(limits).map_err(ApiError::internal)?),
+        status: Set(RunStatus::Queued),
+        cancel_requested: Set(false),
+        exit_code: Set(None),
+        signal: Set(None),
+        stdout: Set(String::new()),
+        stderr: Set(String::new()),
+        stdout_truncated: Set(false),
+        stderr_truncated: Set(false),
+        output_seq: Set(0),
+        wall_ms: Set(None),
+        cpu_ms: Set(None),
+        peak_memory_bytes: Set(None),
+        attempts: Set(0),
+        worker_id: Set(None),
+        error: Set(None),
+        heartbeat_at: Set(None),
+        created_at: Set(now()),
+        started_at: Set(None),
+        finished_at: Set(None),
+    }
+    .insert(&services.db)
+    .await?;
+    if let Err(error) = services.runs.queue.push(run.id).await {
+        // The run stays QUEUED; workers re-enqueue forgotten runs (see `worker::reap`).
+        tracing::error!(run = %run.id, ?error, "cannot enqueue a run");
+    }
+    Ok(run)
+}
+
+/// A run the viewer may read (whoever can read its project).
+pub async fn get(services: &Services, viewer: &Viewer, id: Uuid) -> ApiResult<run::Model> {
+    let run = Run::find_by_id(id)
+        .one(&services.db)
+        .await?
+        .ok_or(ApiError::NotFound("run"))?;
+    access::load(
+        &services.db,
+        viewer.user()?,
+        run.project_id,
+        ProjectAction::Read,
+        false,
+    )
+    .await
+    .map_err(|error| match error {
+        ApiError::NotFound(_) => ApiError::NotFound("run"),
+        other => other,
+    })?;
+    Ok(run)
+}
+
+/// One page of a project's runs, newest first.
+pub struct RunPage {
+    pub runs: Vec<(String, run::Model)>,
+    pub has_next_page: bool,
+    pub has_previous_page: bool,
+}
+
+pub async fn list(
+    services: &Services,
+    viewer: &Viewer,
+    project_id: Uuid,
+    first: i32,
+    after: Option<&str>,
+) -> ApiResult<RunPage> {
+    let first = validation::in_range("first", first, 1..=PAGE_MAX)?;
+    let after = after.map(|c| cursor::decode("after", c)).transpose()?;
+    access::load(
+        &services.db,
+        viewer.user()?,
+        project_id,
+        ProjectAction::Read,
+        false,
+    )
+    .await?;
+    let mut query = Run::find().filter(run::Column::ProjectId.eq(project_id));
+    if let Some((at, id)) = after {
+        query = query.filter(
+            Condition::any().add(run::Column::CreatedAt.lt(at)).add(
+                Condition::all()
+                    .add(run::Column::CreatedAt.eq(at))
+                    .add(run::Column::Id.lt(id)),
+            ),
+        );
+    }
+    let limit = usize::try_from(first).unwrap_or(0);
+    let mut rows = query
+        .order_by_desc(run::Column::CreatedAt)
+        .order_by_desc(run::Column::Id)
+        .limit(u64::try_from(limit + 1).unwrap_or(u64::MAX))
+        .all(&services.db)
+        .await?;
+    let has_next_page = rows.len() > limit;
+    rows.truncate(limit);
+    Ok(RunPage {
+        runs: rows
+            .into_iter()
+            .map(|r| (cursor::encode(r.created_at, r.id), r))
+            .collect(),
+        has_next_page,
+        has_previous_page: after.is_some(),
+    })
+}
+
+/// Cancel a run: EDITOR or OWNER of its project. A queued run is CANCELLED at once; a
+/// running one is killed by its worker, which then records CANCELLED. Cancelling a run that
+/// has ended changes nothing.
+pub async fn cancel(services: &Services, viewer: &AuthUser, id: Uuid) -> ApiResult<run::Model> {
+    let run = get(services, &Viewer::User(viewer.clone()), id).await?;
+    access::load(
+        &services.db,
+        Some(viewer),
+        run.project_id,
+        ProjectAction::Edit,
+        false,
+    )
+    .await?;
+    let at = now();
+    let cancelled = Run::update_many()
+        .col_expr(run::Column::Status, Expr::value(RunStatus::Cancelled))
+        .col_expr(run::Column::FinishedAt, Expr::value(at))
+        .filter(run::Column::Id.eq(id))
+        .filter(run::Column::Status.eq(RunStatus::Queued))
+        .exec(&services.db)
+        .await?;
+    if cancelled.rows_affected == 1 {
+        super::worker::announce_finished(services, &run, RunStatus::Cancelled);
+    } else {
+        let asked = Run::update_many()
+            .col_expr(run::Column::CancelRequested, Expr::value(true))
+            .filter(run::Column::Id.eq(id))
+            .filter(run::Column::Status.eq(RunStatus::Running))
+            .exec(&services.db)
+            .await?;
+        if asked.rows_affected == 1 {
+            services.bus.publish_run(id, RunSignal::Cancel);
+        }
+    }
+    get(services, &Viewer::User(viewer.clone()), id).await
+}
+
+/// How many runs of `project` are queued or running (for tests and metrics).
+pub async fn active_count(services: &Services, project: Uuid) -> ApiResult<u64> {
+    Ok(Run::find()
+        .filter(run::Column::ProjectId.eq(project))
+        .filter(run::Column::Status.is_in([RunStatus::Queued, RunStatus::Running]))
+        .count(&services.db)
+        .await?)
+}
