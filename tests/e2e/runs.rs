@@ -142,9 +142,15 @@ backend_tests! {
         assert!(noisy["stdout"].as_str().unwrap().len() <= 8 * 1024);
         let greedy = python(&app, &owner, &project, "x = []\nwhile True: x.append(bytearray(1 << 20))").await;
         assert_eq!(greedy["status"], "MEMORY_LIMIT");
-        let nosy = python(&app, &owner, &project, "import os\nprint(sorted(os.environ))\ntry:\n    open('/etc/shadow').read(); print('READ')\nexcept Exception as e:\n    print('denied')").await;
+        // The server's secrets, its data directory and the host's passwords are out of reach.
+        let data_dir = app.config.data_dir.display().to_string();
+        let nosy = python(&app, &owner, &project, &format!(
+            "import os\nprint(sorted(os.environ))\nfor p in ['/etc/shadow', '{data_dir}/codecrafter.db', '{data_dir}/jobs.db']:\n    try:\n        open(p, 'rb').read(); print('READ', p)\n    except Exception as e:\n        print('denied', p)\nprint(open('/proc/1/environ', 'rb').read())"
+        )).await;
         let out = nosy["stdout"].as_str().unwrap();
-        assert!(out.contains("denied") && !out.contains("READ") && !out.contains("JWT") && !out.contains("DATABASE"), "{out}");
+        // (/proc/1 is the sandbox's own init, in its PID namespace, with the clean environment.)
+        assert_eq!(out.matches("denied").count(), 3, "{out}");
+        assert!(!out.contains("READ") && !out.contains("JWT") && !out.contains("DATABASE"), "{out}");
     }
 
     async fn who_may_run_and_bad_requests(app) {
@@ -281,4 +287,190 @@ backend_tests! {
         let run = python(&app, &owner, &project, "raise SystemExit(1)").await;
         assert_eq!((&run["status"], &run["attempts"]), (&json!("FAILED"), &json!(1)));
     }
+}
+
+fn redis_config(config: &mut api::Config) {
+    let unique = uuid::Uuid::new_v4().simple().to_string();
+    config.redis_url = Some(secrecy::SecretString::from("redis://127.0.0.1:6379"));
+    config.redis_channel = format!("cc-test-{unique}");
+    config.job_queue = format!("cc-test-runs-{unique}");
+}
+
+/// A run started on one API node streams to subscribers on both nodes (PostgreSQL + Redis).
+#[tokio::test]
+async fn a_run_streams_to_subscribers_on_two_nodes() {
+    codecrafter_tests::run_with(
+        codecrafter_tests::Backend::Postgres,
+        |config| {
+            redis_config(config);
+            config.in_process_workers = Some(true);
+        },
+        |app| async move {
+            let node_b = app.spawn_node().await;
+            let owner = app.sign_up("owner").await;
+            let project = project_of(&app, &owner).await;
+            let id = start(&app, &owner, json!({ "p": project, "l": "PYTHON", "s": "import time\ntime.sleep(1)\nfor i in range(3):\n    print('line', i, flush=True)\n    time.sleep(0.1)" })).await;
+            let mut on_a = WsClient::connect(&app, Some(&owner.access)).await;
+            let mut on_b = WsClient::connect(&node_b, Some(&owner.access)).await;
+            let (a, b) = tokio::join!(follow(&mut on_a, &id), follow(&mut on_b, &id));
+            for events in [&a, &b] {
+                assert_eq!(streamed(events, "STDOUT"), "line 0\nline 1\nline 2\n");
+                assert_eq!(events.last().unwrap()["run"]["status"], "SUCCEEDED");
+            }
+        },
+    )
+    .await;
+}
+
+/// Not a test: the separate worker process the tests below start (`codecrafter worker`, as
+/// `main` runs it, configured from the environment; SIGTERM drains it).
+#[tokio::test]
+#[ignore = "the entry point of the worker processes started by other tests"]
+async fn worker_process() {
+    if std::env::var_os("CODECRAFTER_TEST_WORKER").is_none() {
+        return;
+    }
+    use clap::Parser;
+    let cli = api::Cli::try_parse_from(["codecrafter", "worker"]).unwrap();
+    let services = api::startup::services(&cli.config).await.unwrap();
+    let workers = api::startup::Workers::start(&services, &cli.config);
+    let mut terminate =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).unwrap();
+    terminate.recv().await;
+    workers
+        .stop(Duration::from_secs(cli.config.worker_grace_secs))
+        .await;
+}
+
+/// Start `worker_process` in a process of its own, configured like `app`.
+fn spawn_worker(app: &TestApp, data_dir: &std::path::Path) -> tokio::process::Child {
+    use secrecy::ExposeSecret;
+    let config = &app.config;
+    tokio::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "runs::worker_process",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("CODECRAFTER_TEST_WORKER", "1")
+        .env(
+            "DATABASE_URL",
+            config.database_url.as_ref().unwrap().expose_secret(),
+        )
+        .env(
+            "JWT_SECRET",
+            config.jwt_secret.as_ref().unwrap().expose_secret(),
+        )
+        .env(
+            "REDIS_URL",
+            config.redis_url.as_ref().unwrap().expose_secret(),
+        )
+        .env("REDIS_CHANNEL", &config.redis_channel)
+        .env("JOB_QUEUE", &config.job_queue)
+        .env("CODECRAFTER_DATA_DIR", data_dir)
+        .env("WORKER_CONCURRENCY", "1")
+        .env("RUST_LOG", "warn")
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap()
+}
+
+/// A worker process killed with SIGKILL in the middle of a run: another worker takes the run
+/// up, and it ends exactly once.
+#[tokio::test]
+async fn a_killed_worker_loses_nothing() {
+    codecrafter_tests::run_with(
+        codecrafter_tests::Backend::Postgres,
+        |config| {
+            redis_config(config);
+            config.in_process_workers = Some(false);
+        },
+        |app| async move {
+            let dir = tempfile::tempdir().unwrap();
+            let mut first = spawn_worker(&app, dir.path());
+            let owner = app.sign_up("owner").await;
+            let project = project_of(&app, &owner).await;
+            let mut ws = WsClient::connect(&app, Some(&owner.access)).await;
+            let project_events = ws
+                .subscribe(
+                    "subscription($p: ID!) { projectEvents(projectId: $p) { __typename ... on RunEnded { run { id status } } } }",
+                    json!({ "p": project }),
+                )
+                .await;
+            let id = start(&app, &owner, json!({ "p": project, "l": "PYTHON", "s": "import time\nprint('start', flush=True)\ntime.sleep(3)\nprint('done')" })).await;
+            let sub = ws.subscribe(EVENTS, json!({ "id": id })).await;
+            loop {
+                let event = ws.next(&sub).await;
+                if event.data()["runEvents"]["data"] == "start\n" {
+                    break;
+                }
+            }
+            first.start_kill().unwrap();
+            first.wait().await.unwrap();
+            let _second = spawn_worker(&app, dir.path());
+            let mut finished_events = Vec::new();
+            loop {
+                let event = ws.next(&sub).await;
+                let event = event.data()["runEvents"].clone();
+                if event["__typename"] == "RunFinished" {
+                    finished_events.push(event);
+                    break;
+                }
+            }
+            assert!(matches!(ws.next(&sub).await, Event::Complete));
+            // The project heard of its end exactly once.
+            let mut ended = 0;
+            while !ws.is_quiet(&project_events, Duration::from_secs(2)).await {
+                let event = ws.next(&project_events).await;
+                if event.data()["projectEvents"]["__typename"] == "RunEnded" {
+                    ended += 1;
+                }
+            }
+            assert_eq!(ended, 1);
+            let run = &finished_events[0]["run"];
+            assert_eq!(run["status"], "SUCCEEDED", "{run}");
+            assert_eq!(run["attempts"], 2);
+            assert_eq!(run["stdout"], "start\ndone\n");
+        },
+    )
+    .await;
+}
+
+/// SIGTERM drains a worker: the run in hand finishes, no new one is taken.
+#[tokio::test]
+async fn a_terminated_worker_finishes_its_run_and_takes_no_more() {
+    codecrafter_tests::run_with(
+        codecrafter_tests::Backend::Postgres,
+        |config| {
+            redis_config(config);
+            config.in_process_workers = Some(false);
+        },
+        |app| async move {
+            let dir = tempfile::tempdir().unwrap();
+            let mut worker = spawn_worker(&app, dir.path());
+            let owner = app.sign_up("owner").await;
+            let project = project_of(&app, &owner).await;
+            let id = start(&app, &owner, json!({ "p": project, "l": "PYTHON", "s": "import time\nprint('start', flush=True)\ntime.sleep(2)\nprint('done')" })).await;
+            let mut ws = WsClient::connect(&app, Some(&owner.access)).await;
+            let sub = ws.subscribe(EVENTS, json!({ "id": id })).await;
+            loop {
+                if ws.next(&sub).await.data()["runEvents"]["data"] == "start\n" {
+                    break;
+                }
+            }
+            let pid = worker.id().unwrap().to_string();
+            let signalled = tokio::process::Command::new("kill").args(["-TERM", &pid]).status().await.unwrap();
+            assert!(signalled.success());
+            let later = start(&app, &owner, json!({ "p": project, "l": "BASH", "s": "echo later" })).await;
+            let status = tokio::time::timeout(Duration::from_secs(30), worker.wait()).await.unwrap().unwrap();
+            assert!(status.success(), "{status:?}");
+            let run = finished(&app, &owner, &id).await;
+            assert_eq!((&run["status"], &run["attempts"], &run["stdout"]), (&json!("SUCCEEDED"), &json!(1), &json!("start\ndone\n")));
+            let waiting = app.gql_as(&owner.access, GET, json!({ "id": later })).await;
+            assert_eq!(waiting.data()["run"]["status"], "QUEUED");
+        },
+    )
+    .await;
 }

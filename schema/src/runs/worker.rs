@@ -186,7 +186,12 @@ impl Executor {
         let (chunks_tx, mut chunks) = mpsc::unbounded_channel::<jobs::sandbox::OutputChunk>();
         let sandbox = jobs::sandbox::run(&self.services.runs.config.bwrap, spec, chunks_tx, cancel);
         tokio::pin!(sandbox);
-        let mut output = Output::default();
+        // A later attempt goes on numbering where the earlier one stopped, so followers keep
+        // receiving (its output replaces the earlier attempt's in the row).
+        let mut output = Output {
+            seq: run.output_seq,
+            ..Output::default()
+        };
         let mut heartbeat = tokio::time::interval(HEARTBEAT);
         heartbeat.tick().await;
         loop {
