@@ -81,6 +81,7 @@ impl Workers {
         tracing::info!(
             worker = %worker_id,
             isolation = isolation.name(),
+            own_uid_per_run = jobs::sandbox::runs_as_root(),
             languages = %languages.join(", "),
             concurrency = config.worker_concurrency(),
             "code-run workers starting"

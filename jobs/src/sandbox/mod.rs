@@ -124,6 +124,14 @@ pub fn isolation() -> Isolation {
     *ISOLATION.get_or_init(cgroup::detect)
 }
 
+/// Whether this process may switch uids (and create cgroups): a worker is meant to run as
+/// root; unprivileged (a developer's `cargo run`), runs keep the worker's uid, still inside
+/// bubblewrap's namespaces, with rlimits only.
+pub fn runs_as_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
+}
+
 /// Host uids for runs: each concurrent run has its own.
 const UID_BASE: u32 = 20_000;
 const UID_COUNT: u32 = 10_000;
@@ -262,16 +270,18 @@ pub async fn run(
         // which reserve much more than they use; see `languages`).
         command.arg(format!("--as={}", limits.memory_bytes));
     }
-    command.args([
-        "--",
-        "/usr/bin/setpriv",
-        &format!("--reuid={}", uid.0),
-        &format!("--regid={}", uid.0),
-        "--clear-groups",
-        "--inh-caps=-all",
-        "--bounding-set=-all",
-        "--",
-    ]);
+    command.arg("--");
+    if runs_as_root() {
+        command.args([
+            "/usr/bin/setpriv",
+            &format!("--reuid={}", uid.0),
+            &format!("--regid={}", uid.0),
+            "--clear-groups",
+            "--inh-caps=-all",
+            "--bounding-set=-all",
+            "--",
+        ]);
+    }
     command.arg(bwrap);
     command.args(bwrap_args(dir.path(), limits, &plan.extra_binds));
     command.args(["/bin/sh", "-c", &script]);
