@@ -65,6 +65,11 @@ async fn follow(ws: &mut WsClient, id: &str) -> Vec<Value> {
     }
 }
 
+/// Take a run's events until a chunk of output equals `data`.
+async fn wait_for_output(ws: &mut WsClient, sub: &str, data: &str) {
+    while ws.next(sub).await.data()["runEvents"]["data"] != data {}
+}
+
 fn streamed(events: &[Value], stream: &str) -> String {
     events
         .iter()
@@ -245,12 +250,7 @@ backend_tests! {
         let running = start(&app, &owner, json!({ "p": project, "l": "PYTHON", "s": "import time\nprint('started', flush=True)\ntime.sleep(60)" })).await;
         let mut ws = WsClient::connect(&app, Some(&owner.access)).await;
         let sub = ws.subscribe(EVENTS, json!({ "id": running })).await;
-        loop {
-            let event = ws.next(&sub).await;
-            if event.data()["runEvents"]["data"] == "started\n" {
-                break;
-            }
-        }
+        wait_for_output(&mut ws, &sub, "started\n").await;
         app.gql_as(&owner.access, "mutation($id: ID!) { cancelRun(id: $id) { id } }", json!({ "id": running })).await.data();
         let run = finished(&app, &owner, &running).await;
         assert_eq!(run["status"], "CANCELLED");
@@ -401,12 +401,7 @@ async fn a_killed_worker_loses_nothing() {
                 .await;
             let id = start(&app, &owner, json!({ "p": project, "l": "PYTHON", "s": "import time\nprint('start', flush=True)\ntime.sleep(3)\nprint('done')" })).await;
             let sub = ws.subscribe(EVENTS, json!({ "id": id })).await;
-            loop {
-                let event = ws.next(&sub).await;
-                if event.data()["runEvents"]["data"] == "start\n" {
-                    break;
-                }
-            }
+            wait_for_output(&mut ws, &sub, "start\n").await;
             first.start_kill().unwrap();
             first.wait().await.unwrap();
             let _second = spawn_worker(&app, dir.path());
@@ -455,11 +450,7 @@ async fn a_terminated_worker_finishes_its_run_and_takes_no_more() {
             let id = start(&app, &owner, json!({ "p": project, "l": "PYTHON", "s": "import time\nprint('start', flush=True)\ntime.sleep(2)\nprint('done')" })).await;
             let mut ws = WsClient::connect(&app, Some(&owner.access)).await;
             let sub = ws.subscribe(EVENTS, json!({ "id": id })).await;
-            loop {
-                if ws.next(&sub).await.data()["runEvents"]["data"] == "start\n" {
-                    break;
-                }
-            }
+            wait_for_output(&mut ws, &sub, "start\n").await;
             let pid = worker.id().unwrap().to_string();
             let signalled = tokio::process::Command::new("kill").args(["-TERM", &pid]).status().await.unwrap();
             assert!(signalled.success());

@@ -6,8 +6,8 @@ use entity::prelude::*;
 use entity::project;
 use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
-    Set, TransactionTrait,
+    ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set,
+    TransactionTrait,
 };
 use uuid::Uuid;
 
@@ -129,23 +129,20 @@ pub async fn list(
 
     let mut query = Message::find().filter(message::Column::ProjectId.eq(project_id));
     if let Some((at, id)) = before {
-        query = query.filter(
-            Condition::any().add(message::Column::CreatedAt.lt(at)).add(
-                Condition::all()
-                    .add(message::Column::CreatedAt.eq(at))
-                    .add(message::Column::Id.lt(id)),
-            ),
-        );
+        query = query.filter(cursor::older_than(
+            message::Column::CreatedAt,
+            message::Column::Id,
+            (at, id),
+        ));
     }
     let limit = usize::try_from(first).unwrap_or(0);
-    let mut rows = query
+    let rows = query
         .order_by_desc(message::Column::CreatedAt)
         .order_by_desc(message::Column::Id)
         .limit(u64::try_from(limit + 1).unwrap_or(u64::MAX))
         .all(&services.db)
         .await?;
-    let has_next_page = rows.len() > limit;
-    rows.truncate(limit);
+    let (rows, has_next_page) = cursor::page(rows, limit);
     Ok(MessagePage {
         messages: rows
             .into_iter()

@@ -6,7 +6,29 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+use sea_orm::{ColumnTrait, Condition};
+
 use crate::error::{ApiError, ApiResult};
+
+/// Rows after the cursor `(at, id)` in a newest-first list sorted by `at_column`, then
+/// `id_column`, both descending.
+pub fn older_than(
+    at_column: impl ColumnTrait,
+    id_column: impl ColumnTrait,
+    (at, id): (DateTime<Utc>, Uuid),
+) -> Condition {
+    Condition::any()
+        .add(at_column.lt(at))
+        .add(Condition::all().add(at_column.eq(at)).add(id_column.lt(id)))
+}
+
+/// Cut `rows` (fetched with one row more than `limit`) to the page, and tell whether more
+/// follow.
+pub fn page<T>(mut rows: Vec<T>, limit: usize) -> (Vec<T>, bool) {
+    let more = rows.len() > limit;
+    rows.truncate(limit);
+    (rows, more)
+}
 
 pub fn encode(at: DateTime<Utc>, id: Uuid) -> String {
     URL_SAFE_NO_PAD.encode(format!("{}:{id}", at.timestamp_micros()))

@@ -291,24 +291,19 @@ pub async fn list(
 
     let total_count = query.clone().count(&services.db).await?;
     if let Some((at, id)) = after {
-        query = query.filter(
-            Condition::any()
-                .add(project::Column::LastActivityAt.lt(at))
-                .add(
-                    Condition::all()
-                        .add(project::Column::LastActivityAt.eq(at))
-                        .add(project::Column::Id.lt(id)),
-                ),
-        );
+        query = query.filter(cursor::older_than(
+            project::Column::LastActivityAt,
+            project::Column::Id,
+            (at, id),
+        ));
     }
-    let mut rows = query
+    let rows = query
         .order_by_desc(project::Column::LastActivityAt)
         .order_by_desc(project::Column::Id)
         .limit(u64::try_from(first).unwrap_or(0) + 1)
         .all(&services.db)
         .await?;
-    let has_next_page = rows.len() > usize::try_from(first).unwrap_or(0);
-    rows.truncate(usize::try_from(first).unwrap_or(0));
+    let (rows, has_next_page) = cursor::page(rows, usize::try_from(first).unwrap_or(0));
 
     let roles = match viewer {
         Some(v) if !rows.is_empty() => ProjectMember::find()

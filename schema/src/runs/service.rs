@@ -8,7 +8,7 @@ use entity::project::Language;
 use entity::run::{self, RunStatus};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, Condition, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
+    ActiveModelTrait, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
     QuerySelect, Set,
 };
 use uuid::Uuid;
@@ -302,23 +302,20 @@ pub async fn list(
     .await?;
     let mut query = Run::find().filter(run::Column::ProjectId.eq(project_id));
     if let Some((at, id)) = after {
-        query = query.filter(
-            Condition::any().add(run::Column::CreatedAt.lt(at)).add(
-                Condition::all()
-                    .add(run::Column::CreatedAt.eq(at))
-                    .add(run::Column::Id.lt(id)),
-            ),
-        );
+        query = query.filter(cursor::older_than(
+            run::Column::CreatedAt,
+            run::Column::Id,
+            (at, id),
+        ));
     }
     let limit = usize::try_from(first).unwrap_or(0);
-    let mut rows = query
+    let rows = query
         .order_by_desc(run::Column::CreatedAt)
         .order_by_desc(run::Column::Id)
         .limit(u64::try_from(limit + 1).unwrap_or(u64::MAX))
         .all(&services.db)
         .await?;
-    let has_next_page = rows.len() > limit;
-    rows.truncate(limit);
+    let (rows, has_next_page) = cursor::page(rows, limit);
     Ok(RunPage {
         runs: rows
             .into_iter()

@@ -94,6 +94,15 @@ impl Executor {
         })
     }
 
+    async fn enqueue(&self, id: Uuid) -> ApiResult<()> {
+        self.services
+            .runs
+            .queue
+            .push(id)
+            .await
+            .map_err(ApiError::internal)
+    }
+
     /// Take the run if it is waiting. `None` when somebody else has it or it has ended.
     async fn claim(&self, id: Uuid) -> ApiResult<Option<run::Model>> {
         let at = now();
@@ -313,12 +322,7 @@ impl Executor {
             );
             let backoff = Duration::from_millis(250 * 2u64.pow(run.attempts.clamp(0, 6) as u32));
             tokio::time::sleep(backoff).await;
-            self.services
-                .runs
-                .queue
-                .push(run.id)
-                .await
-                .map_err(ApiError::internal)?;
+            self.enqueue(run.id).await?;
         }
         Ok(())
     }
@@ -365,12 +369,7 @@ impl Executor {
                 .await?;
             if requeued.rows_affected == 1 {
                 tracing::warn!(run = %run.id, worker = ?run.worker_id, "taking up a run whose worker died");
-                self.services
-                    .runs
-                    .queue
-                    .push(run.id)
-                    .await
-                    .map_err(ApiError::internal)?;
+                self.enqueue(run.id).await?;
             }
         }
         let forgotten = Run::find()
@@ -392,12 +391,7 @@ impl Executor {
                 .exec(db)
                 .await?;
             if touched.rows_affected == 1 {
-                self.services
-                    .runs
-                    .queue
-                    .push(run.id)
-                    .await
-                    .map_err(ApiError::internal)?;
+                self.enqueue(run.id).await?;
             }
         }
         Ok(())
