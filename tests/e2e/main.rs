@@ -4,6 +4,7 @@
 
 mod auth;
 mod chat;
+mod deploy;
 mod documents;
 mod members;
 mod presence;
