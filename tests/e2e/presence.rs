@@ -323,6 +323,13 @@ async fn presence_crosses_nodes() {
 
         drop(bob_ws);
         wait_for(&mut ann_ws, &ann_sub, has(&["ann-tab"])).await;
+
+        // A node nobody on it was watching from learns at once who is already there.
+        let node_c = app.spawn_node().await;
+        let mut late_ws = WsClient::connect(&node_c, Some(&bob.access)).await;
+        let late_sub = late_ws.subscribe(WATCH, json!({ "p": project })).await;
+        let seen = wait_for(&mut late_ws, &late_sub, has(&["ann-tab"])).await;
+        assert_eq!(entry(&seen, "ann-tab")["file"], "a.py");
     })
     .await;
 }

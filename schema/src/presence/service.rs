@@ -6,10 +6,12 @@
 //! with no update for the TTL is dropped, and so are a member's entries when they leave or are
 //! removed. Subscribers watch the replica and get the whole list each time it changes.
 //!
+//! A new replica asks the other nodes who is present (`PresenceSignal::Sync`); each node that
+//! holds a replica of the project answers with its entries, as updates.
+//!
 //! Limits of this design, on purpose:
-//! - A replica starts empty: a node that had nobody following a project learns about the
-//!   clients already present from their next update or heartbeat (clients heartbeat well
-//!   within the TTL), not at once. The bus has no request/answer to ask the other nodes.
+//! - Entries learnt from a sync start their TTL afresh on the new node, so a client that went
+//!   silent just before may linger there up to one TTL longer.
 //! - A replica whose task falls more than the bus's channel capacity behind misses signals;
 //!   a missed update is repaired by the next heartbeat, a missed leave by the TTL.
 
@@ -100,6 +102,9 @@ impl Presence {
             room,
             signals,
         ));
+        self.inner
+            .bus
+            .publish_project(project, ProjectSignal::Presence(PresenceSignal::Sync));
         receiver
     }
 
@@ -159,6 +164,8 @@ impl Room {
             ProjectSignal::Presence(PresenceSignal::Leave { user, client_id }) => {
                 self.clients.remove(&(*user, client_id.clone())).is_some()
             }
+            // Answered by the replica's task (see `replicate`); changes nothing here.
+            ProjectSignal::Presence(PresenceSignal::Sync) => false,
             ProjectSignal::Event(
                 ProjectEvent::MemberLeft { user } | ProjectEvent::MemberRemoved { user },
             ) => {
@@ -243,7 +250,19 @@ async fn replicate(
         let retire_at = unwatched_since.map(|since| since + ttl);
         let changed = tokio::select! {
             received = signals.recv() => match received {
-                Ok(signal) => room.apply(&signal, Instant::now()),
+                Ok(signal) => {
+                    if matches!(*signal, ProjectSignal::Presence(PresenceSignal::Sync))
+                        && let Some(presence) = presence.upgrade()
+                    {
+                        for slot in room.clients.values() {
+                            presence.bus.publish_project(
+                                project,
+                                ProjectSignal::Presence(PresenceSignal::Update(slot.state.clone())),
+                            );
+                        }
+                    }
+                    room.apply(&signal, Instant::now())
+                }
                 Err(RecvError::Lagged(skipped)) => {
                     tracing::warn!(%project, skipped, "a presence replica lagged");
                     false

@@ -125,7 +125,12 @@ pub struct PresenceState {
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum PresenceSignal {
     Update(PresenceState),
-    Leave { user: Uuid, client_id: String },
+    Leave {
+        user: Uuid,
+        client_id: String,
+    },
+    /// A node started a replica of this project: whoever holds one says who is present.
+    Sync,
 }
 
 mod base64_bytes {
