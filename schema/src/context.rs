@@ -12,6 +12,9 @@ pub struct AuthUser {
     pub role: UserRole,
     /// The refresh-token family this access token was issued for (one per sign-in).
     pub session_id: Uuid,
+    /// When the access token expires (Unix seconds). A WebSocket keeps the token of its
+    /// `connection_init`, so every operation checks it again.
+    pub expires_at: i64,
 }
 
 impl AuthUser {
@@ -36,7 +39,8 @@ impl Viewer {
     pub fn user(&self) -> ApiResult<Option<&AuthUser>> {
         match self {
             Self::Anonymous => Ok(None),
-            Self::User(user) => Ok(Some(user)),
+            Self::User(user) if user.expires_at > chrono::Utc::now().timestamp() => Ok(Some(user)),
+            Self::User(_) => Err(invalid_token()),
             Self::InvalidToken => Err(invalid_token()),
         }
     }

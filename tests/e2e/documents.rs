@@ -646,6 +646,22 @@ backend_tests! {
         app.gql_as(&team.owner.access, FILES, json!({ "p": fork_id })).await.assert_error("NOT_FOUND", None);
     }
 
+    async fn a_socket_cannot_outlive_its_access_token(app) {
+        let team = team(&app).await;
+        let app = app.restart_with(|c| c.access_token_ttl_secs = 2).await;
+        let editor = app.sign_in("editor", "password-editor").await;
+        let mut ws = WsClient::connect(&app, Some(&editor.access)).await;
+        let fresh = ws.request(FILES, json!({ "p": team.project })).await;
+        assert!(fresh.get("errors").is_none(), "{fresh}");
+        tokio::time::sleep(Duration::from_millis(3100)).await;
+        let update = STANDARD.encode(new_file_update("late.py", "x"));
+        let stale = ws.request(APPLY, json!({ "p": team.project, "u": update })).await;
+        assert_eq!(stale["errors"][0]["extensions"]["code"], "UNAUTHENTICATED", "{stale}");
+        let sub = ws.subscribe(SUBSCRIBE, json!({ "p": team.project })).await;
+        assert_eq!(ws.next(&sub).await.code(), "UNAUTHENTICATED");
+        assert_eq!(app.count("document_updates").await, 0);
+    }
+
     async fn subscriptions_check_access_and_end_when_it_is_lost(app) {
         let team = team(&app).await;
         let mut anonymous = WsClient::connect(&app, None).await;

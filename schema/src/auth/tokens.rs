@@ -85,6 +85,7 @@ impl TokenIssuer {
             id: data.claims.sub,
             role: data.claims.role,
             session_id: data.claims.sid,
+            expires_at: data.claims.exp,
         })
     }
 }
@@ -121,14 +122,12 @@ mod tests {
         let (user, sid) = (Uuid::new_v4(), Uuid::new_v4());
         let token = issuer.issue_access(user, UserRole::Admin, sid)?.token;
         let verified = issuer.verify_access(&token);
+        let verified = verified.expect("verifies");
         assert_eq!(
-            verified,
-            Some(AuthUser {
-                id: user,
-                role: UserRole::Admin,
-                session_id: sid
-            })
+            (verified.id, verified.role, verified.session_id),
+            (user, UserRole::Admin, sid)
         );
+        assert!(verified.expires_at > chrono::Utc::now().timestamp());
         assert_eq!(
             self::issuer("another-secret-that-is-long-enough").verify_access(&token),
             None

@@ -172,6 +172,7 @@ mod tests {
             id: Uuid::new_v4(),
             role,
             session_id: Uuid::new_v4(),
+            expires_at: i64::MAX,
         }
     }
 
