@@ -662,6 +662,30 @@ backend_tests! {
         assert_eq!(app.count("document_updates").await, 0);
     }
 
+    async fn outsiders_are_cut_off_when_a_public_project_turns_private(app) {
+        let owner = app.sign_up("owner").await;
+        let outsider = app.sign_up("outsider").await;
+        let project = app.create_project(&owner, "Open", true).await;
+        let mut ws = WsClient::connect(&app, Some(&outsider.access)).await;
+        let doc = ws.subscribe(SUBSCRIBE, json!({ "p": project })).await;
+        assert_eq!(ws.next(&doc).await.data()["documentUpdates"]["catchUp"], true);
+        let events = ws
+            .subscribe("subscription($p: ID!) { projectEvents(projectId: $p) { __typename ... on VisibilityChanged { isPublic } } }", json!({ "p": project }))
+            .await;
+        // A member keeps following.
+        let mut member = WsClient::connect(&app, Some(&owner.access)).await;
+        let kept = member.subscribe(SUBSCRIBE, json!({ "p": project })).await;
+        member.next(&kept).await;
+        app.gql_as(&owner.access, "mutation($p: ID!) { updateProject(id: $p, input: {isPublic: false}) { isPublic } }", json!({ "p": project }))
+            .await
+            .data();
+        assert_eq!(ws.next(&doc).await.code(), "FORBIDDEN");
+        let event = ws.next(&events).await;
+        assert_eq!(event.data()["projectEvents"], json!({ "__typename": "VisibilityChanged", "isPublic": false }));
+        assert_eq!(ws.next(&events).await.code(), "FORBIDDEN");
+        assert!(member.is_quiet(&kept, Duration::from_millis(300)).await);
+    }
+
     async fn subscriptions_check_access_and_end_when_it_is_lost(app) {
         let team = team(&app).await;
         let mut anonymous = WsClient::connect(&app, None).await;

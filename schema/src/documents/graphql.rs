@@ -14,7 +14,7 @@ use crate::context::ViewerExt;
 use crate::error::{ApiError, ApiResult};
 use crate::loaders::load_user_opt;
 use crate::projects::access::{self, ProjectAction};
-use crate::realtime::Revocation;
+use crate::projects::revocation::Revocation;
 use crate::scalars::Base64;
 use crate::state::Services;
 use crate::users::User;
@@ -354,8 +354,9 @@ impl DocumentsSubscription {
             }
             None => None,
         };
-        let (services, viewer) = authorize(ctx, project, ProjectAction::Read).await?;
-        let revocation = Revocation::watch(&services.bus, project, viewer);
+        let (services, _) = authorize(ctx, project, ProjectAction::Read).await?;
+        let viewer = ctx.viewer().user()?.cloned();
+        let revocation = Revocation::watch(&services.bus, services.db.clone(), project, viewer);
         let subscription = services.documents.subscribe(project, since).await?;
         Ok(updates_stream(services, subscription, revocation))
     }

@@ -2,17 +2,17 @@
 
 use std::sync::Arc;
 
-use async_graphql::{Context, ID, Object, Result, Subscription, Union};
+use async_graphql::{Context, ID, Object, Result, SimpleObject, Subscription, Union};
 use futures_util::Stream;
 use tokio::sync::broadcast::{self, error::RecvError};
 use uuid::Uuid;
 
 use crate::chat::Message;
 use crate::context::{AuthUser, ViewerExt};
-use crate::error::ApiError;
 use crate::loaders::load_user;
 use crate::projects::ProjectRole;
 use crate::projects::access::{self, ProjectAction};
+use crate::projects::revocation::{lost_access, recheck};
 use crate::realtime::{self, ProjectSignal};
 use crate::state::Services;
 use crate::users::User;
@@ -28,6 +28,7 @@ pub enum ProjectEvent {
     MemberLeft(MemberLeft),
     MemberRemoved(MemberRemoved),
     ProjectDeleted(ProjectDeleted),
+    VisibilityChanged(VisibilityChanged),
     RunStarted(RunStarted),
     RunEnded(RunEnded),
 }
@@ -55,10 +56,20 @@ impl ProjectEvent {
             E::MemberLeft { user } => Self::MemberLeft(MemberLeft { user: *user }),
             E::MemberRemoved { user } => Self::MemberRemoved(MemberRemoved { user: *user }),
             E::ProjectDeleted => Self::ProjectDeleted(ProjectDeleted { project }),
+            E::VisibilityChanged { public } => {
+                Self::VisibilityChanged(VisibilityChanged { is_public: *public })
+            }
             E::RunStarted { run, by } => Self::RunStarted(RunStarted { run: *run, by: *by }),
             E::RunFinished { run, .. } => Self::RunEnded(RunEnded { run: *run }),
         }
     }
+}
+
+/// The project became public or private. Non-members' subscriptions to a project that
+/// turned private end after this event.
+#[derive(SimpleObject)]
+pub struct VisibilityChanged {
+    is_public: bool,
 }
 
 /// A worker started running code in the project.
@@ -227,22 +238,6 @@ impl EventsSubscription {
 }
 
 /// Whether the viewer can still read the project; the error that ends the stream if not.
-async fn recheck(
-    services: &Services,
-    project: Uuid,
-    viewer: Option<&AuthUser>,
-) -> Option<ApiError> {
-    match access::load(&services.db, viewer, project, ProjectAction::Read, false).await {
-        Ok(_) => None,
-        Err(ApiError::NotFound(_) | ApiError::Forbidden(_)) => Some(lost_access()),
-        Err(error) => Some(error),
-    }
-}
-
-fn lost_access() -> ApiError {
-    ApiError::forbidden("you no longer have access to this project")
-}
-
 /// One receiver serves both the events and the end of access, so the event that takes the
 /// access away (MemberRemoved, ProjectDeleted) is always delivered before the stream ends.
 fn event_stream(
@@ -264,9 +259,10 @@ fn event_stream(
                         yield Err(lost_access().into());
                         break;
                     }
-                    // Leaving a private project also takes the access away.
-                    if matches!(event, realtime::ProjectEvent::MemberLeft { user: left } if Some(*left) == user)
-                        && let Some(error) = recheck(&services, project, viewer.as_ref()).await
+                    // Leaving a private project, or the project turning private, may take the
+                    // access away.
+                    if event.may_revoke(user)
+                        && let Some(error) = recheck(&services.db, project, viewer.as_ref()).await
                     {
                         yield Err(error.into());
                         break;
@@ -276,7 +272,7 @@ fn event_stream(
                     // The events in between are gone (they are not stored); whatever they
                     // were, make sure none of them took the viewer's access away.
                     tracing::warn!(%project, skipped, "a projectEvents subscriber lagged");
-                    if let Some(error) = recheck(&services, project, viewer.as_ref()).await {
+                    if let Some(error) = recheck(&services.db, project, viewer.as_ref()).await {
                         yield Err(error.into());
                         break;
                     }

@@ -11,7 +11,8 @@ use crate::documents::check_path;
 use crate::error::{ApiError, ApiResult};
 use crate::loaders::load_user;
 use crate::projects::access::{self, ProjectAction};
-use crate::realtime::{PresenceState, Revocation};
+use crate::projects::revocation::Revocation;
+use crate::realtime::PresenceState;
 use crate::state::Services;
 use crate::time::now;
 use crate::users::User;
@@ -214,7 +215,7 @@ impl PresenceSubscription {
         let services = ctx.data_unchecked::<Services>().clone();
         let viewer = ctx.viewer().user()?.cloned();
         let mut revocation =
-            Revocation::watch(&services.bus, project, viewer.as_ref().map(|v| v.id));
+            Revocation::watch(&services.bus, services.db.clone(), project, viewer.clone());
         access::load(
             &services.db,
             viewer.as_ref(),

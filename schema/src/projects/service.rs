@@ -180,6 +180,7 @@ pub async fn update(
         .transpose()?;
     let ProjectAccess { project, role } =
         access::load(&services.db, Some(viewer), id, ProjectAction::Update, false).await?;
+    let was_public = project.is_public;
     let mut active: project::ActiveModel = project.into();
     if let Some(title) = title {
         active.title = Set(title);
@@ -197,6 +198,14 @@ pub async fn update(
     active.updated_at = Set(at);
     active.last_activity_at = Set(at);
     let project = active.update(&services.db).await?;
+    if project.is_public != was_public {
+        services.announce(
+            id,
+            ProjectEvent::VisibilityChanged {
+                public: project.is_public,
+            },
+        );
+    }
     Ok(ProjectAccess { project, role })
 }
 

@@ -8,12 +8,10 @@
 
 mod bus;
 mod redis_link;
-mod revocation;
 mod signal;
 mod topics;
 
 pub use bus::{Bus, RemoteDoc};
-pub use revocation::Revocation;
 pub use signal::{
     DocSignal, PresenceSignal, PresenceState, ProjectEvent, ProjectSignal, RunSignal, Signal,
 };

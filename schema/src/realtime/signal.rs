@@ -88,6 +88,10 @@ pub enum ProjectEvent {
     },
     /// The project is gone: every subscription to it ends.
     ProjectDeleted,
+    /// The project became public or private (a private turn ends non-members' subscriptions).
+    VisibilityChanged {
+        public: bool,
+    },
     RunStarted {
         run: Uuid,
         by: Uuid,
@@ -104,6 +108,16 @@ impl ProjectEvent {
         match self {
             Self::ProjectDeleted => true,
             Self::MemberRemoved { user: removed } => Some(*removed) == user,
+            _ => false,
+        }
+    }
+
+    /// Whether `user` may have lost access with this event (it depends on the project's
+    /// visibility and their role, so access is checked again).
+    pub fn may_revoke(&self, user: Option<Uuid>) -> bool {
+        match self {
+            Self::VisibilityChanged { public } => !public,
+            Self::MemberLeft { user: left } => Some(*left) == user,
             _ => false,
         }
     }
