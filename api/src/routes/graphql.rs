@@ -70,6 +70,10 @@ async fn websocket(state: AppState, request: Request) -> HttpResponse {
     upgrade
         .protocols(ALL_WEBSOCKET_PROTOCOLS)
         .max_message_size(state.max_ws_message_bytes)
+        // Small buffers: an idle connection should cost kilobytes, not the 128 KiB defaults;
+        // frames are written out at once.
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(0)
         .on_upgrade(move |socket| {
             let services = state.services.clone();
             GraphQLWebSocket::new(socket, state.schema.clone(), protocol)

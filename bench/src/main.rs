@@ -1,0 +1,279 @@
+//! One writer and many receivers on one document, the way DESIGN.md's peers were measured:
+//! starts `codecrafter serve` (embedded mode, a fresh data directory) as a child process,
+//! signs up, creates a project, connects the receivers over graphql-ws, then sends edits one
+//! at a time over the writer's socket. Reports the server's CPU per delivered update (from
+//! /proc), the latency until the first receiver has an edit and until the writer has its
+//! answer, and the server's memory per idle connection.
+//!
+//! `cargo build --release -p codecrafter-api -p codecrafter-bench`
+//! `target/release/codecrafter-bench [path/to/codecrafter] [receivers] [edits]`
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use futures_util::{SinkExt, StreamExt};
+use loro::{ExportMode, LoroDoc};
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+const APPLY: &str = "mutation($p: ID!, $u: Base64!) { applyUpdate(projectId: $p, update: $u, clientId: \"bench\") { seq } }";
+const FOLLOW: &str = "subscription($p: ID!) { documentUpdates(projectId: $p) { seq } }";
+
+async fn connect(port: u16, token: &str) -> anyhow::Result<Socket> {
+    let mut request = format!("ws://127.0.0.1:{port}/graphql").into_client_request()?;
+    request
+        .headers_mut()
+        .insert("Sec-WebSocket-Protocol", "graphql-transport-ws".parse()?);
+    let (mut socket, _) = tokio_tungstenite::connect_async(request).await?;
+    let init = json!({ "type": "connection_init", "payload": { "authorization": format!("Bearer {token}") } });
+    socket.send(Message::text(init.to_string())).await?;
+    loop {
+        let Some(frame) = socket.next().await else {
+            bail!("closed before connection_ack")
+        };
+        if let Message::Text(text) = frame?
+            && serde_json::from_str::<Value>(&text)?["type"] == "connection_ack"
+        {
+            return Ok(socket);
+        }
+    }
+}
+
+async fn next_of(socket: &mut Socket, id: &str) -> anyhow::Result<Value> {
+    loop {
+        let Some(frame) = socket.next().await else {
+            bail!("socket closed")
+        };
+        if let Message::Text(text) = frame? {
+            let message: Value = serde_json::from_str(&text)?;
+            if message["type"] == "ping" {
+                socket
+                    .send(Message::text(json!({ "type": "pong" }).to_string()))
+                    .await?;
+            } else if message["id"] == id && message["type"] == "next" {
+                return Ok(message["payload"].clone());
+            }
+        }
+    }
+}
+
+/// utime + stime of a process, from /proc.
+fn cpu_time(pid: u32) -> anyhow::Result<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .context("stat")?
+        .1
+        .split_whitespace()
+        .collect();
+    let ticks: u64 = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
+    Ok(Duration::from_millis(ticks * 10))
+}
+
+fn rss_bytes(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .context("VmRSS")?
+        .trim()
+        .trim_end_matches(" kB")
+        .trim()
+        .parse()?;
+    Ok(kb * 1024)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[index.min(sorted.len() - 1)]
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let mut args = std::env::args().skip(1);
+    let binary = args
+        .next()
+        .unwrap_or_else(|| "target/release/codecrafter".into());
+    let receivers: usize = args.next().map_or(Ok(100), |a| a.parse())?;
+    let edits: usize = args.next().map_or(Ok(1000), |a| a.parse())?;
+
+    let data = tempfile::tempdir()?;
+    let port = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0")?;
+        probe.local_addr()?.port()
+    };
+    let mut server = tokio::process::Command::new(&binary)
+        .arg("serve")
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .env("BIND", format!("127.0.0.1:{port}"))
+        .env("CODECRAFTER_DATA_DIR", data.path())
+        .env("RUST_LOG", "warn")
+        .env("IN_PROCESS_WORKERS", "false")
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("cannot start {binary}"))?;
+    let pid = server.id().context("server pid")?;
+    let http = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{port}/graphql");
+    let gql = |token: Option<String>, query: &'static str, variables: Value| {
+        let http = http.clone();
+        let url = url.clone();
+        async move {
+            let mut request = http
+                .post(&url)
+                .json(&json!({ "query": query, "variables": variables }));
+            if let Some(token) = token {
+                request = request.bearer_auth(token);
+            }
+            let answer: Value = request.send().await?.json().await?;
+            anyhow::ensure!(answer.get("errors").is_none(), "{answer}");
+            Ok::<Value, anyhow::Error>(answer["data"].clone())
+        }
+    };
+    let mut ready = false;
+    for _ in 0..200 {
+        if http
+            .get(format!("http://127.0.0.1:{port}/healthz"))
+            .send()
+            .await
+            .is_ok()
+        {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    anyhow::ensure!(ready, "the server did not start");
+    let signed = gql(None, "mutation { signUp(input: {username: \"bench\", email: \"bench@example.com\", password: \"bench-password\"}) { accessToken } }", json!({})).await?;
+    let token = signed["signUp"]["accessToken"]
+        .as_str()
+        .context("token")?
+        .to_owned();
+    let created = gql(
+        Some(token.clone()),
+        "mutation { createProject(input: {title: \"bench\"}) { id } }",
+        json!({}),
+    )
+    .await?;
+    let project = created["createProject"]["id"]
+        .as_str()
+        .context("project")?
+        .to_owned();
+
+    let rss_before = rss_bytes(pid)?;
+    let mut followers = Vec::new();
+    for _ in 0..receivers {
+        let mut socket = connect(port, &token).await?;
+        let subscribe = json!({ "id": "f", "type": "subscribe", "payload": { "query": FOLLOW, "variables": { "p": project } } });
+        socket.send(Message::text(subscribe.to_string())).await?;
+        next_of(&mut socket, "f").await?; // the catch-up
+        followers.push(socket);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let per_connection = rss_bytes(pid)?.saturating_sub(rss_before) / receivers.max(1) as u64;
+
+    // Each receiver records when it saw each edit.
+    let (seen_tx, mut seen_rx) = tokio::sync::mpsc::unbounded_channel::<(usize, Instant)>();
+    for mut socket in followers {
+        let seen = seen_tx.clone();
+        tokio::spawn(async move {
+            loop {
+                let payload = match next_of(&mut socket, "f").await {
+                    Ok(payload) => payload,
+                    Err(error) => {
+                        eprintln!("a receiver stopped: {error}");
+                        break;
+                    }
+                };
+                if std::env::var_os("BENCH_DEBUG").is_some() {
+                    eprintln!("{payload}");
+                }
+                if let Some(seq) = payload["data"]["documentUpdates"]["seq"].as_u64() {
+                    let _ = seen.send((seq as usize, Instant::now()));
+                }
+            }
+        });
+    }
+    drop(seen_tx);
+
+    let mut writer = connect(port, &token).await?;
+    let doc = LoroDoc::new();
+    let text = doc
+        .get_map("files")
+        .insert_container("main.py", loro::LoroText::new())?;
+    let cpu_before = cpu_time(pid)?;
+    let mut sent = Vec::with_capacity(edits);
+    let mut acked = Vec::with_capacity(edits);
+    let mut sent_until = loro::VersionVector::default();
+    for i in 0..edits {
+        text.insert(text.len_unicode(), &format!("{i} "))?;
+        doc.commit();
+        let update = doc.export(ExportMode::updates(&sent_until))?;
+        sent_until = doc.oplog_vv();
+        let id = format!("w{i}");
+        let message = json!({ "id": id, "type": "subscribe", "payload": { "query": APPLY, "variables": { "p": project, "u": STANDARD.encode(update) } } });
+        let start = Instant::now();
+        writer.send(Message::text(message.to_string())).await?;
+        sent.push(start);
+        let answer = next_of(&mut writer, &id).await?;
+        acked.push(start.elapsed());
+        anyhow::ensure!(
+            answer.get("errors").is_none(),
+            "applyUpdate failed: {answer}"
+        );
+    }
+    // Wait until every receiver has every edit.
+    let mut first_seen: Vec<Option<Instant>> = vec![None; edits + 2];
+    let mut deliveries = 0usize;
+    let expected = edits * receivers;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while deliveries < expected && Instant::now() < deadline {
+        match tokio::time::timeout(Duration::from_secs(5), seen_rx.recv()).await {
+            Ok(Some((seq, at))) => {
+                deliveries += 1;
+                if let Some(slot) = first_seen.get_mut(seq) {
+                    slot.get_or_insert(at);
+                }
+            }
+            _ => break,
+        }
+    }
+    let cpu = cpu_time(pid)?.saturating_sub(cpu_before);
+    let mut first: Vec<Duration> = first_seen
+        .iter()
+        .enumerate()
+        .filter_map(|(seq, at)| Some(at.as_ref()?.duration_since(*sent.get(seq.checked_sub(1)?)?)))
+        .collect();
+    first.sort();
+    acked.sort();
+    println!("receivers: {receivers}, edits: {edits}, delivered: {deliveries}/{expected}");
+    println!(
+        "server CPU per delivered update: {:.2} µs",
+        cpu.as_secs_f64() * 1e6 / deliveries.max(1) as f64
+    );
+    if !first.is_empty() {
+        println!(
+            "first receiver latency: p50 {:?}, p99 {:?}",
+            percentile(&first, 0.5),
+            percentile(&first, 0.99)
+        );
+    }
+    println!(
+        "writer ack latency (durable): p50 {:?}, p99 {:?}",
+        percentile(&acked, 0.5),
+        percentile(&acked, 0.99)
+    );
+    println!(
+        "server memory per idle subscribed connection: {} KiB",
+        per_connection / 1024
+    );
+    server.kill().await.ok();
+    Ok(())
+}
