@@ -24,6 +24,11 @@ pub struct Application {
 
 /// Everything the API and the workers share: database (migrated), token issuer, bus, queue.
 pub async fn services(config: &Config) -> anyhow::Result<Services> {
+    // Which toolchains are installed is found out once by running them; not on a request.
+    let detect = tokio::task::spawn_blocking(|| {
+        jobs::sandbox::languages();
+        jobs::sandbox::isolation();
+    });
     let secret = secrets::jwt_secret(config)?;
     let db = database::connect(config).await?;
     database::migrate(&db).await?;
@@ -54,6 +59,7 @@ pub async fn services(config: &Config) -> anyhow::Result<Services> {
         queue,
         config: config.runs(),
     };
+    detect.await?;
     Ok(Services::new(db, tokens, bus, config.collab(), runs))
 }
 
