@@ -67,3 +67,51 @@ impl ViewerExt for async_graphql::Context<'_> {
         self.data_opt::<Viewer>().unwrap_or(&ANONYMOUS)
     }
 }
+
+/// Most subscriptions one WebSocket connection may hold at once.
+pub const MAX_SUBSCRIPTIONS_PER_CONNECTION: usize = 64;
+
+/// The subscriptions a WebSocket connection holds (connection data; absent over HTTP).
+#[derive(Clone, Default)]
+pub struct SubscriptionBudget(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+/// One subscription's place in its connection's budget, given back when dropped.
+pub struct SubscriptionPermit(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+impl SubscriptionBudget {
+    fn acquire(&self) -> ApiResult<SubscriptionPermit> {
+        use std::sync::atomic::Ordering;
+        let taken = self.0.fetch_add(1, Ordering::AcqRel);
+        let permit = SubscriptionPermit(self.0.clone());
+        if taken >= MAX_SUBSCRIPTIONS_PER_CONNECTION {
+            drop(permit);
+            return Err(ApiError::RateLimited {
+                retry_after_secs: 1,
+            });
+        }
+        Ok(permit)
+    }
+}
+
+impl Drop for SubscriptionPermit {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
+/// Count `stream` against its connection's subscription budget for as long as it lives;
+/// RATE_LIMITED when the connection already holds [`MAX_SUBSCRIPTIONS_PER_CONNECTION`].
+pub fn budgeted<S: futures_util::Stream>(
+    ctx: &async_graphql::Context<'_>,
+    stream: S,
+) -> ApiResult<impl futures_util::Stream<Item = S::Item> + use<S>> {
+    use futures_util::StreamExt;
+    let permit = ctx
+        .data_opt::<SubscriptionBudget>()
+        .map(SubscriptionBudget::acquire)
+        .transpose()?;
+    Ok(stream.map(move |item| {
+        let _held = &permit;
+        item
+    }))
+}

@@ -94,6 +94,7 @@ pub fn sdl() -> String {
 pub fn connection_data(services: &Services, viewer: Viewer) -> async_graphql::Data {
     let mut data = async_graphql::Data::default();
     data.insert(viewer);
+    data.insert(context::SubscriptionBudget::default());
     data.insert(DataLoader::new(
         loaders::UserLoader(services.db.clone()),
         tokio::spawn,

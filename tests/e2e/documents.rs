@@ -646,6 +646,27 @@ backend_tests! {
         app.gql_as(&team.owner.access, FILES, json!({ "p": fork_id })).await.assert_error("NOT_FOUND", None);
     }
 
+    async fn a_connection_holds_a_bounded_number_of_subscriptions(app) {
+        let team = team(&app).await;
+        let mut ws = WsClient::connect(&app, Some(&team.viewer.access)).await;
+        let mut subs = Vec::new();
+        for _ in 0..64 {
+            let sub = ws.subscribe(SUBSCRIBE, json!({ "p": team.project })).await;
+            assert_eq!(ws.next(&sub).await.data()["documentUpdates"]["catchUp"], true);
+            subs.push(sub);
+        }
+        let refused = ws.subscribe(SUBSCRIBE, json!({ "p": team.project })).await;
+        assert_eq!(ws.next(&refused).await.code(), "RATE_LIMITED");
+        // Giving one back makes room; other connections were never affected.
+        ws.complete(&subs.pop().unwrap()).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let again = ws.subscribe(SUBSCRIBE, json!({ "p": team.project })).await;
+        assert_eq!(ws.next(&again).await.data()["documentUpdates"]["catchUp"], true);
+        let mut other = WsClient::connect(&app, Some(&team.viewer.access)).await;
+        let fine = other.subscribe(SUBSCRIBE, json!({ "p": team.project })).await;
+        assert_eq!(other.next(&fine).await.data()["documentUpdates"]["catchUp"], true);
+    }
+
     async fn a_socket_cannot_outlive_its_access_token(app) {
         let team = team(&app).await;
         let app = app.restart_with(|c| c.access_token_ttl_secs = 2).await;

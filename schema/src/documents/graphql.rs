@@ -358,7 +358,10 @@ impl DocumentsSubscription {
         let viewer = ctx.viewer().user()?.cloned();
         let revocation = Revocation::watch(&services.bus, services.db.clone(), project, viewer);
         let subscription = services.documents.subscribe(project, since).await?;
-        Ok(updates_stream(services, subscription, revocation))
+        Ok(crate::context::budgeted(
+            ctx,
+            updates_stream(services, subscription, revocation),
+        )?)
     }
 }
 

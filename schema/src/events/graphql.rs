@@ -233,7 +233,10 @@ impl EventsSubscription {
             false,
         )
         .await?;
-        Ok(event_stream(services, project, viewer, signals))
+        Ok(crate::context::budgeted(
+            ctx,
+            event_stream(services, project, viewer, signals),
+        )?)
     }
 }
 

@@ -230,7 +230,7 @@ impl PresenceSubscription {
             .map(|(client_id, user)| {
                 LeaveGuard::new(services.presence.clone(), project, user, client_id)
             });
-        Ok(async_stream::stream! {
+        let stream = async_stream::stream! {
             // Dropped with the stream: a closed socket or a completed subscription.
             let _guard = guard;
             let first = snapshots.borrow_and_update().clone();
@@ -250,7 +250,8 @@ impl PresenceSubscription {
                     }
                 }
             }
-        })
+        };
+        Ok(crate::context::budgeted(ctx, stream)?)
     }
 }
 

@@ -383,7 +383,7 @@ impl RunsSubscription {
         // Listen first, then read what is stored: nothing falls between.
         let mut signals = services.bus.subscribe_run(id);
         let run = service::get(&services, ctx.viewer(), id).await?;
-        Ok(async_stream::stream! {
+        let stream = async_stream::stream! {
             yield Ok(RunEvent::RunStatusChanged(RunStatusChanged { status: run.status.into() }));
             let mut seen = 0;
             for (stderr, text) in [(false, &run.stdout), (true, &run.stderr)] {
@@ -445,7 +445,8 @@ impl RunsSubscription {
                     Err(RecvError::Closed) => return,
                 }
             }
-        })
+        };
+        Ok(crate::context::budgeted(ctx, stream)?)
     }
 }
 
