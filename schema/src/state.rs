@@ -21,6 +21,8 @@ pub struct Runs {
 pub struct Services {
     pub db: DatabaseConnection,
     pub tokens: Arc<TokenIssuer>,
+    /// Failed sign-ins per login (per node).
+    pub sign_ins: Arc<crate::auth::limiter::SignInLimiter>,
     pub bus: Arc<Bus>,
     pub documents: Documents,
     /// Who is online in each project (a replica per project followed on this node).
@@ -42,6 +44,7 @@ impl Services {
         Self {
             db,
             tokens: Arc::new(tokens),
+            sign_ins: Arc::default(),
             bus,
             documents,
             presence,

@@ -94,6 +94,23 @@ backend_tests! {
         assert_eq!(app.count("users").await, 1);
     }
 
+    async fn password_guessing_is_slowed_down_per_login(app) {
+        app.sign_up("target").await;
+        app.sign_up("bystander").await;
+        for _ in 0..10 {
+            let wrong = app.gql(SIGN_IN, json!({ "login": "target", "password": "guess-guess" })).await;
+            wrong.assert_error("UNAUTHENTICATED", None);
+        }
+        // Locked for the window, even with the right password, however the login is cased.
+        for login in ["target", "TARGET"] {
+            let locked = app.gql(SIGN_IN, json!({ "login": login, "password": "password-target" })).await;
+            locked.assert_error("RATE_LIMITED", None);
+            assert!(locked.error()["extensions"]["retryAfter"].as_u64().unwrap() > 0);
+        }
+        let other = app.gql(SIGN_IN, json!({ "login": "bystander", "password": "password-bystander" })).await;
+        other.data();
+    }
+
     async fn sign_in_by_username_or_email(app) {
         app.sign_up("linus").await;
         for login in ["linus", "LINUS@example.com", " linus "] {

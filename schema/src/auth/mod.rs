@@ -1,6 +1,7 @@
 //! Sign-up, sign-in, token refresh and rotation, sign-out, password changes.
 
 mod graphql;
+pub mod limiter;
 pub mod password;
 pub mod service;
 pub mod tokens;

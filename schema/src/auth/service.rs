@@ -103,6 +103,7 @@ pub async fn sign_up(services: &Services, input: SignUp) -> ApiResult<Session> {
 /// `login` is a username or an email address.
 pub async fn sign_in(services: &Services, login: &str, password: String) -> ApiResult<Session> {
     let login = login.trim().to_lowercase();
+    services.sign_ins.check(&login)?;
     let column = if login.contains('@') {
         user::Column::Email
     } else {
@@ -114,8 +115,10 @@ pub async fn sign_in(services: &Services, login: &str, password: String) -> ApiR
         .await?;
     let hash = found.as_ref().map(|u| u.password_hash.clone());
     if !password::verify(password, hash).await? {
+        services.sign_ins.failed(&login);
         return Err(ApiError::unauthenticated(BAD_CREDENTIALS));
     }
+    services.sign_ins.succeeded(&login);
     let Some(user) = found else {
         return Err(ApiError::unauthenticated(BAD_CREDENTIALS));
     };
