@@ -10,7 +10,7 @@ pub mod documents;
 pub mod error;
 pub mod events;
 mod extensions;
-mod loaders;
+pub mod loaders;
 pub mod presence;
 pub mod projects;
 pub mod realtime;
@@ -96,7 +96,7 @@ pub fn connection_data(services: &Services, viewer: Viewer) -> async_graphql::Da
     data.insert(viewer);
     data.insert(context::SubscriptionBudget::default());
     data.insert(DataLoader::new(
-        loaders::UserLoader(services.db.clone()),
+        loaders::UserLoader(services.db.clone(), services.users.clone()),
         tokio::spawn,
     ));
     data
@@ -109,7 +109,7 @@ pub fn prepare(
     viewer: Viewer,
 ) -> async_graphql::Request {
     request.data(viewer).data(DataLoader::new(
-        loaders::UserLoader(services.db.clone()),
+        loaders::UserLoader(services.db.clone(), services.users.clone()),
         tokio::spawn,
     ))
 }

@@ -23,6 +23,8 @@ pub struct Services {
     pub tokens: Arc<TokenIssuer>,
     /// Failed sign-ins per login (per node).
     pub sign_ins: Arc<crate::auth::limiter::SignInLimiter>,
+    /// Profiles recently read (a few seconds), shared by every request and connection.
+    pub users: crate::loaders::UserCache,
     pub bus: Arc<Bus>,
     pub documents: Documents,
     /// Who is online in each project (a replica per project followed on this node).
@@ -45,6 +47,7 @@ impl Services {
             db,
             tokens: Arc::new(tokens),
             sign_ins: Arc::default(),
+            users: crate::loaders::UserCache::default(),
             bus,
             documents,
             presence,
