@@ -107,6 +107,11 @@ impl WsClient {
             .expect("send on the WebSocket");
     }
 
+    /// Send a raw frame (for protocol abuse tests).
+    pub async fn send_frame(&mut self, frame: Message) {
+        let _ = self.socket.send(frame).await;
+    }
+
     /// The next protocol message, answering pings on the way; `None` once the socket closed.
     async fn receive(&mut self) -> Option<Value> {
         loop {

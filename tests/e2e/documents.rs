@@ -646,6 +646,31 @@ backend_tests! {
         app.gql_as(&team.owner.access, FILES, json!({ "p": fork_id })).await.assert_error("NOT_FOUND", None);
     }
 
+    async fn protocol_abuse_closes_only_the_offending_socket(app) {
+        let team = team(&app).await;
+        let mut watcher = Peer::join(&app, &team.viewer, &team.project, 81).await;
+        // A subscribe before connection_init.
+        let mut early = WsClient::open(&app).await;
+        early.send(json!({ "id": "1", "type": "subscribe", "payload": { "query": "{ __typename }" } })).await;
+        assert!(early.closed().await);
+        // Not JSON, not graphql-ws, a binary frame.
+        for frame in [
+            tokio_tungstenite::tungstenite::Message::text("{{{ not json"),
+            tokio_tungstenite::tungstenite::Message::text(r#"{"type":"no-such-type"}"#),
+            tokio_tungstenite::tungstenite::Message::binary(vec![0u8, 159, 146, 150]),
+        ] {
+            let mut rogue = WsClient::connect(&app, Some(&team.editor.access)).await;
+            rogue.send_frame(frame).await;
+            assert!(rogue.closed().await);
+        }
+        // Everybody else carries on.
+        let mut editor = Peer::join(&app, &team.editor, &team.project, 82).await;
+        editor.edit(|p| p.text("ok.py").insert(0, "still here").unwrap()).await;
+        let target = head(&app, &team.owner.access, &team.project).await;
+        watcher.sync_to(&target).await;
+        assert_eq!(watcher.files(), json!({ "ok.py": "still here" }));
+    }
+
     async fn a_connection_holds_a_bounded_number_of_subscriptions(app) {
         let team = team(&app).await;
         let mut ws = WsClient::connect(&app, Some(&team.viewer.access)).await;
