@@ -615,6 +615,24 @@ backend_tests! {
         assert!(app.services.documents.is_loaded(project));
     }
 
+    async fn many_documents_do_not_stay_in_memory(app) {
+        let app = app.restart_with(|c| c.document_idle_secs = 1).await;
+        let owner = app.sign_up("owner").await;
+        for i in 0..100 {
+            let project = app.create_project(&owner, &format!("p{i}"), false).await;
+            app.gql_as(&owner.access, FILES, json!({ "p": project })).await.data();
+            let id = uuid::Uuid::parse_str(&project).unwrap();
+            assert!(app.services.documents.is_loaded(id));
+        }
+        for _ in 0..100 {
+            if app.services.documents.loaded_count() == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(app.services.documents.loaded_count(), 0);
+    }
+
     async fn forks_copy_the_files_and_then_go_their_own_way(app) {
         let team = team(&app).await;
         apply_http(&app, &team.owner.access, &team.project, &new_file_update("main.py", "original")).await.data();
