@@ -11,6 +11,7 @@ pub mod error;
 pub mod events;
 mod extensions;
 pub mod loaders;
+pub mod metrics;
 pub mod presence;
 pub mod projects;
 pub mod realtime;

@@ -25,6 +25,7 @@ pub struct Services {
     pub sign_ins: Arc<crate::auth::limiter::SignInLimiter>,
     /// Profiles recently read (a few seconds), shared by every request and connection.
     pub users: crate::loaders::UserCache,
+    pub metrics: Arc<crate::metrics::Metrics>,
     pub bus: Arc<Bus>,
     pub documents: Documents,
     /// Who is online in each project (a replica per project followed on this node).
@@ -48,6 +49,7 @@ impl Services {
             tokens: Arc::new(tokens),
             sign_ins: Arc::default(),
             users: crate::loaders::UserCache::default(),
+            metrics: Arc::default(),
             bus,
             documents,
             presence,

@@ -74,14 +74,23 @@ async fn websocket(state: AppState, request: Request) -> HttpResponse {
         // frames are written out at once.
         .read_buffer_size(4 * 1024)
         .write_buffer_size(0)
-        .on_upgrade(move |socket| {
+        .on_upgrade(move |socket| async move {
+            use std::sync::atomic::Ordering;
             let services = state.services.clone();
+            let metrics = services.metrics.clone();
+            metrics
+                .websocket_connections
+                .fetch_add(1, Ordering::Relaxed);
             GraphQLWebSocket::new(socket, state.schema.clone(), protocol)
                 .on_connection_init(move |payload| async move {
                     let viewer = viewer_from_init(&payload, &services);
                     Ok(schema::connection_data(&services, viewer))
                 })
                 .serve()
+                .await;
+            metrics
+                .websocket_connections
+                .fetch_sub(1, Ordering::Relaxed);
         })
 }
 

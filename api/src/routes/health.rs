@@ -28,3 +28,14 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<serde_js
         }
     }
 }
+
+/// Prometheus text: connections, documents in memory, updates, runs.
+pub async fn metrics(State(state): State<AppState>) -> impl axum::response::IntoResponse {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        schema::metrics::render(&state.services),
+    )
+}

@@ -238,6 +238,10 @@ impl DocumentsMutation {
             .documents
             .apply(project, author, client_id, &bytes)
             .await?;
+        services
+            .metrics
+            .document_updates
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(applied.into())
     }
 

@@ -65,6 +65,7 @@ fn status_name(status: RunStatus) -> String {
 
 /// Tell the run's followers and the project that a run ended.
 pub fn announce_finished(services: &Services, run: &run::Model, status: RunStatus) {
+    services.metrics.run_finished(&status_name(status));
     services.bus.publish_run(
         run.id,
         RunSignal::Finished {
@@ -130,6 +131,10 @@ impl Executor {
             return Ok(());
         };
         let services = &self.services;
+        services
+            .metrics
+            .runs_started
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         services.bus.publish_run(
             id,
             RunSignal::Status {
