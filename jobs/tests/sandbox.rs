@@ -159,6 +159,14 @@ async fn stdin_exit_codes_and_compile_errors() {
 }
 
 #[tokio::test]
+async fn odd_file_names_are_files() {
+    for name in ["-c", "it's $(id).py", "dir with space/x y.py"] {
+        let result = run(spec(Language::Python, name, "print('ran')")).await;
+        assert_eq!(result.stdout.trim(), "ran", "{name}: {}", result.stderr);
+    }
+}
+
+#[tokio::test]
 async fn output_arrives_in_order() {
     let result = python("import sys\nfor i in range(200):\n    print(i, flush=True)").await;
     assert_eq!(result.outcome.status, Status::Succeeded);

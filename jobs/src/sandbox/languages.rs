@@ -139,7 +139,8 @@ pub fn plan(language: Language, entry: &str) -> Option<Plan> {
     if !is_available(language) {
         return None;
     }
-    let file = quote(entry);
+    // `./` so that a file named like an option (`-c`) is still a file.
+    let file = quote(&format!("./{entry}"));
     let binary = "/work/.codecrafter-program";
     let (script, compiles, extra_binds) = match language {
         Language::Python => (format!("exec python3 {file}"), false, vec![]),
