@@ -2,6 +2,7 @@
 
 pub mod document;
 pub mod document_update;
+pub mod invite;
 pub mod message;
 pub mod project;
 pub mod project_member;
@@ -13,6 +14,7 @@ pub mod version;
 pub mod prelude {
     pub use super::document::Entity as Document;
     pub use super::document_update::Entity as DocumentUpdate;
+    pub use super::invite::Entity as Invite;
     pub use super::message::Entity as Message;
     pub use super::project::Entity as Project;
     pub use super::project_member::Entity as ProjectMember;

@@ -12,6 +12,7 @@ mod m20261125_000007_create_document_updates;
 mod m20261125_000008_create_versions;
 mod m20261125_000009_create_messages;
 mod m20261125_000010_create_runs;
+mod m20261125_000011_create_invites;
 
 pub struct Migrator;
 
@@ -29,6 +30,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261125_000008_create_versions::Migration),
             Box::new(m20261125_000009_create_messages::Migration),
             Box::new(m20261125_000010_create_runs::Migration),
+            Box::new(m20261125_000011_create_invites::Migration),
         ]
     }
 }

@@ -205,6 +205,15 @@ pub struct ProjectsQuery;
 
 #[Object]
 impl ProjectsQuery {
+    /// A project's invite links that still work (neither revoked nor expired), newest
+    /// first. OWNER only.
+    async fn invites(&self, ctx: &Context<'_>, project_id: ID) -> Result<Vec<Invite>> {
+        let viewer = ctx.viewer().require()?;
+        let id = validation::id("projectId", &project_id)?;
+        let invites = super::invites::list(ctx.data_unchecked::<Services>(), viewer, id).await?;
+        Ok(invites.into_iter().map(Invite).collect())
+    }
+
     /// A project the viewer can read: public, a member of it, or an admin.
     async fn project(&self, ctx: &Context<'_>, id: ID) -> Result<Project> {
         let id = project_id(&id)?;
@@ -331,6 +340,49 @@ impl ProjectsMutation {
         Ok(id)
     }
 
+    /// Create an invite link: whoever signs in and presents its token joins with `role`
+    /// (EDITOR or VIEWER). OWNER only. The token is shown this once; `expiresInHours`
+    /// 1–720, or never.
+    async fn create_invite(
+        &self,
+        ctx: &Context<'_>,
+        project_id: ID,
+        role: ProjectRole,
+        expires_in_hours: Option<i32>,
+    ) -> Result<CreatedInvite> {
+        let viewer = ctx.viewer().require()?;
+        let id = validation::id("projectId", &project_id)?;
+        let (token, invite) = super::invites::create(
+            ctx.data_unchecked::<Services>(),
+            viewer,
+            id,
+            role.into(),
+            expires_in_hours,
+        )
+        .await?;
+        Ok(CreatedInvite {
+            token,
+            invite: Invite(invite),
+        })
+    }
+
+    /// Revoke an invite link. OWNER only.
+    async fn revoke_invite(&self, ctx: &Context<'_>, id: ID) -> Result<Invite> {
+        let viewer = ctx.viewer().require()?;
+        let id = validation::id("id", &id)?;
+        let invite = super::invites::revoke(ctx.data_unchecked::<Services>(), viewer, id).await?;
+        Ok(Invite(invite))
+    }
+
+    /// Join a project with an invite token. A member already keeps their role; an unknown,
+    /// revoked or expired token is NOT_FOUND.
+    async fn accept_invite(&self, ctx: &Context<'_>, token: String) -> Result<Project> {
+        let viewer = ctx.viewer().require()?;
+        let access =
+            super::invites::accept(ctx.data_unchecked::<Services>(), viewer, &token).await?;
+        Ok(Project(access))
+    }
+
     /// Add a user to a project by username. OWNER only.
     async fn add_member(
         &self,
@@ -401,4 +453,44 @@ impl ProjectsMutation {
                 .await?,
         ))
     }
+}
+
+/// An invite link to a project (its token is only shown when created).
+pub struct Invite(entity::invite::Model);
+
+/// An invite link to a project (its token is only shown when created).
+#[Object]
+impl Invite {
+    async fn id(&self) -> ID {
+        ID(self.0.id.to_string())
+    }
+    /// The role people join with.
+    async fn role(&self) -> ProjectRole {
+        self.0.role.into()
+    }
+    /// How many people joined with it.
+    async fn uses(&self) -> i32 {
+        self.0.uses
+    }
+    /// Who created it.
+    async fn created_by(&self, ctx: &Context<'_>) -> Result<User> {
+        load_user(ctx, self.0.created_by).await
+    }
+    async fn created_at(&self) -> DateTime<Utc> {
+        self.0.created_at
+    }
+    /// When it stops working; null for never.
+    async fn expires_at(&self) -> Option<DateTime<Utc>> {
+        self.0.expires_at
+    }
+    async fn revoked(&self) -> bool {
+        self.0.revoked_at.is_some()
+    }
+}
+
+/// A new invite and its token: share `token` (for example as a link); it is not shown again.
+#[derive(SimpleObject)]
+pub struct CreatedInvite {
+    token: String,
+    invite: Invite,
 }

@@ -3,6 +3,7 @@
 pub mod access;
 pub(crate) mod cursor;
 mod graphql;
+pub mod invites;
 pub mod revocation;
 pub mod service;
 

@@ -547,7 +547,7 @@ pub async fn transfer_ownership(
     })
 }
 
-async fn insert_member(
+pub(crate) async fn insert_member(
     db: &impl ConnectionTrait,
     project_id: Uuid,
     user_id: Uuid,
