@@ -242,9 +242,23 @@ async fn filling_the_disk_fills_only_the_sandbox() {
         "{:?}",
         result.outcome
     );
-    // One file larger than the file-size limit is stopped too.
+    // One file larger than the file-size limit is stopped too, compiled programs included
+    // (their compiler may write more; the program may not).
     let result = python("open('big', 'wb').write(b'x' * 5000000)").await;
     assert_ne!(result.outcome.status, Status::Succeeded);
+    let c = run(spec(
+        Language::C,
+        "main.c",
+        "#include <stdio.h>\nint main(){FILE*f=fopen(\"big\",\"wb\");for(int i=0;i<5000000;i++){if(fputc('x',f)==EOF){puts(\"stopped\");return 1;}}return fclose(f)==0?0:1;}",
+    ))
+    .await;
+    assert_ne!(
+        c.outcome.status,
+        Status::Succeeded,
+        "{:?} {}",
+        c.outcome,
+        c.stdout
+    );
 }
 
 #[tokio::test]

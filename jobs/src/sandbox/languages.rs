@@ -41,12 +41,13 @@ pub struct LanguageInfo {
     pub available: bool,
 }
 
-/// How to run a program.
+/// How to run a program (shell commands inside the sandbox, in `/work` once the files are
+/// copied there).
 pub struct Plan {
-    /// Shell commands inside the sandbox, run in `/work` after the files are copied there.
-    pub script: String,
-    /// Whether there is a compile step (it gets its own time budget).
-    pub compiles: bool,
+    /// The compile step, if any: it gets its own time budget and may write larger files.
+    pub compile: Option<String>,
+    /// The program, `exec`ed.
+    pub run: String,
     /// Extra read-only binds: host path, path inside.
     pub extra_binds: Vec<(PathBuf, String)>,
 }
@@ -142,23 +143,23 @@ pub fn plan(language: Language, entry: &str) -> Option<Plan> {
     // `./` so that a file named like an option (`-c`) is still a file.
     let file = quote(&format!("./{entry}"));
     let binary = "/work/.codecrafter-program";
-    let (script, compiles, extra_binds) = match language {
-        Language::Python => (format!("exec python3 {file}"), false, vec![]),
-        Language::JavaScript => (format!("exec node {file}"), false, vec![]),
-        Language::Bash => (format!("exec bash {file}"), false, vec![]),
+    let (compile, run, extra_binds) = match language {
+        Language::Python => (None, format!("python3 {file}"), vec![]),
+        Language::JavaScript => (None, format!("node {file}"), vec![]),
+        Language::Bash => (None, format!("bash {file}"), vec![]),
         Language::C => (
-            format!("gcc -O2 -pipe -o {binary} {file} -lm && exec {binary}"),
-            true,
+            Some(format!("gcc -O2 -pipe -o {binary} {file} -lm")),
+            binary.to_owned(),
             vec![],
         ),
         Language::Cpp => (
-            format!("g++ -O2 -pipe -o {binary} {file} && exec {binary}"),
-            true,
+            Some(format!("g++ -O2 -pipe -o {binary} {file}")),
+            binary.to_owned(),
             vec![],
         ),
         Language::Rust => (
-            format!("/opt/rust/bin/rustc -O -o {binary} {file} && exec {binary}"),
-            true,
+            Some(format!("/opt/rust/bin/rustc -O -o {binary} {file}")),
+            binary.to_owned(),
             vec![(rust_sysroot()?, "/opt/rust".to_owned())],
         ),
         Language::Java => {
@@ -167,24 +168,25 @@ pub fn plan(language: Language, entry: &str) -> Option<Plan> {
                 .map(|s| s.to_string_lossy().into_owned())
                 .unwrap_or_else(|| "Main".into());
             (
+                Some(format!("javac -d /work/.classes {file}")),
                 format!(
-                    "javac -d /work/.classes {file} && exec java -XX:+UseSerialGC \
-                     -XX:TieredStopAtLevel=1 -Xshare:auto -cp /work/.classes {}",
+                    "java -XX:+UseSerialGC -XX:TieredStopAtLevel=1 -Xshare:auto -cp /work/.classes {}",
                     quote(&class)
                 ),
-                true,
                 vec![],
             )
         }
         Language::Go => (
-            format!("export GOCACHE=/tmp/go-cache GOPATH=/tmp/go; exec go run {file}"),
-            true,
+            Some(format!(
+                "GOCACHE=/work/.go-cache GOPATH=/work/.go go build -o {binary} {file}"
+            )),
+            binary.to_owned(),
             vec![],
         ),
     };
     Some(Plan {
-        script,
-        compiles,
+        compile,
+        run,
         extra_binds,
     })
 }

@@ -132,6 +132,9 @@ pub fn runs_as_root() -> bool {
     std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
 }
 
+/// Largest file a compile step may write (a statically linked binary, a build cache entry).
+const COMPILE_FILE_BYTES: u64 = 256 * 1024 * 1024;
+
 /// Host uids for runs: each concurrent run has its own.
 const UID_BASE: u32 = 20_000;
 const UID_COUNT: u32 = 10_000;
@@ -231,7 +234,7 @@ pub async fn run(
     let plan = languages::plan(spec.language, &spec.entry)
         .ok_or_else(|| SandboxError::Start(format!("{:?} is not installed", spec.language)))?;
     let limits = spec.limits;
-    let (wall, cpu) = if plan.compiles {
+    let (wall, cpu) = if plan.compile.is_some() {
         (
             limits.wall + limits.compile_wall,
             limits.cpu + limits.compile_cpu,
@@ -245,7 +248,21 @@ pub async fn run(
     let group = cgroup::Group::create(isolation, limits.memory_bytes, limits.processes)
         .map_err(|e| SandboxError::Start(format!("cgroup: {e}")))?;
 
-    let script = format!("cp -R /src/. /work/ && {}", plan.script);
+    // The program's own file-size limit is set (in 512-byte blocks) right before it starts,
+    // after a compile step that may write larger files (binaries, caches).
+    let blocks = limits.file_bytes.div_ceil(512).max(1);
+    let script = match &plan.compile {
+        Some(compile) => format!(
+            "cp -R /src/. /work/ && {compile} && ulimit -f {blocks} && exec {}",
+            plan.run
+        ),
+        None => format!("cp -R /src/. /work/ && exec {}", plan.run),
+    };
+    let fsize = if plan.compile.is_some() {
+        limits.file_bytes.max(COMPILE_FILE_BYTES)
+    } else {
+        limits.file_bytes
+    };
     let mut command = Command::new("/bin/sh");
     command.arg("-c").arg(
         r#"while [ "$1" != "--" ]; do echo $$ > "$1" || exit 125; shift; done; shift; exec "$@""#,
@@ -261,7 +278,7 @@ pub async fn run(
         format!("--nproc={}", limits.processes),
         // Soft limit: SIGXCPU; the hard one a second later: SIGKILL for those who ignore it.
         format!("--cpu={cpu_secs}:{}", cpu_secs + 1),
-        format!("--fsize={}", limits.file_bytes),
+        format!("--fsize={fsize}"),
         "--core=0".to_owned(),
         "--nofile=256".to_owned(),
     ]);
