@@ -24,6 +24,18 @@ use crate::time::now;
 /// The longest an invite may stay valid, in hours (30 days).
 pub const MAX_HOURS: i32 = 720;
 
+/// Invites are managed by the project's owners.
+async fn manage(services: &Services, viewer: &AuthUser, project: Uuid) -> ApiResult<ProjectAccess> {
+    access::load(
+        &services.db,
+        Some(viewer),
+        project,
+        ProjectAction::ManageMembers,
+        false,
+    )
+    .await
+}
+
 /// Create an invite. OWNER only; the role is EDITOR or VIEWER. Returns the token (shown
 /// this once) and the invite.
 pub async fn create(
@@ -49,14 +61,7 @@ pub async fn create(
         Some(hours) => Some(now() + ChronoDuration::hours(i64::from(hours))),
         None => None,
     };
-    access::load(
-        &services.db,
-        Some(viewer),
-        project,
-        ProjectAction::ManageMembers,
-        false,
-    )
-    .await?;
+    manage(services, viewer, project).await?;
     let (token, hash) = new_refresh_token();
     let invite = invite::ActiveModel {
         id: Set(Uuid::new_v4()),
@@ -80,14 +85,7 @@ pub async fn list(
     viewer: &AuthUser,
     project: Uuid,
 ) -> ApiResult<Vec<invite::Model>> {
-    access::load(
-        &services.db,
-        Some(viewer),
-        project,
-        ProjectAction::ManageMembers,
-        false,
-    )
-    .await?;
+    manage(services, viewer, project).await?;
     let at = now();
     Ok(Invite::find()
         .filter(invite::Column::ProjectId.eq(project))
