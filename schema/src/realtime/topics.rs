@@ -23,6 +23,11 @@ impl<T> Topics<T> {
 
     pub fn subscribe(&self, project: Uuid) -> broadcast::Receiver<Arc<T>> {
         let mut channels = self.channels.lock().unwrap_or_else(PoisonError::into_inner);
+        // Channels nobody listens to any more go when something is sent to them, or here, on
+        // every 256th new channel (so projects that fell silent do not pile up).
+        if !channels.contains_key(&project) && channels.len() % 256 == 255 {
+            channels.retain(|_, sender| sender.receiver_count() > 0);
+        }
         channels
             .entry(project)
             .or_insert_with(|| broadcast::channel(self.capacity).0)
@@ -37,12 +42,5 @@ impl<T> Topics<T> {
         {
             channels.remove(&project);
         }
-    }
-
-    /// Projects somebody on this node listens to.
-    pub fn active(&self) -> Vec<Uuid> {
-        let mut channels = self.channels.lock().unwrap_or_else(PoisonError::into_inner);
-        channels.retain(|_, sender| sender.receiver_count() > 0);
-        channels.keys().copied().collect()
     }
 }
