@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
+use super::quote;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Language {
     Python,
@@ -129,10 +131,6 @@ pub fn is_available(language: Language) -> bool {
     languages()
         .iter()
         .any(|info| info.language == language && info.available)
-}
-
-fn quote(text: &str) -> String {
-    super::quote(text)
 }
 
 /// How to run `entry` in `language`, if its toolchain is here.

@@ -3,6 +3,8 @@
 use std::sync::Arc;
 
 use async_graphql::{Context, ID, Object, Result, SimpleObject, Subscription};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
 use futures_util::Stream;
 use loro::{Container, LoroDoc, LoroText, ValueOrContainer, VersionVector};
 use tokio::sync::broadcast::error::RecvError;
@@ -417,8 +419,9 @@ fn updates_stream(
 
 /// The version a subscriber is known to hold: that of the last update it was sent.
 fn last_known(update: &DocUpdate) -> VersionVector {
-    crate::scalars::Base64::Text(update.version_vector.clone())
-        .into_bytes()
+    STANDARD
+        .decode(&update.version_vector)
+        .ok()
         .and_then(|bytes| VersionVector::decode(&bytes).ok())
         .unwrap_or_default()
 }

@@ -283,13 +283,6 @@ impl Documents {
         export_since(loaded_mut(&mut guard)?, since)
     }
 
-    /// Fold the log into a snapshot now (also happens on its own; see [`CollabConfig`]).
-    pub async fn compact(&self, project: Uuid) -> ApiResult<()> {
-        let entry = self.hub.entry(project);
-        let mut guard = self.hub.lock_loaded(&entry).await?;
-        self.hub.compact(&entry, loaded_mut(&mut guard)?).await
-    }
-
     /// Whether `project`'s document is loaded on this node (for tests and metrics).
     pub fn is_loaded(&self, project: Uuid) -> bool {
         self.hub.lock_entries().contains_key(&project)
@@ -698,10 +691,6 @@ impl Entry {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .elapsed()
-    }
-
-    pub fn project(&self) -> Uuid {
-        self.project
     }
 }
 

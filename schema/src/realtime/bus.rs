@@ -70,11 +70,6 @@ impl Bus {
         }
     }
 
-    /// This node's id on the bus.
-    pub fn node(&self) -> Uuid {
-        self.node
-    }
-
     /// Whether signals reach other nodes: `None` in embedded mode.
     pub fn redis_connected(&self) -> Option<bool> {
         self.redis.as_ref().map(RedisLink::is_connected)
@@ -87,15 +82,10 @@ impl Bus {
 
     /// Tell everybody in `project`, on this node and the others.
     pub fn publish_project(&self, project: Uuid, signal: ProjectSignal) {
-        if let Some(redis) = &self.redis {
-            redis.publish(Envelope {
-                origin: self.node,
-                signal: Signal::Project {
-                    project,
-                    signal: signal.clone(),
-                },
-            });
-        }
+        self.to_other_nodes(|| Signal::Project {
+            project,
+            signal: signal.clone(),
+        });
         self.projects.send(project, Arc::new(signal));
     }
 
@@ -106,25 +96,25 @@ impl Bus {
 
     /// Tell everybody following run `run`, on this node and the others.
     pub fn publish_run(&self, run: Uuid, signal: RunSignal) {
-        if let Some(redis) = &self.redis {
-            redis.publish(Envelope {
-                origin: self.node,
-                signal: Signal::Run {
-                    run,
-                    signal: signal.clone(),
-                },
-            });
-        }
+        self.to_other_nodes(|| Signal::Run {
+            run,
+            signal: signal.clone(),
+        });
         self.runs.send(run, Arc::new(signal));
     }
 
     /// Tell the other nodes about an update this node appended (its own subscribers are
     /// served by the document hub directly).
     pub fn announce_doc(&self, update: DocSignal) {
+        self.to_other_nodes(|| Signal::Doc(update));
+    }
+
+    /// Send to the other nodes (through Redis); `signal` is only built when there are any.
+    fn to_other_nodes(&self, signal: impl FnOnce() -> Signal) {
         if let Some(redis) = &self.redis {
             redis.publish(Envelope {
                 origin: self.node,
-                signal: Signal::Doc(update),
+                signal: signal(),
             });
         }
     }

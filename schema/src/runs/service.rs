@@ -8,8 +8,7 @@ use entity::project::Language;
 use entity::run::{self, RunStatus};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
-    QuerySelect, Set,
+    ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set,
 };
 use uuid::Uuid;
 
@@ -361,13 +360,4 @@ pub async fn cancel(services: &Services, viewer: &AuthUser, id: Uuid) -> ApiResu
         }
     }
     get(services, &Viewer::User(viewer.clone()), id).await
-}
-
-/// How many runs of `project` are queued or running (for tests and metrics).
-pub async fn active_count(services: &Services, project: Uuid) -> ApiResult<u64> {
-    Ok(Run::find()
-        .filter(run::Column::ProjectId.eq(project))
-        .filter(run::Column::Status.is_in([RunStatus::Queued, RunStatus::Running]))
-        .count(&services.db)
-        .await?)
 }
