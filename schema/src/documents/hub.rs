@@ -170,10 +170,7 @@ impl Documents {
             return Err(missing_dependencies(&before));
         }
         if before.includes_vv(&meta.partial_end_vv) {
-            return Ok(Applied {
-                seq: loaded.seq,
-                version_vector: encode_vv(&before),
-            });
+            return Ok(loaded.head());
         }
         let outcome = match loaded.doc.import(update) {
             Err(_) => Err(ApiError::bad_input("update", "not a valid Loro update")),
@@ -210,28 +207,24 @@ impl Documents {
         let before = loaded.doc.oplog_vv();
         let outcome = edit(&loaded.doc).and_then(|value| {
             loaded.doc.commit();
+            if loaded.doc.oplog_vv() == before {
+                return Ok((value, None));
+            }
             check_shape(&loaded.doc, &self.hub.config)?;
             let update = loaded
                 .doc
                 .export(ExportMode::updates(&before))
                 .map_err(ApiError::internal)?;
-            Ok((value, update))
+            Ok((value, Some(update)))
         });
         let (value, update) = match outcome {
-            Ok(done) => done,
+            Ok((value, None)) => return Ok((value, loaded.head())),
+            Ok((value, Some(update))) => (value, update),
             Err(error) => {
                 self.hub.rebuild(&entry, &mut guard, &before).await;
                 return Err(error);
             }
         };
-        if loaded_mut(&mut guard)?.doc.oplog_vv() == before {
-            let loaded = loaded_mut(&mut guard)?;
-            let applied = Applied {
-                seq: loaded.seq,
-                version_vector: encode_vv(&before),
-            };
-            return Ok((value, applied));
-        }
         let applied = self
             .hub
             .commit(&entry, &mut guard, &before, update, Some(author), None)
@@ -243,11 +236,7 @@ impl Documents {
     pub async fn head(&self, project: Uuid) -> ApiResult<Applied> {
         let entry = self.hub.entry(project);
         let mut guard = self.hub.lock_loaded(&entry).await?;
-        let loaded = loaded_mut(&mut guard)?;
-        Ok(Applied {
-            seq: loaded.seq,
-            version_vector: encode_vv(&loaded.doc.oplog_vv()),
-        })
+        Ok(loaded_mut(&mut guard)?.head())
     }
 
     /// Read the document as it is now.
@@ -397,6 +386,16 @@ async fn load(db: &DatabaseConnection, project: Uuid) -> ApiResult<Loaded> {
     })
 }
 
+impl Loaded {
+    /// Where the copy stands: its last logged update and its version vector.
+    fn head(&self) -> Applied {
+        Applied {
+            seq: self.seq,
+            version_vector: encode_vv(&self.doc.oplog_vv()),
+        }
+    }
+}
+
 impl Hub {
     fn lock_entries(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, Arc<Entry>>> {
         self.entries.lock().unwrap_or_else(PoisonError::into_inner)
@@ -483,7 +482,7 @@ impl Hub {
         }
         let applied = Applied {
             seq,
-            version_vector: encode_vv(&loaded.doc.oplog_vv()),
+            ..loaded.head()
         };
         if loaded.appended_since_compaction >= self.config.compact_after_updates
             && let Err(error) = self.compact(entry, loaded).await
