@@ -48,19 +48,10 @@ pub fn sandbox_language(language: Language) -> jobs::sandbox::Language {
     }
 }
 
+/// The status as stored and sent: QUEUED, RUNNING, SUCCEEDED…
 fn status_name(status: RunStatus) -> String {
-    match status {
-        RunStatus::Queued => "QUEUED",
-        RunStatus::Running => "RUNNING",
-        RunStatus::Succeeded => "SUCCEEDED",
-        RunStatus::Failed => "FAILED",
-        RunStatus::TimedOut => "TIMED_OUT",
-        RunStatus::MemoryLimit => "MEMORY_LIMIT",
-        RunStatus::OutputLimit => "OUTPUT_LIMIT",
-        RunStatus::Cancelled => "CANCELLED",
-        RunStatus::InternalError => "INTERNAL_ERROR",
-    }
-    .to_owned()
+    use sea_orm::ActiveEnum;
+    status.to_value()
 }
 
 /// Tell the run's followers and the project that a run ended.
@@ -212,7 +203,7 @@ impl Executor {
             tokio::select! {
                 result = &mut sandbox => {
                     while let Ok(chunk) = chunks.try_recv() {
-                        output.take(&self.services, run.id, chunk, limits.output_bytes);
+                        output.take(&self.services, run.id, chunk);
                     }
                     return match result {
                         Ok(outcome) => Ok(Finished { outcome, output }),
@@ -220,7 +211,7 @@ impl Executor {
                     };
                 }
                 Some(chunk) = chunks.recv() => {
-                    output.take(&self.services, run.id, chunk, limits.output_bytes);
+                    output.take(&self.services, run.id, chunk);
                 }
                 _ = heartbeat.tick() => {
                     match self.beat(run.id, &output).await {
@@ -273,11 +264,11 @@ impl Executor {
             .col_expr(run::Column::Stderr, Expr::value(output.text(true)))
             .col_expr(
                 run::Column::StdoutTruncated,
-                Expr::value(output.truncated[0] || outcome.stdout_truncated),
+                Expr::value(outcome.stdout_truncated),
             )
             .col_expr(
                 run::Column::StderrTruncated,
-                Expr::value(output.truncated[1] || outcome.stderr_truncated),
+                Expr::value(outcome.stderr_truncated),
             )
             .col_expr(run::Column::OutputSeq, Expr::value(output.seq))
             .col_expr(run::Column::WallMs, Expr::value(millis(outcome.wall_time)))
@@ -433,44 +424,27 @@ struct Finished {
     output: Output,
 }
 
-/// Output kept for the row (capped per stream) and numbered as it is published.
+/// Output kept for the row and numbered as it is published. The sandbox already stops each
+/// stream at the run's output limit (and says so in its outcome).
 #[derive(Default)]
 struct Output {
     streams: [Vec<u8>; 2],
-    truncated: [bool; 2],
     seq: i64,
 }
 
 impl Output {
-    fn take(
-        &mut self,
-        services: &Services,
-        run: Uuid,
-        chunk: jobs::sandbox::OutputChunk,
-        cap: u64,
-    ) {
-        let index = usize::from(chunk.stderr);
-        let kept = &mut self.streams[index];
-        let room = usize::try_from(cap)
-            .unwrap_or(usize::MAX)
-            .saturating_sub(kept.len());
-        let data = if chunk.data.len() > room {
-            self.truncated[index] = true;
-            &chunk.data[..room]
-        } else {
-            &chunk.data[..]
-        };
-        if data.is_empty() {
+    fn take(&mut self, services: &Services, run: Uuid, chunk: jobs::sandbox::OutputChunk) {
+        if chunk.data.is_empty() {
             return;
         }
-        kept.extend_from_slice(data);
+        self.streams[usize::from(chunk.stderr)].extend_from_slice(&chunk.data);
         self.seq += 1;
         services.bus.publish_run(
             run,
             RunSignal::Output {
                 stderr: chunk.stderr,
                 seq: self.seq,
-                data: data.to_vec(),
+                data: chunk.data,
             },
         );
     }
