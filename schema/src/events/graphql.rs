@@ -72,6 +72,14 @@ pub struct VisibilityChanged {
     is_public: bool,
 }
 
+/// A run as `run(id)` reads it now (the event only carries its id).
+async fn run_as_read_now(ctx: &Context<'_>, id: Uuid) -> Result<crate::runs::Run> {
+    let services = ctx.data_unchecked::<Services>();
+    Ok(crate::runs::Run(
+        crate::runs::service::get(services, ctx.viewer(), id).await?,
+    ))
+}
+
 /// A worker started running code in the project.
 pub struct RunStarted {
     run: Uuid,
@@ -83,10 +91,7 @@ pub struct RunStarted {
 impl RunStarted {
     /// The run, as `run(id)` reads it now.
     async fn run(&self, ctx: &Context<'_>) -> Result<crate::runs::Run> {
-        let services = ctx.data_unchecked::<Services>();
-        Ok(crate::runs::Run(
-            crate::runs::service::get(services, ctx.viewer(), self.run).await?,
-        ))
+        run_as_read_now(ctx, self.run).await
     }
     /// Who asked for it.
     async fn requested_by(&self, ctx: &Context<'_>) -> Result<User> {
@@ -104,10 +109,7 @@ pub struct RunEnded {
 impl RunEnded {
     /// The run with its result.
     async fn run(&self, ctx: &Context<'_>) -> Result<crate::runs::Run> {
-        let services = ctx.data_unchecked::<Services>();
-        Ok(crate::runs::Run(
-            crate::runs::service::get(services, ctx.viewer(), self.run).await?,
-        ))
+        run_as_read_now(ctx, self.run).await
     }
 }
 

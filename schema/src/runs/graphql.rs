@@ -194,30 +194,20 @@ pub struct RunsQuery;
 impl RunsQuery {
     /// Every language, with its toolchain's version and whether runs can use it here.
     async fn languages(&self) -> Vec<LanguageInfo> {
-        use entity::project::Language as L;
-        [
-            L::Python,
-            L::JavaScript,
-            L::C,
-            L::Cpp,
-            L::Bash,
-            L::Rust,
-            L::Java,
-            L::Go,
-        ]
-        .into_iter()
-        .map(|language| {
-            let sandbox = super::worker::sandbox_language(language);
-            let info = jobs::sandbox::languages()
-                .iter()
-                .find(|info| info.language == sandbox);
-            LanguageInfo {
-                language: language.into(),
-                version: info.and_then(|i| i.version.clone()),
-                available: info.is_some_and(|i| i.available),
-            }
-        })
-        .collect()
+        use sea_orm::Iterable;
+        entity::project::Language::iter()
+            .map(|language| {
+                let sandbox = super::worker::sandbox_language(language);
+                let info = jobs::sandbox::languages()
+                    .iter()
+                    .find(|info| info.language == sandbox);
+                LanguageInfo {
+                    language: language.into(),
+                    version: info.and_then(|i| i.version.clone()),
+                    available: info.is_some_and(|i| i.available),
+                }
+            })
+            .collect()
     }
 
     /// How runs are isolated on this host (cgroups when the worker may create them).
@@ -351,19 +341,12 @@ pub enum RunEvent {
     RunFinished(Box<RunFinished>),
 }
 
+/// A status as `worker::status_name` wrote it.
 fn status_from(name: &str) -> Option<RunStatus> {
-    Some(match name {
-        "QUEUED" => RunStatus::Queued,
-        "RUNNING" => RunStatus::Running,
-        "SUCCEEDED" => RunStatus::Succeeded,
-        "FAILED" => RunStatus::Failed,
-        "TIMED_OUT" => RunStatus::TimedOut,
-        "MEMORY_LIMIT" => RunStatus::MemoryLimit,
-        "OUTPUT_LIMIT" => RunStatus::OutputLimit,
-        "CANCELLED" => RunStatus::Cancelled,
-        "INTERNAL_ERROR" => RunStatus::InternalError,
-        _ => return None,
-    })
+    use sea_orm::ActiveEnum;
+    run::RunStatus::try_from_value(&name.to_owned())
+        .ok()
+        .map(Into::into)
 }
 
 #[derive(Default)]

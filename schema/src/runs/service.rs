@@ -256,23 +256,32 @@ pub async fn start(
 
 /// A run the viewer may read (whoever can read its project).
 pub async fn get(services: &Services, viewer: &Viewer, id: Uuid) -> ApiResult<run::Model> {
-    let run = Run::find_by_id(id)
+    authorized(services, viewer.user()?, id, ProjectAction::Read).await
+}
+
+/// Run `id`, once `viewer` may do `action` in its project (a run of a project the viewer
+/// cannot see is NOT_FOUND, like the project).
+async fn authorized(
+    services: &Services,
+    viewer: Option<&AuthUser>,
+    id: Uuid,
+    action: ProjectAction,
+) -> ApiResult<run::Model> {
+    let run = find(services, id).await?;
+    access::load(&services.db, viewer, run.project_id, action, false)
+        .await
+        .map_err(|error| match error {
+            ApiError::NotFound(_) => ApiError::NotFound("run"),
+            other => other,
+        })?;
+    Ok(run)
+}
+
+async fn find(services: &Services, id: Uuid) -> ApiResult<run::Model> {
+    Run::find_by_id(id)
         .one(&services.db)
         .await?
-        .ok_or(ApiError::NotFound("run"))?;
-    access::load(
-        &services.db,
-        viewer.user()?,
-        run.project_id,
-        ProjectAction::Read,
-        false,
-    )
-    .await
-    .map_err(|error| match error {
-        ApiError::NotFound(_) => ApiError::NotFound("run"),
-        other => other,
-    })?;
-    Ok(run)
+        .ok_or(ApiError::NotFound("run"))
 }
 
 /// One page of a project's runs, newest first.
@@ -329,15 +338,7 @@ pub async fn list(
 /// running one is killed by its worker, which then records CANCELLED. Cancelling a run that
 /// has ended changes nothing.
 pub async fn cancel(services: &Services, viewer: &AuthUser, id: Uuid) -> ApiResult<run::Model> {
-    let run = get(services, &Viewer::User(viewer.clone()), id).await?;
-    access::load(
-        &services.db,
-        Some(viewer),
-        run.project_id,
-        ProjectAction::Edit,
-        false,
-    )
-    .await?;
+    let run = authorized(services, Some(viewer), id, ProjectAction::Edit).await?;
     let at = now();
     let cancelled = Run::update_many()
         .col_expr(run::Column::Status, Expr::value(RunStatus::Cancelled))
@@ -359,5 +360,5 @@ pub async fn cancel(services: &Services, viewer: &AuthUser, id: Uuid) -> ApiResu
             services.bus.publish_run(id, RunSignal::Cancel);
         }
     }
-    get(services, &Viewer::User(viewer.clone()), id).await
+    find(services, id).await
 }
