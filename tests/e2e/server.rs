@@ -33,6 +33,13 @@ backend_tests! {
         assert_eq!(ready.status(), 200);
         let body: serde_json::Value = ready.json().await.unwrap();
         assert_eq!(body["database"], "ok");
+        assert_eq!(body.get("redis"), None, "no Redis configured: {body}");
+        // With Redis, readiness covers the link to the other nodes too.
+        let app = app
+            .restart_with(|c| c.redis_url = Some(secrecy::SecretString::from("redis://127.0.0.1:6379")))
+            .await;
+        let body: serde_json::Value = app.client.get(app.url("/readyz")).send().await.unwrap().json().await.unwrap();
+        assert_eq!((&body["status"], &body["database"], &body["redis"]), (&serde_json::json!("ready"), &serde_json::json!("ok"), &serde_json::json!("ok")));
     }
 
     async fn get_serves_queries_and_refuses_mutations(app) {

@@ -12,20 +12,29 @@ pub async fn healthz() -> &'static str {
     "ok"
 }
 
-/// The process can serve: its database answers.
+/// The process can serve: its database answers and, with `REDIS_URL`, its link to the other
+/// nodes is up.
 pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<serde_json::Value>) {
-    match state.services.db.ping().await {
-        Ok(()) => (
-            StatusCode::OK,
-            Json(json!({ "status": "ready", "database": "ok" })),
-        ),
+    let database = match state.services.db.ping().await {
+        Ok(()) => true,
         Err(err) => {
             tracing::warn!(error = %err, "readiness check: database unreachable");
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                Json(json!({ "status": "unavailable", "database": "unreachable" })),
-            )
+            false
         }
+    };
+    let redis = state.services.bus.redis_connected();
+    let mut body = json!({
+        "status": "ready",
+        "database": if database { "ok" } else { "unreachable" },
+    });
+    if let Some(connected) = redis {
+        body["redis"] = json!(if connected { "ok" } else { "unreachable" });
+    }
+    if database && redis != Some(false) {
+        (StatusCode::OK, Json(body))
+    } else {
+        body["status"] = json!("unavailable");
+        (StatusCode::SERVICE_UNAVAILABLE, Json(body))
     }
 }
 
