@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use super::hub::{Applied, DocUpdate, FILES, decode_vv};
 use super::limits::check_path;
-use crate::context::ViewerExt;
+use crate::context::{AuthUser, ViewerExt};
 use crate::error::{ApiError, ApiResult};
 use crate::loaders::load_user_opt;
 use crate::projects::access::{self, ProjectAction};
@@ -101,21 +101,43 @@ impl DocumentUpdate {
     }
 }
 
-async fn authorize(
+fn services_of(ctx: &Context<'_>) -> ApiResult<Services> {
+    ctx.data::<Services>()
+        .cloned()
+        .map_err(|e| ApiError::internal(anyhow::anyhow!(e.message)))
+}
+
+/// The services, once the viewer (if any) may read `project`.
+async fn authorize_read(
     ctx: &Context<'_>,
     project: Uuid,
-    action: ProjectAction,
-) -> ApiResult<(Services, Option<Uuid>)> {
-    let services = ctx
-        .data::<Services>()
-        .map_err(|e| ApiError::internal(anyhow::anyhow!(e.message)))?
-        .clone();
+) -> ApiResult<(Services, Option<AuthUser>)> {
+    let services = services_of(ctx)?;
     let viewer = ctx.viewer().user()?.cloned();
-    if action != ProjectAction::Read && viewer.is_none() {
-        return Err(ApiError::unauthenticated("sign in first"));
-    }
-    access::load(&services.db, viewer.as_ref(), project, action, false).await?;
-    Ok((services, viewer.map(|v| v.id)))
+    access::load(
+        &services.db,
+        viewer.as_ref(),
+        project,
+        ProjectAction::Read,
+        false,
+    )
+    .await?;
+    Ok((services, viewer))
+}
+
+/// The services and the signed-in viewer's id, once they may edit `project`.
+async fn authorize_edit(ctx: &Context<'_>, project: Uuid) -> ApiResult<(Services, Uuid)> {
+    let services = services_of(ctx)?;
+    let viewer = ctx.viewer().require()?;
+    access::load(
+        &services.db,
+        Some(viewer),
+        project,
+        ProjectAction::Edit,
+        false,
+    )
+    .await?;
+    Ok((services, viewer.id))
 }
 
 /// The text at `path` in `doc`'s file map.
@@ -168,7 +190,7 @@ impl DocumentsQuery {
     /// The files of a project at the head of its document, sorted by path.
     async fn files(&self, ctx: &Context<'_>, project_id: ID) -> Result<Vec<File>> {
         let project = project_id_arg(&project_id)?;
-        let (services, _) = authorize(ctx, project, ProjectAction::Read).await?;
+        let (services, _) = authorize_read(ctx, project).await?;
         Ok(services.documents.read(project, list_files).await?)
     }
 
@@ -176,7 +198,7 @@ impl DocumentsQuery {
     /// vector holds everything.
     async fn document_version(&self, ctx: &Context<'_>, project_id: ID) -> Result<DocumentVersion> {
         let project = project_id_arg(&project_id)?;
-        let (services, _) = authorize(ctx, project, ProjectAction::Read).await?;
+        let (services, _) = authorize_read(ctx, project).await?;
         Ok(services.documents.head(project).await?.into())
     }
 
@@ -189,7 +211,7 @@ impl DocumentsQuery {
         version: Option<ID>,
     ) -> Result<File> {
         let project = project_id_arg(&project_id)?;
-        let (services, _) = authorize(ctx, project, ProjectAction::Read).await?;
+        let (services, _) = authorize_read(ctx, project).await?;
         match version {
             None => Ok(services
                 .documents
@@ -231,11 +253,10 @@ impl DocumentsMutation {
                 ApiError::bad_input("clientId", "clientId must be at most 64 bytes").into(),
             );
         }
-        let (services, author) = authorize(ctx, project, ProjectAction::Edit).await?;
+        let (services, author) = authorize_edit(ctx, project).await?;
         let bytes = update
             .into_bytes()
             .ok_or_else(|| ApiError::bad_input("update", "not valid base64"))?;
-        let author = author.ok_or_else(|| ApiError::unauthenticated("sign in first"))?;
         let applied = services
             .documents
             .apply(project, author, client_id, &bytes)
@@ -258,9 +279,8 @@ impl DocumentsMutation {
         let content = content.unwrap_or_default();
         let project = project_id_arg(&project_id)?;
         check_path("path", &path)?;
-        let (services, author) = authorize(ctx, project, ProjectAction::Edit).await?;
+        let (services, author) = authorize_edit(ctx, project).await?;
         check_content(&services, &content)?;
-        let author = author.ok_or_else(|| ApiError::unauthenticated("sign in first"))?;
         let (file, _) = services
             .documents
             .edit(project, author, |doc| {
@@ -291,8 +311,7 @@ impl DocumentsMutation {
     ) -> Result<File> {
         let project = project_id_arg(&project_id)?;
         check_path("newPath", &new_path)?;
-        let (services, author) = authorize(ctx, project, ProjectAction::Edit).await?;
-        let author = author.ok_or_else(|| ApiError::unauthenticated("sign in first"))?;
+        let (services, author) = authorize_edit(ctx, project).await?;
         let (file, _) = services
             .documents
             .edit(project, author, |doc| {
@@ -322,8 +341,7 @@ impl DocumentsMutation {
     /// Delete a file. EDITOR or OWNER.
     async fn delete_file(&self, ctx: &Context<'_>, project_id: ID, path: String) -> Result<bool> {
         let project = project_id_arg(&project_id)?;
-        let (services, author) = authorize(ctx, project, ProjectAction::Edit).await?;
-        let author = author.ok_or_else(|| ApiError::unauthenticated("sign in first"))?;
+        let (services, author) = authorize_edit(ctx, project).await?;
         services
             .documents
             .edit(project, author, |doc| {
@@ -360,8 +378,7 @@ impl DocumentsSubscription {
             }
             None => None,
         };
-        let (services, _) = authorize(ctx, project, ProjectAction::Read).await?;
-        let viewer = ctx.viewer().user()?.cloned();
+        let (services, viewer) = authorize_read(ctx, project).await?;
         let revocation = Revocation::watch(&services.bus, services.db.clone(), project, viewer);
         let subscription = services.documents.subscribe(project, since).await?;
         Ok(crate::context::budgeted(
