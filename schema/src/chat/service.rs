@@ -125,7 +125,7 @@ pub async fn list(
     let viewer = viewer.user()?;
     let first = validation::in_range("first", first, 1..=PAGE_MAX)?;
     let before = before.map(|c| cursor::decode("before", c)).transpose()?;
-    access::load(&services.db, viewer, project_id, ProjectAction::Read, false).await?;
+    access::check(&services.db, viewer, project_id, ProjectAction::Read).await?;
 
     let mut query = Message::find().filter(message::Column::ProjectId.eq(project_id));
     if let Some((at, id)) = before {

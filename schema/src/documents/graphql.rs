@@ -114,14 +114,7 @@ async fn authorize_read(
 ) -> ApiResult<(Services, Option<AuthUser>)> {
     let services = services_of(ctx)?;
     let viewer = ctx.viewer().user()?.cloned();
-    access::load(
-        &services.db,
-        viewer.as_ref(),
-        project,
-        ProjectAction::Read,
-        false,
-    )
-    .await?;
+    access::check(&services.db, viewer.as_ref(), project, ProjectAction::Read).await?;
     Ok((services, viewer))
 }
 
@@ -129,14 +122,7 @@ async fn authorize_read(
 async fn authorize_edit(ctx: &Context<'_>, project: Uuid) -> ApiResult<(Services, Uuid)> {
     let services = services_of(ctx)?;
     let viewer = ctx.viewer().require()?;
-    access::load(
-        &services.db,
-        Some(viewer),
-        project,
-        ProjectAction::Edit,
-        false,
-    )
-    .await?;
+    access::check(&services.db, Some(viewer), project, ProjectAction::Edit).await?;
     Ok((services, viewer.id))
 }
 

@@ -227,14 +227,7 @@ impl EventsSubscription {
         let viewer = ctx.viewer().user()?.cloned();
         // Listen before checking access, so nothing between the check and the stream is lost.
         let signals = services.bus.subscribe_project(project);
-        access::load(
-            &services.db,
-            viewer.as_ref(),
-            project,
-            ProjectAction::Read,
-            false,
-        )
-        .await?;
+        access::check(&services.db, viewer.as_ref(), project, ProjectAction::Read).await?;
         Ok(crate::context::budgeted(
             ctx,
             event_stream(services, project, viewer, signals),

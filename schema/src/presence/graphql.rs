@@ -216,14 +216,7 @@ impl PresenceSubscription {
         let viewer = ctx.viewer().user()?.cloned();
         let mut revocation =
             Revocation::watch(&services.bus, services.db.clone(), project, viewer.clone());
-        access::load(
-            &services.db,
-            viewer.as_ref(),
-            project,
-            ProjectAction::Read,
-            false,
-        )
-        .await?;
+        access::check(&services.db, viewer.as_ref(), project, ProjectAction::Read).await?;
         let mut snapshots = services.presence.watch(project);
         let guard = client_id
             .zip(viewer.map(|v| v.id))

@@ -97,6 +97,16 @@ pub struct ProjectAccess {
     pub role: Option<ProjectRole>,
 }
 
+/// Load a project and check `action` for `viewer` (no lock: for reads and single writes).
+pub async fn check(
+    db: &impl ConnectionTrait,
+    viewer: Option<&AuthUser>,
+    project_id: Uuid,
+    action: ProjectAction,
+) -> ApiResult<ProjectAccess> {
+    load(db, viewer, project_id, action, false).await
+}
+
 /// Load a project and check `action` for `viewer`.
 ///
 /// Inside a transaction that will change membership, pass `lock = true`: on PostgreSQL the

@@ -26,12 +26,11 @@ pub const MAX_HOURS: i32 = 720;
 
 /// Invites are managed by the project's owners.
 async fn manage(services: &Services, viewer: &AuthUser, project: Uuid) -> ApiResult<ProjectAccess> {
-    access::load(
+    access::check(
         &services.db,
         Some(viewer),
         project,
         ProjectAction::ManageMembers,
-        false,
     )
     .await
 }
@@ -106,12 +105,11 @@ pub async fn revoke(services: &Services, viewer: &AuthUser, id: Uuid) -> ApiResu
         .one(&services.db)
         .await?
         .ok_or(ApiError::NotFound("invite"))?;
-    access::load(
+    access::check(
         &services.db,
         Some(viewer),
         invite.project_id,
         ProjectAction::ManageMembers,
-        false,
     )
     .await
     .map_err(|error| match error {

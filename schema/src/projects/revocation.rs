@@ -31,7 +31,7 @@ pub async fn recheck(
     project: Uuid,
     viewer: Option<&AuthUser>,
 ) -> Option<ApiError> {
-    match access::load(db, viewer, project, ProjectAction::Read, false).await {
+    match access::check(db, viewer, project, ProjectAction::Read).await {
         Ok(_) => None,
         Err(ApiError::NotFound(_) | ApiError::Forbidden(_)) => Some(lost_access()),
         Err(error) => Some(error),

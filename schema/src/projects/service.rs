@@ -120,7 +120,7 @@ pub async fn fork(
     id: Uuid,
     title: Option<&str>,
 ) -> ApiResult<ProjectAccess> {
-    let source = access::load(&services.db, Some(viewer), id, ProjectAction::Read, false).await?;
+    let source = access::check(&services.db, Some(viewer), id, ProjectAction::Read).await?;
     let title = match title {
         Some(title) => validation::single_line("title", title, validation::TITLE_MAX)?,
         None => source.project.title.clone(),
@@ -161,7 +161,7 @@ pub async fn forks_count(services: &Services, id: Uuid) -> ApiResult<u64> {
 }
 
 pub async fn get(services: &Services, viewer: &Viewer, id: Uuid) -> ApiResult<ProjectAccess> {
-    access::load(&services.db, viewer.user()?, id, ProjectAction::Read, false).await
+    access::check(&services.db, viewer.user()?, id, ProjectAction::Read).await
 }
 
 pub async fn update(
@@ -179,7 +179,7 @@ pub async fn update(
         .map(|d| validation::text("description", &d, validation::DESCRIPTION_MAX))
         .transpose()?;
     let ProjectAccess { project, role } =
-        access::load(&services.db, Some(viewer), id, ProjectAction::Update, false).await?;
+        access::check(&services.db, Some(viewer), id, ProjectAction::Update).await?;
     let was_public = project.is_public;
     let mut active: project::ActiveModel = project.into();
     if let Some(title) = title {

@@ -162,14 +162,7 @@ pub async fn start(
         ));
     }
     let limits = limits(services, &request.limits)?;
-    let access = access::load(
-        &services.db,
-        Some(viewer),
-        project_id,
-        ProjectAction::Edit,
-        false,
-    )
-    .await?;
+    let access = access::check(&services.db, Some(viewer), project_id, ProjectAction::Edit).await?;
     let language = request.language.unwrap_or(access.project.default_language);
     if !jobs::sandbox::is_available(super::worker::sandbox_language(language)) {
         return Err(ApiError::bad_input(
@@ -268,7 +261,7 @@ async fn authorized(
     action: ProjectAction,
 ) -> ApiResult<run::Model> {
     let run = find(services, id).await?;
-    access::load(&services.db, viewer, run.project_id, action, false)
+    access::check(&services.db, viewer, run.project_id, action)
         .await
         .map_err(|error| match error {
             ApiError::NotFound(_) => ApiError::NotFound("run"),
@@ -300,12 +293,11 @@ pub async fn list(
 ) -> ApiResult<RunPage> {
     let first = validation::in_range("first", first, 1..=PAGE_MAX)?;
     let after = after.map(|c| cursor::decode("after", c)).transpose()?;
-    access::load(
+    access::check(
         &services.db,
         viewer.user()?,
         project_id,
         ProjectAction::Read,
-        false,
     )
     .await?;
     let mut query = Run::find().filter(run::Column::ProjectId.eq(project_id));

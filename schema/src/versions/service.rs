@@ -30,14 +30,7 @@ pub async fn create(
 ) -> ApiResult<version::Model> {
     let title = validation::single_line("title", title, TITLE_MAX)?;
     let message = validation::text("message", message.unwrap_or(""), MESSAGE_MAX)?;
-    access::load(
-        &services.db,
-        Some(viewer),
-        project,
-        ProjectAction::Edit,
-        false,
-    )
-    .await?;
+    access::check(&services.db, Some(viewer), project, ProjectAction::Edit).await?;
     let frontiers = services
         .documents
         .read(project, |doc| doc.oplog_frontiers().encode())
@@ -59,7 +52,7 @@ pub async fn list(
     viewer: Option<&AuthUser>,
     project: Uuid,
 ) -> ApiResult<Vec<version::Model>> {
-    access::load(&services.db, viewer, project, ProjectAction::Read, false).await?;
+    access::check(&services.db, viewer, project, ProjectAction::Read).await?;
     Ok(Version::find()
         .filter(version::Column::ProjectId.eq(project))
         .order_by_desc(version::Column::CreatedAt)
@@ -112,14 +105,7 @@ pub async fn restore(
     project: Uuid,
     id: Uuid,
 ) -> ApiResult<Applied> {
-    access::load(
-        &services.db,
-        Some(viewer),
-        project,
-        ProjectAction::Edit,
-        false,
-    )
-    .await?;
+    access::check(&services.db, Some(viewer), project, ProjectAction::Edit).await?;
     let version = find(services, project, id).await?;
     let target: HashMap<String, String> =
         list_files(&document_at(services, project, &version).await?)
