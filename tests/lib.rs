@@ -469,3 +469,19 @@ macro_rules! backend_tests {
         )*
     };
 }
+
+/// Wait until `condition` holds, checking every 20 ms; panics after `deadline`.
+pub async fn eventually<F, Fut>(deadline: std::time::Duration, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let until = tokio::time::Instant::now() + deadline;
+    while !condition().await {
+        assert!(
+            tokio::time::Instant::now() < until,
+            "the condition did not hold within {deadline:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}

@@ -2,6 +2,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use anyhow::Context;
 use schema::Services;
@@ -16,6 +17,10 @@ use crate::{database, secrets};
 pub struct Application {
     listener: TcpListener,
     router: axum::Router,
+    limits: crate::config::ConnectionLimits,
+    connections: crate::server::ConnectionCount,
+    shutdown: tokio_util::sync::CancellationToken,
+    websockets: tokio_util::task::TaskTracker,
     services: Services,
     mode: Mode,
     workers: Option<Workers>,
@@ -127,7 +132,10 @@ impl Application {
     /// Connect, migrate, and bind (port 0 picks a free port).
     pub async fn build(config: &Config) -> anyhow::Result<Self> {
         let services = services(config).await?;
-        let schema = schema::build(services.clone());
+        let schema = schema::build(services.clone(), &config.schema_options());
+        let limits = config.connections.clone();
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let websockets = tokio_util::task::TaskTracker::new();
         let router = routes::router(
             AppState {
                 schema,
@@ -135,8 +143,20 @@ impl Application {
                 max_ws_message_bytes: config
                     .max_body_bytes
                     .max(config.max_update_bytes / 3 * 4 + 64 * 1024),
+                ws: routes::WsSettings {
+                    init_timeout: Duration::from_secs(limits.ws_init_timeout_secs.max(1)),
+                    ping_interval: Duration::from_secs(limits.ws_ping_interval_secs.max(1)),
+                    stall_timeout: Duration::from_secs(limits.ws_stall_timeout_secs.max(1)),
+                },
+                shutdown: shutdown.clone(),
+                connections: websockets.clone(),
             },
             config.max_body_bytes,
+            Duration::from_secs(limits.request_timeout_secs.max(1)),
+        );
+        let connections = crate::server::ConnectionCount::new(
+            crate::server::connection_cap(&limits),
+            limits.max_connections_per_ip,
         );
         let listener = TcpListener::bind(config.bind)
             .await
@@ -147,6 +167,10 @@ impl Application {
         Ok(Self {
             listener,
             router,
+            limits,
+            connections,
+            shutdown,
+            websockets,
             services,
             mode: config.mode(),
             workers,
@@ -166,22 +190,37 @@ impl Application {
         &self.services
     }
 
-    /// Serve until `shutdown` resolves, then finish in-flight requests and close the pool.
+    /// The connections open now.
+    pub fn open_connections(&self) -> crate::server::ConnectionCount {
+        self.connections.clone()
+    }
+
+    /// Serve until `shutdown` resolves, then finish in-flight requests, complete every
+    /// WebSocket's operations and close it (1001), stop the workers and close the pool.
     pub async fn run_until(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        use axum::serve::ListenerExt;
-        // Edits are small frames answered at once: Nagle's algorithm would hold each answer
-        // back until the client's delayed ACK (~40 ms).
-        let listener = self.listener.tap_io(|tcp| {
-            if let Err(error) = tcp.set_nodelay(true) {
-                tracing::debug!(%error, "cannot set TCP_NODELAY");
-            }
+        let stop = self.shutdown.clone();
+        tokio::spawn(async move {
+            shutdown.await;
+            stop.cancel();
         });
-        axum::serve(listener, self.router)
-            .with_graceful_shutdown(shutdown)
-            .await?;
+        crate::server::serve(
+            self.listener,
+            self.router,
+            &self.limits,
+            self.connections,
+            self.shutdown.clone(),
+        )
+        .await;
+        self.websockets.close();
+        if tokio::time::timeout(Duration::from_secs(5), self.websockets.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("WebSockets still open 5 s after the stop are dropped");
+        }
         if let Some(workers) = self.workers {
             workers.stop(self.grace).await;
         }
