@@ -16,6 +16,7 @@
 //! here and written when the connection is back.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
@@ -24,6 +25,9 @@ use futures_util::StreamExt;
 use redis::AsyncCommands;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use uuid::Uuid;
+
+/// Longest a revocation waits for Redis before it is left to the listener to send.
+const ANNOUNCE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The revoked sessions this node knows of.
 pub struct RevokedSessions {
@@ -52,23 +56,19 @@ impl RevokedSessions {
             .set_response_timeout(Some(Duration::from_secs(2)));
         let conn = ConnectionManager::new_lazy_with_config(client.clone(), config)
             .context("cannot prepare the Redis connection")?;
-        let names = Arc::new(Names::new(channel));
         let local: Arc<LocalSet> = Arc::default();
-        let unsent: Arc<Mutex<Vec<(Uuid, Instant)>>> = Arc::default();
-        let listener = tokio::spawn(listen(
-            client,
-            conn.clone(),
-            names.clone(),
-            local.clone(),
-            unsent.clone(),
-        ));
+        let link = Arc::new(Link {
+            conn,
+            names: Names::new(channel),
+            unsent: Mutex::default(),
+            connected: AtomicBool::new(false),
+        });
+        let listener = tokio::spawn(listen(client, link.clone(), local.clone()));
         Ok(Self {
             local,
             ttl,
             redis: Some(Shared {
-                conn,
-                names,
-                unsent,
+                link,
                 listener: listener.abort_handle(),
             }),
         })
@@ -91,15 +91,23 @@ impl RevokedSessions {
             self.local.insert(*session, until);
         }
         let Some(shared) = &self.redis else { return };
-        if let Err(error) =
-            announce(&mut shared.conn.clone(), &shared.names, sessions, self.ttl).await
-        {
+        let link = &shared.link;
+        let entries: Vec<(Uuid, Instant)> = sessions.iter().map(|s| (*s, until)).collect();
+        if !link.connected.load(Ordering::Acquire) {
+            // The listener sends it once connected; waiting here would only delay the answer.
+            link.keep_unsent(&entries);
+            return;
+        }
+        // Bounded: a sign-out must not hang on a Redis that stopped answering.
+        let sent = tokio::time::timeout(ANNOUNCE_TIMEOUT, link.announce(&entries)).await;
+        let failed = match sent {
+            Ok(Ok(())) => None,
+            Ok(Err(error)) => Some(error.to_string()),
+            Err(_) => Some("timed out".to_owned()),
+        };
+        if let Some(error) = failed {
             tracing::warn!(%error, "cannot share session revocations through Redis; sending them when it is back");
-            shared
-                .unsent
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .extend(sessions.iter().map(|s| (*s, until)));
+            link.keep_unsent(&entries);
         }
     }
 }
@@ -113,11 +121,59 @@ impl Drop for RevokedSessions {
 }
 
 struct Shared {
-    conn: ConnectionManager,
-    names: Arc<Names>,
-    /// Revocations Redis did not take yet, with when they stop mattering.
-    unsent: Arc<Mutex<Vec<(Uuid, Instant)>>>,
+    link: Arc<Link>,
     listener: tokio::task::AbortHandle,
+}
+
+/// This node's Redis side of the set.
+struct Link {
+    conn: ConnectionManager,
+    names: Names,
+    /// Revocations Redis did not take yet, with when they stop mattering.
+    unsent: Mutex<Vec<(Uuid, Instant)>>,
+    /// Whether the listener is subscribed (revocations are then sent at once).
+    connected: AtomicBool,
+}
+
+impl Link {
+    fn keep_unsent(&self, entries: &[(Uuid, Instant)]) {
+        self.unsent
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .extend_from_slice(entries);
+    }
+
+    /// Write a key per session, expiring when the session's tokens do, and publish each.
+    async fn announce(&self, entries: &[(Uuid, Instant)]) -> redis::RedisResult<()> {
+        let now = Instant::now();
+        let mut pipe = redis::pipe();
+        for (session, until) in entries {
+            let left = until.saturating_duration_since(now);
+            let left_ms = u64::try_from(left.as_millis()).unwrap_or(u64::MAX);
+            if left_ms == 0 {
+                continue;
+            }
+            pipe.pset_ex(format!("{}{session}", self.names.key_prefix), 1, left_ms)
+                .ignore()
+                .publish(&self.names.channel, format!("{session} {left_ms}"))
+                .ignore();
+        }
+        pipe.query_async::<()>(&mut self.conn.clone()).await
+    }
+
+    /// Send what could not be sent before; kept for later if Redis refuses again.
+    async fn send_unsent(&self) -> redis::RedisResult<()> {
+        let pending: Vec<(Uuid, Instant)> =
+            std::mem::take(&mut *self.unsent.lock().unwrap_or_else(PoisonError::into_inner));
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let sent = self.announce(&pending).await;
+        if sent.is_err() {
+            self.keep_unsent(&pending);
+        }
+        sent
+    }
 }
 
 /// The deployment's Redis names, derived from its channel so deployments (and tests) sharing
@@ -167,51 +223,41 @@ impl LocalSet {
     }
 }
 
-async fn announce(
-    conn: &mut ConnectionManager,
-    names: &Names,
-    sessions: &[Uuid],
-    ttl: Duration,
-) -> redis::RedisResult<()> {
-    let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
-    let mut pipe = redis::pipe();
-    for session in sessions {
-        pipe.pset_ex(format!("{}{session}", names.key_prefix), 1, ttl_ms)
-            .ignore()
-            .publish(&names.channel, format!("{session} {ttl_ms}"))
-            .ignore();
-    }
-    pipe.query_async::<()>(conn).await
-}
-
 /// Follow the other nodes' revocations for as long as this node runs.
-async fn listen(
-    client: redis::Client,
-    mut conn: ConnectionManager,
-    names: Arc<Names>,
-    local: Arc<LocalSet>,
-    unsent: Arc<Mutex<Vec<(Uuid, Instant)>>>,
-) {
+async fn listen(client: redis::Client, link: Arc<Link>, local: Arc<LocalSet>) {
     let mut delay = Duration::from_millis(100);
     let mut was_connected = true;
     loop {
-        match subscribe(&client, &mut conn, &names, &local, &unsent).await {
+        match subscribe(&client, &link, &local).await {
             Ok(mut pubsub) => {
                 if !was_connected {
                     tracing::info!("session revocations: Redis connection restored");
                 }
                 was_connected = true;
                 delay = Duration::from_millis(100);
+                // Also picks up a revocation kept unsent in the instant before `connected`.
+                let mut retry = tokio::time::interval(Duration::from_secs(1));
                 let mut messages = pubsub.on_message();
-                while let Some(message) = messages.next().await {
-                    let Ok(text) = message.get_payload::<String>() else {
-                        continue;
-                    };
-                    match parse_message(&text) {
-                        Some((session, left)) => local.insert(session, Instant::now() + left),
-                        None => tracing::warn!("ignoring a malformed session revocation"),
+                loop {
+                    tokio::select! {
+                        message = messages.next() => {
+                            let Some(message) = message else { break };
+                            let Ok(text) = message.get_payload::<String>() else {
+                                continue;
+                            };
+                            match parse_message(&text) {
+                                Some((session, left)) => local.insert(session, Instant::now() + left),
+                                None => tracing::warn!("ignoring a malformed session revocation"),
+                            }
+                        }
+                        _ = retry.tick() => {
+                            if let Err(error) = link.send_unsent().await {
+                                tracing::debug!(%error, "session revocations still unsent");
+                            }
+                        }
                     }
                 }
+                link.connected.store(false, Ordering::Release);
             }
             Err(error) => {
                 if was_connected {
@@ -234,38 +280,22 @@ fn parse_message(text: &str) -> Option<(Uuid, Duration)> {
     ))
 }
 
-/// Subscribe, then read the keys (in that order, so nothing published in between is
-/// missed), and send what could not be sent before.
+/// Subscribe, send what could not be sent before, then read the keys (subscribing first,
+/// so nothing published in between is missed).
 async fn subscribe(
     client: &redis::Client,
-    conn: &mut ConnectionManager,
-    names: &Names,
+    link: &Link,
     local: &LocalSet,
-    unsent: &Mutex<Vec<(Uuid, Instant)>>,
 ) -> redis::RedisResult<redis::aio::PubSub> {
     let mut pubsub = client.get_async_pubsub().await?;
-    pubsub.subscribe(&names.channel).await?;
+    pubsub.subscribe(&link.names.channel).await?;
+    link.send_unsent().await?;
+    link.connected.store(true, Ordering::Release);
 
-    let pending: Vec<(Uuid, Instant)> =
-        std::mem::take(&mut *unsent.lock().unwrap_or_else(PoisonError::into_inner));
-    let now = Instant::now();
-    for (session, until) in &pending {
-        let left = until.saturating_duration_since(now);
-        if left.is_zero() {
-            continue;
-        }
-        if let Err(error) = announce(conn, names, &[*session], left).await {
-            unsent
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .extend(pending.iter().copied());
-            return Err(error);
-        }
-    }
-
+    let mut conn = link.conn.clone();
     let keys: Vec<String> = {
         let mut iter = conn
-            .scan_match::<_, String>(format!("{}*", names.key_prefix))
+            .scan_match::<_, String>(format!("{}*", link.names.key_prefix))
             .await?;
         let mut keys = Vec::new();
         while let Some(key) = iter.next_item().await {
@@ -274,7 +304,10 @@ async fn subscribe(
         keys
     };
     for key in keys {
-        let Some(Ok(session)) = key.strip_prefix(&names.key_prefix).map(Uuid::parse_str) else {
+        let Some(Ok(session)) = key
+            .strip_prefix(&link.names.key_prefix)
+            .map(Uuid::parse_str)
+        else {
             continue;
         };
         let left_ms: i64 = conn.pttl(&key).await?;
@@ -299,6 +332,30 @@ mod tests {
         let expired = Uuid::new_v4();
         revoked.local.insert(expired, Instant::now());
         assert!(!revoked.is_revoked(expired));
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_redis_does_not_hold_up_a_sign_out() -> anyhow::Result<()> {
+        // A port nothing listens on: bind one, then free it.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let revoked = RevokedSessions::shared(
+            &format!("redis://127.0.0.1:{port}"),
+            "unit-test",
+            Duration::from_secs(900),
+        )?;
+        let session = Uuid::new_v4();
+        let start = Instant::now();
+        revoked.revoke(&[session]).await;
+        assert!(start.elapsed() < ANNOUNCE_TIMEOUT + Duration::from_millis(500));
+        assert!(revoked.is_revoked(session));
+        let shared = revoked
+            .redis
+            .as_ref()
+            .map(|s| s.link.unsent.lock().map(|u| u.len()).unwrap_or(0));
+        assert_eq!(shared, Some(1), "kept to send later");
+        Ok(())
     }
 
     #[test]
