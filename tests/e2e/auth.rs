@@ -326,35 +326,39 @@ backend_tests! {
     }
 }
 
-/// Two API nodes on PostgreSQL and Redis: a session signed out on one is refused on the other
-/// within a few seconds, over HTTP and on an open socket, and by a node started afterwards.
-#[tokio::test]
-async fn a_sign_out_on_one_node_is_refused_on_the_others() {
-    codecrafter_tests::run_with(
-        codecrafter_tests::Backend::Postgres,
-        |config| {
-            config.redis_url = Some(secrecy::SecretString::from("redis://127.0.0.1:6379"));
-            config.redis_channel = format!("cc-test-{}", uuid::Uuid::new_v4());
-        },
-        |app| async move {
-            let node_b = app.spawn_node().await;
-            let user = app.sign_up("radia").await;
-            let other = app.sign_in("radia", "password-radia").await;
-            node_b.gql_as(&user.access, ME, json!({})).await.data();
-            let mut ws = WsClient::connect(&node_b, Some(&user.access)).await;
-            assert!(ws.request(ME, json!({})).await.get("errors").is_none());
+/// Two API nodes sharing a database and Redis: a session signed out on one is refused on the
+/// other within a few seconds, over HTTP and on an open socket, and by a node started later.
+async fn sign_out_reaches_every_node(backend: codecrafter_tests::Backend) {
+    codecrafter_tests::run_with(backend, codecrafter_tests::use_redis, |app| async move {
+        let node_b = app.spawn_node().await;
+        let user = app.sign_up("radia").await;
+        let other = app.sign_in("radia", "password-radia").await;
+        node_b.gql_as(&user.access, ME, json!({})).await.data();
+        let mut ws = WsClient::connect(&node_b, Some(&user.access)).await;
+        assert!(ws.request(ME, json!({})).await.get("errors").is_none());
 
-            app.gql(SIGN_OUT, json!({ "t": user.refresh })).await.data();
-            let took = refused_within(&node_b, &user.access, Duration::from_secs(5)).await;
-            eprintln!("a sign-out reached the other node in {took:?}");
-            assert_unauthenticated(&ws.request(ME, json!({})).await);
-            node_b.gql_as(&other.access, ME, json!({})).await.data();
+        app.gql(SIGN_OUT, json!({ "t": user.refresh })).await.data();
+        let took = refused_within(&node_b, &user.access, Duration::from_secs(5)).await;
+        eprintln!("a sign-out reached the other node in {took:?}");
+        assert_unauthenticated(&ws.request(ME, json!({})).await);
+        node_b.gql_as(&other.access, ME, json!({})).await.data();
 
-            // A node that starts later learns of it from Redis.
-            let node_c = app.spawn_node().await;
-            refused_within(&node_c, &user.access, Duration::from_secs(5)).await;
-            node_c.gql_as(&other.access, ME, json!({})).await.data();
-        },
-    )
+        // A node that starts later learns of it from Redis.
+        let node_c = app.spawn_node().await;
+        refused_within(&node_c, &user.access, Duration::from_secs(5)).await;
+        node_c.gql_as(&other.access, ME, json!({})).await.data();
+    })
     .await;
+}
+
+mod a_sign_out_on_one_node_is_refused_on_the_others {
+    #[tokio::test]
+    async fn sqlite() {
+        super::sign_out_reaches_every_node(codecrafter_tests::Backend::Sqlite).await;
+    }
+
+    #[tokio::test]
+    async fn postgres() {
+        super::sign_out_reaches_every_node(codecrafter_tests::Backend::Postgres).await;
+    }
 }
