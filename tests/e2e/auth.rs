@@ -250,6 +250,7 @@ backend_tests! {
     async fn sign_out_ends_the_sessions_access_tokens(app) {
         let user = app.sign_up("ken").await;
         let other = app.sign_in("ken", "password-ken").await;
+        let project = app.create_project(&user, "Unix", false).await;
         let mut ws = WsClient::connect(&app, Some(&user.access)).await;
         assert!(ws.request(ME, json!({})).await.get("errors").is_none());
         app.gql(SIGN_OUT, json!({ "t": user.refresh })).await.data();
@@ -257,7 +258,19 @@ backend_tests! {
         let refused = app.gql_as(&user.access, ME, json!({})).await;
         refused.assert_error("UNAUTHENTICATED", None);
         assert!(refused.message().contains("signed out"), "{}", refused.body);
+        const RENAME: &str = "mutation($p: ID!) { updateProject(id: $p, input: {title: \"Plan 9\"}) { title } }";
+        app.gql_as(&user.access, RENAME, json!({ "p": project }))
+            .await
+            .assert_error("UNAUTHENTICATED", None);
+        // On the open socket: queries, mutations and new subscriptions alike.
         assert_unauthenticated(&ws.request(ME, json!({})).await);
+        assert_unauthenticated(&ws.request(RENAME, json!({ "p": project })).await);
+        let events = ws
+            .subscribe("subscription($p: ID!) { projectEvents(projectId: $p) { __typename } }", json!({ "p": project }))
+            .await;
+        assert_eq!(ws.next(&events).await.code(), "UNAUTHENTICATED");
+        let title = app.gql_as(&other.access, "query($p: ID!) { project(id: $p) { title } }", json!({ "p": project })).await;
+        assert_eq!(title.data()["project"]["title"], "Unix");
         app.gql_as(&other.access, ME, json!({})).await.data();
         let mut other_ws = WsClient::connect(&app, Some(&other.access)).await;
         assert!(other_ws.request(ME, json!({})).await.get("errors").is_none());
