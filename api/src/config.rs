@@ -82,6 +82,17 @@ pub struct Config {
     )]
     pub refresh_token_ttl_days: u64,
 
+    /// Seconds after a refresh token was used during which presenting it again (another tab
+    /// refreshing at the same moment) gets the same new pair instead of ending the session.
+    /// 0 treats every second use as reuse.
+    #[arg(
+        long,
+        env = "REFRESH_REUSE_GRACE_SECS",
+        default_value_t = 10,
+        global = true
+    )]
+    pub refresh_reuse_grace_secs: u64,
+
     /// Largest accepted request body, in bytes.
     #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 1024 * 1024, global = true)]
     pub max_body_bytes: usize,
@@ -216,6 +227,7 @@ impl Config {
             log_format: LogFormat::Text,
             access_token_ttl_secs: 15 * 60,
             refresh_token_ttl_days: 30,
+            refresh_reuse_grace_secs: 10,
             max_body_bytes: 1024 * 1024,
             introspection: true,
             connections: ConnectionLimits::default(),
@@ -317,6 +329,10 @@ impl Config {
 
     pub fn refresh_token_ttl(&self) -> Duration {
         Duration::from_secs(self.refresh_token_ttl_days * 24 * 60 * 60)
+    }
+
+    pub fn refresh_reuse_grace(&self) -> Duration {
+        Duration::from_secs(self.refresh_reuse_grace_secs)
     }
 
     /// Whether a database URL names PostgreSQL; anything else is refused at start-up.

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use schema::Services;
+use schema::auth::revocations::RevokedSessions;
 use schema::auth::tokens::TokenIssuer;
 use secrecy::ExposeSecret;
 use tokio::net::TcpListener;
@@ -41,7 +42,16 @@ pub async fn services(config: &Config) -> anyhow::Result<Services> {
         &secret,
         config.access_token_ttl(),
         config.refresh_token_ttl(),
-    );
+        config.refresh_reuse_grace(),
+    )?;
+    let revoked_sessions = match &config.redis_url {
+        Some(url) => RevokedSessions::shared(
+            url.expose_secret(),
+            &config.redis_channel,
+            tokens.revocation_ttl(),
+        )?,
+        None => RevokedSessions::local(tokens.revocation_ttl()),
+    };
     let bus = match &config.redis_url {
         Some(url) => schema::realtime::Bus::redis(url.expose_secret(), &config.redis_channel)
             .await
@@ -65,7 +75,14 @@ pub async fn services(config: &Config) -> anyhow::Result<Services> {
         config: config.runs(),
     };
     detect.await?;
-    Ok(Services::new(db, tokens, bus, config.collab(), runs))
+    Ok(Services::new(
+        db,
+        tokens,
+        revoked_sessions,
+        bus,
+        config.collab(),
+        runs,
+    ))
 }
 
 /// Workers running inside this process, and how to stop them.
