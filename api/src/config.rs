@@ -95,8 +95,9 @@ pub struct Config {
     )]
     pub database_max_connections: u32,
 
-    /// Redis URL (production): fan-out between API nodes (and, later, the job queue).
-    /// Without it, one node with in-process broadcast.
+    /// Redis URL (production): fan-out between API nodes and the job queue. Without it, one
+    /// node with in-process broadcast. A node starts and serves without Redis reachable, and
+    /// connects when it is.
     #[arg(long, env = "REDIS_URL", hide_env_values = true, value_parser = secret, global = true)]
     pub redis_url: Option<SecretString>,
 

@@ -38,9 +38,9 @@ pub async fn services(config: &Config) -> anyhow::Result<Services> {
         config.refresh_token_ttl(),
     );
     let bus = match &config.redis_url {
-        Some(url) => schema::realtime::Bus::redis(url.expose_secret(), &config.redis_channel)
-            .await
-            .context("REDIS_URL is set but Redis cannot be reached")?,
+        Some(url) => {
+            schema::realtime::Bus::redis(url.expose_secret(), &config.redis_channel).await?
+        }
         None => schema::realtime::Bus::local(),
     };
     let queue = match &config.redis_url {

@@ -48,8 +48,9 @@ impl Bus {
     }
 
     /// A bus that shares signals with every node subscribed to `channel` on the Redis server
-    /// at `url`. Fails when Redis cannot be reached at start-up; later outages are survived
-    /// (reconnect, then [`RemoteDoc::Resync`]).
+    /// at `url`. Fails only for a malformed URL: without Redis the node starts alone and
+    /// connects when Redis is back (then [`RemoteDoc::Resync`]), and so it does after any
+    /// outage.
     pub async fn redis(url: &str, channel: &str) -> anyhow::Result<Arc<Self>> {
         let node = Uuid::new_v4();
         let (link, inbound) = RedisLink::connect(url, channel, node).await?;
