@@ -105,6 +105,18 @@ pub struct Config {
     #[arg(long, env = "REDIS_CHANNEL", default_value = DEFAULT_REDIS_CHANNEL, global = true)]
     pub redis_channel: String,
 
+    /// With REDIS_URL: how often, in milliseconds, a node compares the documents it holds
+    /// with the database, to catch up on updates Redis never delivered (a writer's node that
+    /// died before publishing, an outage). Such an update is late by at most twice this.
+    /// 0 turns the check off.
+    #[arg(
+        long,
+        env = "DOCUMENT_HEAD_CHECK_MS",
+        default_value_t = 1000,
+        global = true
+    )]
+    pub document_head_check_ms: u64,
+
     /// Largest Loro update `applyUpdate` accepts, in bytes.
     #[arg(long, env = "MAX_UPDATE_BYTES", default_value_t = 1024 * 1024, global = true)]
     pub max_update_bytes: usize,
@@ -208,6 +220,7 @@ impl Config {
             database_max_connections: 10,
             redis_url: None,
             redis_channel: DEFAULT_REDIS_CHANNEL.to_owned(),
+            document_head_check_ms: 1000,
             max_update_bytes: 1024 * 1024,
             max_file_bytes: 1024 * 1024,
             max_files: 1000,
@@ -267,6 +280,12 @@ impl Config {
             autosave_idle: Duration::from_secs(self.autosave_idle_secs),
             presence_ttl: Duration::from_secs(self.presence_ttl_secs),
         }
+    }
+
+    /// How often documents are checked against the database (multi-node only).
+    pub fn document_head_check(&self) -> Option<Duration> {
+        (self.document_head_check_ms > 0)
+            .then(|| Duration::from_millis(self.document_head_check_ms))
     }
 
     pub fn mode(&self) -> Mode {

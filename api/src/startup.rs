@@ -39,7 +39,12 @@ pub async fn services(config: &Config) -> anyhow::Result<Services> {
     );
     let bus = match &config.redis_url {
         Some(url) => {
-            schema::realtime::Bus::redis(url.expose_secret(), &config.redis_channel).await?
+            schema::realtime::Bus::redis(
+                url.expose_secret(),
+                &config.redis_channel,
+                config.document_head_check(),
+            )
+            .await?
         }
         None => schema::realtime::Bus::local(),
     };

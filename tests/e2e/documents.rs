@@ -10,7 +10,7 @@ use codecrafter_tests::{TestApp, TestUser, backend_tests};
 use loro::{ExportMode, LoroDoc, LoroText, VersionVector};
 use serde_json::{Value, json};
 
-const APPLY: &str = "mutation($p: ID!, $u: Base64!, $c: String) { applyUpdate(projectId: $p, update: $u, clientId: $c) { seq versionVector } }";
+pub(crate) const APPLY: &str = "mutation($p: ID!, $u: Base64!, $c: String) { applyUpdate(projectId: $p, update: $u, clientId: $c) { seq versionVector } }";
 const SUBSCRIBE: &str = "subscription($p: ID!, $since: Base64) { documentUpdates(projectId: $p, since: $since) { update seq catchUp versionVector clientId author { username } } }";
 const FILES: &str = "query($p: ID!) { files(projectId: $p) { path content size } }";
 

@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use futures_util::StreamExt;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 use super::bus::{Envelope, Inbound};
@@ -21,10 +21,18 @@ const BATCH: usize = 256;
 /// How long one attempt to reach Redis may take (a black-holed host would hang otherwise).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// A signal on its way out, and who waits to hear that Redis took it.
+struct Outbound {
+    bytes: Vec<u8>,
+    sent: Option<oneshot::Sender<bool>>,
+}
+
 pub(super) struct RedisLink {
-    outbound: mpsc::Sender<Vec<u8>>,
+    outbound: mpsc::Sender<Outbound>,
     /// The listener is subscribed.
     connected: Arc<AtomicBool>,
+    /// The last pipeline reached Redis.
+    publishing: Arc<AtomicBool>,
 }
 
 impl RedisLink {
@@ -57,9 +65,15 @@ impl RedisLink {
             tracing::warn!(%error, "Redis is unreachable: this node starts alone and keeps trying");
         }
         let connected = Arc::new(AtomicBool::new(first.is_ok()));
+        let publishing = Arc::new(AtomicBool::new(first.is_ok()));
         let (outbound, outbound_rx) = mpsc::channel(OUTBOUND_QUEUE);
         let (inbound, inbound_rx) = mpsc::channel(OUTBOUND_QUEUE);
-        tokio::spawn(publish_loop(publisher, channel.to_owned(), outbound_rx));
+        tokio::spawn(publish_loop(
+            publisher,
+            channel.to_owned(),
+            outbound_rx,
+            publishing.clone(),
+        ));
         tokio::spawn(listen_loop(
             client,
             first.ok(),
@@ -72,6 +86,7 @@ impl RedisLink {
             Self {
                 outbound,
                 connected,
+                publishing,
             },
             inbound_rx,
         ))
@@ -81,17 +96,31 @@ impl RedisLink {
         self.connected.load(Ordering::Relaxed)
     }
 
-    pub fn publish(&self, envelope: Envelope) {
-        match serde_json::to_vec(&envelope) {
-            Ok(bytes) => {
-                if self.outbound.try_send(bytes).is_err() {
-                    // The other nodes notice the gap in document sequence numbers and catch
-                    // up from the database; events are ephemeral.
-                    tracing::warn!("Redis publish queue is full; dropping a signal");
-                }
+    /// Queue `envelope` for the other nodes. With `confirm`, and while Redis answers, the
+    /// receiver hears once Redis has taken it (`true`) or refused it (`false`); while Redis is
+    /// away nobody should wait, so there is no receiver.
+    pub fn publish(&self, envelope: Envelope, confirm: bool) -> Option<oneshot::Receiver<bool>> {
+        let bytes = match serde_json::to_vec(&envelope) {
+            Ok(bytes) => bytes,
+            Err(error) => {
+                tracing::error!(%error, "cannot encode a bus signal");
+                return None;
             }
-            Err(error) => tracing::error!(%error, "cannot encode a bus signal"),
+        };
+        let healthy = self.is_connected() && self.publishing.load(Ordering::Relaxed);
+        let (sent, confirmed) = if confirm && healthy {
+            let (tx, rx) = oneshot::channel();
+            (Some(tx), Some(rx))
+        } else {
+            (None, None)
+        };
+        if self.outbound.try_send(Outbound { bytes, sent }).is_err() {
+            // The other nodes notice the gap in document sequence numbers (or their periodic
+            // head check does) and catch up from the database; events are ephemeral.
+            tracing::warn!("Redis publish queue is full; dropping a signal");
+            return None;
         }
+        confirmed
     }
 }
 
@@ -116,14 +145,14 @@ async fn subscribe(client: &redis::Client, channel: &str) -> anyhow::Result<redi
 async fn publish_loop(
     mut conn: ConnectionManager,
     channel: String,
-    mut outbound: mpsc::Receiver<Vec<u8>>,
+    mut outbound: mpsc::Receiver<Outbound>,
+    publishing: Arc<AtomicBool>,
 ) {
     let mut batch = Vec::with_capacity(BATCH);
-    let mut failing = false;
     while outbound.recv_many(&mut batch, BATCH).await > 0 {
         let mut pipe = redis::pipe();
-        for bytes in batch.drain(..) {
-            pipe.cmd("PUBLISH").arg(&channel).arg(bytes).ignore();
+        for item in &batch {
+            pipe.cmd("PUBLISH").arg(&channel).arg(&item.bytes).ignore();
         }
         let mut sent: redis::RedisResult<()> = pipe.query_async(&mut conn).await;
         if sent.is_err() {
@@ -131,16 +160,22 @@ async fn publish_loop(
             // remembered, and reconnects meanwhile: try once more.
             sent = pipe.query_async(&mut conn).await;
         }
-        match sent {
-            Ok(()) if failing => {
-                failing = false;
-                tracing::info!("Redis publishing works again");
+        match &sent {
+            Ok(()) => {
+                if !publishing.swap(true, Ordering::Relaxed) {
+                    tracing::info!("Redis publishing works again");
+                }
             }
-            Err(error) if !failing => {
-                failing = true;
-                tracing::warn!(%error, "Redis publish failed; other nodes will resynchronise");
+            Err(error) => {
+                if publishing.swap(false, Ordering::Relaxed) {
+                    tracing::warn!(%error, "Redis publish failed; other nodes catch up from the database");
+                }
             }
-            _ => {}
+        }
+        for item in batch.drain(..) {
+            if let Some(sent_tx) = item.sent {
+                let _ = sent_tx.send(sent.is_ok());
+            }
         }
     }
 }
