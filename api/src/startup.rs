@@ -53,9 +53,14 @@ pub async fn services(config: &Config) -> anyhow::Result<Services> {
         None => RevokedSessions::local(tokens.revocation_ttl()),
     };
     let bus = match &config.redis_url {
-        Some(url) => schema::realtime::Bus::redis(url.expose_secret(), &config.redis_channel)
-            .await
-            .context("REDIS_URL is set but Redis cannot be reached")?,
+        Some(url) => {
+            schema::realtime::Bus::redis(
+                url.expose_secret(),
+                &config.redis_channel,
+                config.document_head_check(),
+            )
+            .await?
+        }
         None => schema::realtime::Bus::local(),
     };
     let queue = match &config.redis_url {

@@ -51,11 +51,16 @@ impl Queue {
         Ok(Self::Sqlite(SqliteStorage::new(&pool)))
     }
 
-    /// A queue named `name` on the Redis server at `url`.
+    /// A queue named `name` on the Redis server at `url`. Redis need not be up yet: the
+    /// connection is made on first use and remade after an outage (pushes fail meanwhile).
     pub async fn redis(url: &str, name: &str) -> anyhow::Result<Self> {
-        let conn = apalis_redis::connect(url)
-            .await
-            .context("cannot connect to Redis for the job queue")?;
+        let conn = redis::Client::open(url)
+            .and_then(|client| {
+                client.get_connection_manager_lazy(
+                    redis::aio::ConnectionManagerConfig::new().set_number_of_retries(1),
+                )
+            })
+            .context("REDIS_URL is not a valid Redis URL")?;
         let config = apalis_redis::Config::default().queue(name);
         Ok(Self::Redis(RedisStorage::new(conn).with_config(config)))
     }

@@ -6,6 +6,7 @@ mod auth;
 mod chat;
 mod deploy;
 mod documents;
+mod fanout;
 mod hostile;
 mod invites;
 mod members;
