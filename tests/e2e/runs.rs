@@ -465,3 +465,80 @@ async fn a_terminated_worker_finishes_its_run_and_takes_no_more() {
     )
     .await;
 }
+
+/// The most runs that were running at one moment, from their `startedAt`/`finishedAt`.
+fn most_at_once(runs: &[Value]) -> usize {
+    let at = |run: &Value, field: &str| {
+        chrono::DateTime::parse_from_rfc3339(run[field].as_str().unwrap()).unwrap()
+    };
+    let mut edges: Vec<_> = runs
+        .iter()
+        .flat_map(|run| [(at(run, "startedAt"), 1i32), (at(run, "finishedAt"), -1)])
+        .collect();
+    // An end and a start at the same instant do not overlap.
+    edges.sort();
+    let (mut now, mut most) = (0i32, 0i32);
+    for (_, step) in edges {
+        now += step;
+        most = most.max(now);
+    }
+    usize::try_from(most).unwrap()
+}
+
+/// A worker set to `WORKER_CONCURRENCY` N runs at most N runs at once, and does run N.
+async fn worker_concurrency_is_honoured(app: TestApp) {
+    const TIMES: &str = "query($id: ID!) { run(id: $id) { status stdout startedAt finishedAt } }";
+    let owner = app.sign_up("owner").await;
+    let project = project_of(&app, &owner).await;
+    let mut app = app;
+    for (concurrency, count) in [(1, 3), (2, 4)] {
+        app = app
+            .restart_with(|c| c.worker_concurrency = Some(concurrency))
+            .await;
+        let mut ids = Vec::new();
+        for _ in 0..count {
+            ids.push(start(&app, &owner, json!({ "p": project, "l": "PYTHON", "s": "import time\ntime.sleep(0.8)\nprint('slept')" })).await);
+        }
+        let mut runs = Vec::new();
+        for id in &ids {
+            finished(&app, &owner, id).await;
+            let run = app.gql_as(&owner.access, TIMES, json!({ "id": id })).await;
+            let run = run.data()["run"].clone();
+            assert_eq!(
+                (&run["status"], &run["stdout"]),
+                (&json!("SUCCEEDED"), &json!("slept\n")),
+                "{run}"
+            );
+            runs.push(run);
+        }
+        assert_eq!(
+            most_at_once(&runs),
+            concurrency,
+            "WORKER_CONCURRENCY={concurrency}: {runs:?}"
+        );
+    }
+}
+
+/// In embedded mode (SQLite database and SQLite job queue).
+#[tokio::test]
+async fn worker_concurrency_on_the_sqlite_queue() {
+    codecrafter_tests::run(
+        codecrafter_tests::Backend::Sqlite,
+        worker_concurrency_is_honoured,
+    )
+    .await;
+}
+
+/// In production mode (PostgreSQL database and Redis job queue).
+#[tokio::test]
+async fn worker_concurrency_on_the_redis_queue() {
+    codecrafter_tests::run_with(
+        codecrafter_tests::Backend::Postgres,
+        |config| {
+            redis_config(config);
+            config.in_process_workers = Some(true);
+        },
+        worker_concurrency_is_honoured,
+    )
+    .await;
+}
