@@ -18,6 +18,11 @@ use uuid::Uuid;
 /// How often an idle worker looks for jobs (the backends' default is their 30 s heartbeat).
 const POLL: std::time::Duration = std::time::Duration::from_millis(100);
 
+/// The backends' heartbeat, which also wakes an idle worker: measured here, a worker
+/// sometimes missed its poll timer and found a waiting job only at the next heartbeat (30 s
+/// by default), so it is kept short.
+const WAKE: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// One code run to execute.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct RunJob {
@@ -51,7 +56,8 @@ impl Queue {
         // One job per poll (see `work`), on the queue `SqliteStorage::new` would name.
         let config = apalis_sqlite::Config::default()
             .queue(std::any::type_name::<RunJob>())
-            .batch_size(1);
+            .batch_size(1)
+            .heartbeat_interval(WAKE);
         Ok(Self::Sqlite(SqliteStorage::new(&pool).with_config(config)))
     }
 
@@ -60,7 +66,10 @@ impl Queue {
         let conn = apalis_redis::connect(url)
             .await
             .context("cannot connect to Redis for the job queue")?;
-        let config = apalis_redis::Config::default().queue(name).batch_size(1);
+        let config = apalis_redis::Config::default()
+            .queue(name)
+            .batch_size(1)
+            .heartbeat_interval(WAKE);
         Ok(Self::Redis(RedisStorage::new(conn).with_config(config)))
     }
 

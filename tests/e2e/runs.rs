@@ -79,6 +79,70 @@ fn streamed(events: &[Value], stream: &str) -> String {
 }
 
 backend_tests! {
+    async fn statuses_are_exact_and_any_output_is_kept(app) {
+        let owner = app.sign_up("owner").await;
+        let project = project_of(&app, &owner).await;
+        // Exit codes are exit codes, whatever their number.
+        for code in [125, 137, 152, 255] {
+            let id = start(&app, &owner, json!({ "p": project, "l": "BASH", "s": format!("exit {code}") })).await;
+            let run = finished(&app, &owner, &id).await;
+            assert_eq!((&run["status"], &run["exitCode"], &run["signal"], &run["attempts"]), (&json!("FAILED"), &json!(code), &Value::Null, &json!(1)), "{run}");
+        }
+        // A signal is a signal.
+        let id = start(&app, &owner, json!({ "p": project, "l": "BASH", "s": "kill -KILL $$" })).await;
+        let run = finished(&app, &owner, &id).await;
+        assert_eq!((&run["status"], &run["exitCode"], &run["signal"]), (&json!("FAILED"), &Value::Null, &json!(9)), "{run}");
+        // What a program prints is its output, not the sandbox failing: no retry.
+        let id = start(&app, &owner, json!({ "p": project, "l": "BASH", "s": "echo 'bwrap: Can not mount proc' >&2; exit 1" })).await;
+        let run = finished(&app, &owner, &id).await;
+        assert_eq!((&run["status"], &run["attempts"], &run["exitCode"]), (&json!("FAILED"), &json!(1), &json!(1)), "{run}");
+        // NUL and bytes that are not UTF-8 are stored (as U+FFFD) on either database; the
+        // heartbeat writes them while the run goes, and the result is written once.
+        let run = python(&app, &owner, &project, "import sys, time\nsys.stdout.buffer.write(b'a\\x00b\\xffc\\n')\nsys.stdout.flush()\ntime.sleep(1.5)\nprint('end')").await;
+        assert_eq!(run["status"], "SUCCEEDED", "{run}");
+        assert_eq!(run["stdout"], "a\u{FFFD}b\u{FFFD}c\nend\n", "{run}");
+        assert_eq!(run["attempts"], 1);
+    }
+
+    async fn a_requeued_run_never_runs_twice_at_once(app) {
+        use sea_orm::sea_query::Expr;
+        use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+        let owner = app.sign_up("owner").await;
+        let project = project_of(&app, &owner).await;
+        let id = start(&app, &owner, json!({ "p": project, "l": "PYTHON", "s": "import time\nprint('start', flush=True)\ntime.sleep(3)\nprint('end')" })).await;
+        // Running, its output in the row (the heartbeat wrote it). Generous: on a loaded
+        // host a job is sometimes taken only when the reaper enqueues it again (30 s).
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let run = app.gql_as(&owner.access, GET, json!({ "id": id })).await.data()["run"].clone();
+            if run["status"] == "RUNNING" && run["stdout"] == "start\n" {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "{run}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // What a reaper does when it believes the worker dead: back to the queue, enqueued.
+        let requeued_at = chrono::Utc::now();
+        let uuid: uuid::Uuid = id.parse().unwrap();
+        let requeued = entity::run::Entity::update_many()
+            .col_expr(entity::run::Column::Status, Expr::value(entity::run::RunStatus::Queued))
+            .col_expr(entity::run::Column::WorkerId, Expr::value(Option::<String>::None))
+            .filter(entity::run::Column::Id.eq(uuid))
+            .exec(&app.db)
+            .await
+            .unwrap();
+        assert_eq!(requeued.rows_affected, 1);
+        app.services.runs.queue.push(uuid).await.unwrap();
+        let run = finished(&app, &owner, &id).await;
+        assert_eq!((&run["status"], &run["attempts"], &run["stdout"]), (&json!("SUCCEEDED"), &json!(2), &json!("start\nend\n")), "{run}");
+        // The result is the second attempt's, whole: the first one's sandbox was stopped when
+        // its worker saw the claim gone (it would have ended within 3 s of the requeue).
+        let times = app.gql_as(&owner.access, "query($id: ID!) { run(id: $id) { finishedAt } }", json!({ "id": id })).await;
+        let finished_at = chrono::DateTime::parse_from_rfc3339(times.data()["run"]["finishedAt"].as_str().unwrap()).unwrap();
+        assert!(finished_at.signed_duration_since(requeued_at) >= chrono::Duration::milliseconds(2900), "{finished_at} vs {requeued_at}");
+    }
+
+
     async fn hello_world_in_every_available_language(app) {
         let owner = app.sign_up("owner").await;
         let project = project_of(&app, &owner).await;
