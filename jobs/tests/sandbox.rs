@@ -933,3 +933,125 @@ async fn a_killed_worker_leaves_nothing_the_next_one_does_not_remove() {
         cgroups_of(pid)
     );
 }
+
+/// Ten languages, installed as `.ci/run` and the worker image install them: hello world,
+/// stdin, and a compile (or syntax) error that fails with the toolchain's message.
+#[tokio::test]
+async fn ten_languages_hello_stdin_and_compile_errors() {
+    let programs: [(Language, &str, &str, &str, &str); 10] = [
+        (
+            Language::Python,
+            "main.py",
+            "print('hello')",
+            "import sys; print(sys.stdin.read().upper())",
+            "print('unclosed'",
+        ),
+        (
+            Language::JavaScript,
+            "main.js",
+            "console.log('hello')",
+            "console.log(require('fs').readFileSync(0, 'utf8').toUpperCase())",
+            "console.log('unclosed'",
+        ),
+        (
+            Language::TypeScript,
+            "main.ts",
+            "const greeting: string = 'hello';\nconsole.log(greeting);",
+            "declare const require: any;\nconsole.log(require('fs').readFileSync(0, 'utf8').toUpperCase());",
+            "const n: number = 'not a number';",
+        ),
+        (
+            Language::C,
+            "main.c",
+            "#include <stdio.h>\nint main(){puts(\"hello\");return 0;}",
+            "#include <stdio.h>\n#include <ctype.h>\nint main(){int c;while((c=getchar())!=EOF)putchar(toupper(c));puts(\"\");return 0;}",
+            "int main(){return undefined_name;}",
+        ),
+        (
+            Language::Cpp,
+            "main.cpp",
+            "#include <iostream>\nint main(){std::cout<<\"hello\\n\";}",
+            "#include <iostream>\n#include <cctype>\nint main(){char c;while(std::cin.get(c))std::cout<<(char)std::toupper(c);std::cout<<\"\\n\";}",
+            "int main(){return undefined_name;}",
+        ),
+        (
+            Language::Bash,
+            "main.sh",
+            "echo hello",
+            "tr a-z A-Z; echo",
+            "if then fi",
+        ),
+        (
+            Language::Java,
+            "Main.java",
+            "public class Main{public static void main(String[] a){System.out.println(\"hello\");}}",
+            "public class Main{public static void main(String[] a)throws Exception{System.out.println(new String(System.in.readAllBytes()).toUpperCase());}}",
+            "public class Main{public static void main(String[] a){undefinedName();}}",
+        ),
+        (
+            Language::Go,
+            "main.go",
+            "package main\nimport \"fmt\"\nfunc main(){fmt.Println(\"hello\")}",
+            "package main\nimport (\"fmt\";\"io\";\"os\";\"strings\")\nfunc main(){b,_:=io.ReadAll(os.Stdin);fmt.Println(strings.ToUpper(string(b)))}",
+            "package main\nfunc main(){undefinedName()}",
+        ),
+        (
+            Language::Rust,
+            "main.rs",
+            "fn main(){println!(\"hello\");}",
+            "use std::io::Read;\nfn main(){let mut s=String::new();std::io::stdin().read_to_string(&mut s).unwrap();println!(\"{}\", s.to_uppercase());}",
+            "fn main(){undefined_name();}",
+        ),
+        (
+            Language::Ruby,
+            "main.rb",
+            "puts 'hello'",
+            "puts STDIN.read.upcase",
+            "puts('unclosed'",
+        ),
+    ];
+    let roomy = |spec: RunSpec| {
+        with_limits(spec, |l| {
+            l.memory_bytes = 768 * 1024 * 1024;
+            l.processes = 256;
+            l.wall = Duration::from_secs(20);
+            l.cpu = Duration::from_secs(10);
+            l.compile_wall = Duration::from_secs(60);
+            l.compile_cpu = Duration::from_secs(60);
+        })
+    };
+    for (language, file, hello, echo, broken) in programs {
+        assert!(
+            sandbox::is_available(language),
+            "{language:?} must be installed here"
+        );
+        let result = run(roomy(spec(language, file, hello))).await;
+        assert_eq!(
+            (result.outcome.status, result.stdout.as_str()),
+            (Status::Succeeded, "hello\n"),
+            "{language:?} hello: {:?} {}",
+            result.outcome,
+            result.stderr
+        );
+        let mut with_stdin = roomy(spec(language, file, echo));
+        with_stdin.stdin = b"quiet".to_vec();
+        let result = run(with_stdin).await;
+        assert_eq!(
+            result.stdout.trim(),
+            "QUIET",
+            "{language:?} stdin: {}",
+            result.stderr
+        );
+        let result = run(roomy(spec(language, file, broken))).await;
+        assert_eq!(
+            result.outcome.status,
+            Status::Failed,
+            "{language:?} broken: {:?}",
+            result.outcome
+        );
+        assert!(
+            !result.stderr.trim().is_empty(),
+            "{language:?}: the toolchain says why"
+        );
+    }
+}

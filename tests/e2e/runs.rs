@@ -147,10 +147,14 @@ backend_tests! {
         let owner = app.sign_up("owner").await;
         let project = project_of(&app, &owner).await;
         let languages = app
-            .gql("{ languages { language version available } sandboxIsolation }", json!({}))
+            .gql("{ languages { language version available } sandboxIsolation sandboxProtections }", json!({}))
             .await;
         let data = languages.data().clone();
         assert!(["CGROUP_V2", "CGROUP_V1", "RLIMITS"].contains(&data["sandboxIsolation"].as_str().unwrap()));
+        let protections: Vec<&str> = data["sandboxProtections"].as_array().unwrap().iter().map(|p| p.as_str().unwrap()).collect();
+        for active in ["seccomp filter", "no nested user namespaces", "inherited descriptors closed"] {
+            assert!(protections.contains(&active), "{protections:?}");
+        }
         let programs = [
             ("PYTHON", "print('hello')"),
             ("JAVASCRIPT", "console.log('hello')"),
@@ -160,6 +164,8 @@ backend_tests! {
             ("RUST", "fn main(){println!(\"hello\");}"),
             ("JAVA", "public class Main{public static void main(String[] a){System.out.println(\"hello\");}}"),
             ("GO", "package main\nimport \"fmt\"\nfunc main(){fmt.Println(\"hello\")}"),
+            ("TYPESCRIPT", "const greeting: string = 'hello';\nconsole.log(greeting);"),
+            ("RUBY", "puts 'hello'"),
         ];
         for (language, source) in programs {
             let info = data["languages"].as_array().unwrap().iter().find(|l| l["language"] == language).unwrap().clone();
@@ -169,14 +175,14 @@ backend_tests! {
                 refused.assert_error("BAD_USER_INPUT", Some("language"));
                 continue;
             }
-            let id = start(&app, &owner, json!({ "p": project, "l": language, "s": source, "lim": { "memoryMb": 512, "processes": 128 } })).await;
+            let id = start(&app, &owner, json!({ "p": project, "l": language, "s": source, "lim": { "memoryMb": 768, "processes": 256, "wallMs": 20000 } })).await;
             let run = finished(&app, &owner, &id).await;
             assert_eq!(run["status"], "SUCCEEDED", "{language}: {run}");
             assert_eq!(run["stdout"], "hello\n", "{language}");
             assert_eq!(run["exitCode"], 0);
             assert_eq!(run["requestedBy"]["username"], "owner");
         }
-        for required in ["PYTHON", "JAVASCRIPT", "C", "CPP", "BASH"] {
+        for required in ["PYTHON", "JAVASCRIPT", "TYPESCRIPT", "C", "CPP", "BASH", "JAVA", "GO", "RUST", "RUBY"] {
             let info = data["languages"].as_array().unwrap().iter().find(|l| l["language"] == required).unwrap().clone();
             assert_eq!(info["available"], true, "{required} must work here");
         }

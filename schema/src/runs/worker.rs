@@ -48,6 +48,8 @@ pub fn sandbox_language(language: Language) -> jobs::sandbox::Language {
         Language::Rust => L::Rust,
         Language::Java => L::Java,
         Language::Go => L::Go,
+        Language::TypeScript => L::TypeScript,
+        Language::Ruby => L::Ruby,
     }
 }
 
