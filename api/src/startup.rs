@@ -106,6 +106,8 @@ impl Workers {
             &uuid::Uuid::new_v4().simple().to_string()[..8]
         );
         let isolation = jobs::sandbox::isolation();
+        // Run directories and cgroups of workers that were killed before they could clean up.
+        jobs::sandbox::remove_leftovers();
         let languages: Vec<String> = jobs::sandbox::languages()
             .iter()
             .filter(|l| l.available)
