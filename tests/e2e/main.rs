@@ -8,6 +8,7 @@ mod deploy;
 mod documents;
 mod invites;
 mod members;
+mod playground;
 mod presence;
 mod projects;
 mod runs;

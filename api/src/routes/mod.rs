@@ -1,5 +1,6 @@
 //! The HTTP surface.
 
+mod assets;
 mod graphql;
 mod health;
 
@@ -28,6 +29,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
+        .fallback(assets::serve)
         .with_state(state)
         .layer(RequestBodyLimitLayer::new(max_body_bytes))
         .layer(map_response(coded_payload_too_large))
