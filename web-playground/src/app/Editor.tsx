@@ -78,6 +78,7 @@ export function Editor(props: {
           ]),
           basicSetup,
           languageFor(props.path),
+          EditorView.lineWrapping,
           EditorState.readOnly.of(props.readOnly),
           EditorView.editable.of(!props.readOnly),
           EditorView.contentAttributes.of({ 'aria-label': `Editor for ${props.path}` }),

@@ -258,7 +258,7 @@ export function ProjectView(props: { api: Api; projectId: string; notify: Notify
                     ✎
                   </button>
                   <button aria-label={`Delete ${path}`} onClick={() => void fileAction('delete', path)}>
-                    🗑
+                    ✕
                   </button>
                 </span>
               )}

@@ -42,6 +42,9 @@ query Me {
 }
 `;
 
+// `/graphiql?query=…` opens with that operation (shareable links).
+const linked = new URLSearchParams(location.search).get('query') ?? undefined;
+
 const root = document.getElementById('graphiql');
 if (root) {
   createRoot(root).render(
@@ -49,6 +52,7 @@ if (root) {
       <GraphiQL
         fetcher={fetcher}
         defaultQuery={defaultQuery}
+        initialQuery={linked}
         initialHeaders={headers}
         defaultHeaders={headers}
         shouldPersistHeaders={false}
