@@ -137,6 +137,7 @@ impl Application {
                     .max(config.max_update_bytes / 3 * 4 + 64 * 1024),
             },
             config.max_body_bytes,
+            routes::cors(&config.cors_origins)?,
         );
         let listener = TcpListener::bind(config.bind)
             .await

@@ -4,6 +4,7 @@
 
 mod auth;
 mod chat;
+mod cors;
 mod deploy;
 mod documents;
 mod invites;
