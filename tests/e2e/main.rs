@@ -13,5 +13,6 @@ mod playground;
 mod presence;
 mod projects;
 mod runs;
+mod sdl;
 mod server;
 mod users;
