@@ -1,5 +1,6 @@
 import { useState, type FormEvent } from 'react';
 import type { Api } from '../client/api';
+import { ApiError } from '../client/errors';
 import type { Notify } from './App';
 
 export function AuthForm({ api, notify, inviting }: { api: Api; notify: Notify; inviting: boolean }) {
@@ -16,7 +17,11 @@ export function AuthForm({ api, notify, inviting }: { api: Api; notify: Notify; 
       if (mode === 'signIn') await api.signIn({ login, password });
       else await api.signUp({ username: login, email, password });
     } catch (error) {
-      notify(error);
+      notify(
+        error instanceof ApiError && error.code === 'UNAUTHENTICATED'
+          ? new ApiError(error.message, error.code, { ...error.extensions, signingIn: true })
+          : error,
+      );
     } finally {
       setBusy(false);
     }

@@ -28,7 +28,9 @@ export function describeError(error: unknown): string {
   if (error instanceof ApiError) {
     switch (error.code) {
       case 'UNAUTHENTICATED':
-        return 'You are signed out. Please sign in again.';
+        return error.extensions.signingIn
+          ? 'That username (or email) and password do not match.'
+          : 'You are signed out. Please sign in again.';
       case 'FORBIDDEN':
         return 'You do not have permission to do that in this project.';
       case 'NOT_FOUND':

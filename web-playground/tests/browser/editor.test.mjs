@@ -162,6 +162,12 @@ test('two people edit, see each other, run, go offline, and restore a version', 
   const restored = await converged([pageA, pageB], ada.accessToken, projectId, 'main.py', (t) => !t.includes('to-be-undone'));
   assert.equal(restored, saved);
 
+  // The access tokens lived 20 s: the pages refreshed them (reopening their sockets) mid-test
+  // and no edit was lost across it (every convergence above compared with the server).
+  const adaNow = await pageA.evaluate(() => JSON.parse(localStorage.getItem('codecrafter.session')));
+  assert.notEqual(adaNow.accessToken, ada.accessToken);
+  assert.notEqual(adaNow.refreshToken, ada.refreshToken);
+
   // Nothing went wrong along the way, on either page.
   assert.deepEqual(await pageA.getByTestId('notice').allTextContents(), []);
   assert.deepEqual(await pageB.getByTestId('notice').allTextContents(), []);
