@@ -9,6 +9,7 @@ import {
   FileAtDocument,
   InvitesDocument,
   LanguagesDocument,
+  LatestRunsDocument,
   MessagesDocument,
   RemoveMemberDocument,
   RestoreVersionDocument,
@@ -48,6 +49,10 @@ interface RunView {
 const ENDED = new Set(['SUCCEEDED', 'FAILED', 'TIMED_OUT', 'MEMORY_LIMIT', 'OUTPUT_LIMIT', 'CANCELLED', 'INTERNAL_ERROR']);
 
 export function RunPanel(props: {
+  /** Bumped by the editor's Mod-Enter: start a run. */
+  runRequests: number;
+  /** Bumped on reconnection: read the latest run again (its start may have been missed). */
+  resumes: number;
   api: Api;
   projectId: string;
   notify: Notify;
@@ -66,6 +71,28 @@ export function RunPanel(props: {
   useEffect(() => {
     api.request(LanguagesDocument, {}).then((data) => setLanguages(data.languages)).catch(notify);
   }, [api, notify]);
+
+  // The project's latest run, on opening and after a reconnection.
+  useEffect(() => {
+    api
+      .request(LatestRunsDocument, { projectId: props.projectId, first: 1 })
+      .then((data) => {
+        const latest = data.runs.nodes[0];
+        if (!latest) return;
+        setRun((view) => {
+          if (view && view.id === latest.id) return view;
+          if (view && !ENDED.has(view.status)) return view;
+          return {
+            id: latest.id,
+            status: latest.status,
+            chunks: [],
+            result: ENDED.has(latest.status) ? latest : null,
+            by: latest.requestedBy.username,
+          };
+        });
+      })
+      .catch(() => undefined); // the live events still come
+  }, [api, props.projectId, props.resumes]);
 
   // Follow a run's events: status, output chunks in `seq` order, the result.
   useEffect(() => {
@@ -102,8 +129,9 @@ export function RunPanel(props: {
     seen.current = events.length;
   }, [events]);
 
-  const start = async (event: FormEvent) => {
-    event.preventDefault();
+  const start = async (event?: FormEvent) => {
+    event?.preventDefault();
+    if (!props.canRun || !props.entry) return;
     try {
       const data = await api.request(RunCodeDocument, {
         projectId: props.projectId,
@@ -118,6 +146,12 @@ export function RunPanel(props: {
       notify(error);
     }
   };
+
+  const startRef = useRef(start);
+  startRef.current = start;
+  useEffect(() => {
+    if (props.runRequests > 0) void startRef.current();
+  }, [props.runRequests]);
 
   const cancel = async () => {
     if (!run) return;
@@ -153,11 +187,11 @@ export function RunPanel(props: {
           <textarea value={stdin} onChange={(e) => setStdin(e.target.value)} rows={2} />
         </label>
         <div className="row">
-          <button type="submit" disabled={!props.canRun || !props.entry} data-testid="run">
+          <button type="submit" disabled={!props.canRun || !props.entry} data-testid="run" title="Ctrl+Enter in the editor">
             Run {props.entry ?? ''}
           </button>
           {run && !ENDED.has(run.status) && (
-            <button type="button" onClick={() => void cancel()}>
+            <button type="button" onClick={() => void cancel()} data-testid="cancel-run">
               Cancel
             </button>
           )}
@@ -187,10 +221,11 @@ export function RunPanel(props: {
   );
 }
 
-export function ChatPanel(props: { api: Api; projectId: string; notify: Notify; events: ProjectEvent[] }) {
-  const { api, projectId, notify, events } = props;
+export function ChatPanel(props: { resumes: number; api: Api; projectId: string; notify: Notify; events: ProjectEvent[] }) {
+  const { api, projectId, notify, events, resumes } = props;
   const [messages, setMessages] = useState<MessagePartsFragment[]>([]);
   const [older, setOlder] = useState<string | null>(null);
+  const pagedBack = useRef(false);
   const [text, setText] = useState('');
   const seen = useRef(0);
 
@@ -199,15 +234,24 @@ export function ChatPanel(props: { api: Api; projectId: string; notify: Notify; 
       try {
         const data = await api.request(MessagesDocument, { projectId, first: 30, before });
         const page = [...data.messages.nodes].reverse();
-        setMessages((list) => (before ? [...page, ...list] : page));
-        setOlder(data.messages.pageInfo.hasNextPage ? (data.messages.pageInfo.endCursor ?? null) : null);
+        // The newest page again (after a reconnection) keeps older pages already shown.
+        setMessages((list) => {
+          if (before) return [...page, ...list];
+          const ids = new Set(page.map((m) => m.id));
+          const oldest = page[0]?.createdAt ?? '';
+          return [...list.filter((m) => !ids.has(m.id) && m.createdAt < oldest), ...page];
+        });
+        if (before) pagedBack.current = true;
+        if (before || !pagedBack.current) {
+          setOlder(data.messages.pageInfo.hasNextPage ? (data.messages.pageInfo.endCursor ?? null) : null);
+        }
       } catch (error) {
         notify(error);
       }
     },
     [api, projectId, notify],
   );
-  useEffect(() => void load(null), [load]);
+  useEffect(() => void load(null), [load, resumes]);
 
   useEffect(() => {
     for (const event of events.slice(seen.current)) {

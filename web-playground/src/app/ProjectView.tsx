@@ -42,6 +42,9 @@ export function ProjectView(props: { api: Api; projectId: string; notify: Notify
   const [presence, setPresence] = useState<Presence>([]);
   const [events, setEvents] = useState<ProjectEvent[]>([]);
   const [panel, setPanel] = useState<'run' | 'chat' | 'versions' | 'members'>('run');
+  const [runRequests, setRunRequests] = useState(0);
+  // Bumped on every reconnection: live-only streams (events) may have missed something.
+  const [resumes, setResumes] = useState(0);
   const activity = useRef<Activity>({ cursor: 0, anchor: 0, head: 0, typed: false });
   const lastTyped = useRef(0);
 
@@ -87,7 +90,10 @@ export function ProjectView(props: { api: Api; projectId: string; notify: Notify
     };
     const offConnection = api.onConnection((state) => {
       setConnection(state);
-      if (state === 'connected') start();
+      if (state === 'connected') {
+        start();
+        setResumes((n) => n + 1);
+      }
       else {
         stop?.();
         stop = null;
@@ -277,7 +283,10 @@ export function ProjectView(props: { api: Api; projectId: string; notify: Notify
             readOnly={!canEdit}
             cursors={cursors}
             onActivity={onActivity}
-            onRun={() => setPanel('run')}
+            onRun={() => {
+              setPanel('run');
+              setRunRequests((n) => n + 1);
+            }}
           />
         )}
       </section>
@@ -291,10 +300,10 @@ export function ProjectView(props: { api: Api; projectId: string; notify: Notify
           ))}
         </div>
         <div hidden={panel !== 'run'}>
-          <RunPanel api={api} projectId={projectId} notify={notify} events={events} entry={current} canRun={canEdit} defaultLanguage={project?.defaultLanguage ?? 'PYTHON'} />
+          <RunPanel runRequests={runRequests} resumes={resumes} api={api} projectId={projectId} notify={notify} events={events} entry={current} canRun={canEdit} defaultLanguage={project?.defaultLanguage ?? 'PYTHON'} />
         </div>
         <div hidden={panel !== 'chat'}>
-          <ChatPanel api={api} projectId={projectId} notify={notify} events={events} />
+          <ChatPanel resumes={resumes} api={api} projectId={projectId} notify={notify} events={events} />
         </div>
         <div hidden={panel !== 'versions'}>
           <VersionsPanel api={api} projectId={projectId} notify={notify} path={current} canEdit={canEdit} />

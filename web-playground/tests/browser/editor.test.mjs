@@ -107,10 +107,14 @@ test('two people edit, see each other, run, go offline, and restore a version', 
   const bobText = 'x'.repeat(100) + 'y'.repeat(100) + 'z'.repeat(100);
   await placeCursorAfter(pageA, '# ADA');
   await placeCursorAfter(pageB, '# BOB');
-  await Promise.all([
+  const typing = Promise.all([
     pageA.keyboard.type(adaText, { delay: 20 }),
     pageB.keyboard.type(bobText, { delay: 20 }),
   ]);
+  // While they type, each sees that the other is typing.
+  await until('ada typing, on bob\'s page', async () => (await pageB.getByTestId('presence').innerText()).includes('ada · typing'));
+  await until('bob typing, on ada\'s page', async () => (await pageA.getByTestId('presence').innerText()).includes('bob · typing'));
+  await typing;
   const together = await converged([pageA, pageB], ada.accessToken, projectId, 'main.py', (t) =>
     t.includes(`# ADA${adaText}`) && t.includes(`# BOB${bobText}`),
   );
@@ -130,6 +134,24 @@ test('two people edit, see each other, run, go offline, and restore a version', 
       (await page.getByTestId('run-output').textContent())?.includes('hello 42'), 60_000);
     await until('the run to finish', async () => (await page.getByTestId('run-status').textContent()) === 'SUCCEEDED', 60_000);
   }
+
+  // Ctrl+Enter in the editor runs the file, with what is typed as stdin; a run can be cancelled.
+  await pageB.getByLabel('Input (stdin)').fill('ignored');
+  await placeCursorAfter(pageB, '# BOB');
+  await pageB.keyboard.press('Control+Enter');
+  await until('bob\'s run to start', async () => (await pageB.getByTestId('run-status').textContent()) !== 'SUCCEEDED');
+  await until('bob\'s run to finish', async () => (await pageB.getByTestId('run-status').textContent()) === 'SUCCEEDED', 60_000);
+  const slow = await server.gql(
+    'mutation($p: ID!) { runCode(projectId: $p, language: PYTHON, source: "import time\\nprint(1, flush=True)\\ntime.sleep(30)") { id } }',
+    { p: projectId },
+    await reader.evaluate(() => JSON.parse(localStorage.getItem('codecrafter.session')).accessToken),
+  );
+  await until('the slow run on ada\'s page', async () => (await pageA.getByTestId('run-output').textContent()) === '1\n', 60_000);
+  await pageA.getByTestId('cancel-run').click();
+  for (const page of [pageA, pageB]) {
+    await until('the cancelled run on both pages', async () => (await page.getByTestId('run-status').textContent()) === 'CANCELLED', 30_000);
+  }
+  assert.ok(slow.runCode.id);
 
   // Bob goes offline and edits; Ada edits meanwhile; Bob comes back: both converge.
   await ctxB.setOffline(true);
