@@ -62,6 +62,11 @@ test('join a public project, accept an invite link, page the chat, fork', async 
   await ownerPage.getByRole('button', { name: /Create an invite link/ }).click();
   const link = await until('the invite link', async () => ownerPage.getByLabel('Invite link').inputValue());
   assert.match(link, /\/invite\//);
+  // A second link, revoked at once, stops being listed.
+  await ownerPage.getByRole('button', { name: /Create an invite link/ }).click();
+  await until('two invites listed', async () => (await ownerPage.getByRole('button', { name: 'Revoke' }).count()) === 2);
+  await ownerPage.getByRole('button', { name: 'Revoke' }).first().click();
+  await until('one invite listed', async () => (await ownerPage.getByRole('button', { name: 'Revoke' }).count()) === 1);
 
   // The guest opens it and is in, as an editor.
   await guestPage.goto(link);
@@ -80,11 +85,38 @@ test('join a public project, accept an invite link, page the chat, fork', async 
   await ownerPage.getByRole('tab', { name: 'Chat' }).click();
   await ownerPage.getByText('hello from gus').waitFor();
 
+  // The owner makes the guest a viewer, then removes them.
+  await ownerPage.getByRole('tab', { name: 'Members' }).click();
+  await ownerPage.getByLabel('Role of gus').selectOption('VIEWER');
+  await until('gus a viewer', async () => {
+    const data = await server.gql('query($p: ID!) { project(id: $p) { viewerRole } }', { p: secret }, guest.accessToken);
+    return data.project.viewerRole === 'VIEWER';
+  });
+  await ownerPage.locator('.members li', { hasText: '@gus' }).getByRole('button', { name: 'Remove' }).click();
+  await until('gus gone from the members', async () => (await ownerPage.getByText('@gus').count()) === 0);
+
   // Forking the public project gives the guest a project of their own.
   await guestPage.goto(server.url);
   await guestPage.getByTestId('project-row').filter({ hasText: 'Open Garden' }).first().getByRole('button', { name: 'Fork' }).click();
   await guestPage.waitForURL((url) => url.pathname.startsWith('/p/') && !url.pathname.endsWith(open));
   await guestPage.getByRole('tab', { name: 'Members' }).waitFor();
+
+  // The file tree: create, switch, rename, delete (names asked in dialogs).
+  const files = guestPage.getByRole('navigation', { name: 'Files' });
+  for (const name of ['one.py', 'two.py']) {
+    guestPage.once('dialog', (dialog) => void dialog.accept(name));
+    await guestPage.getByRole('button', { name: 'New file' }).click();
+    await files.getByRole('button', { name, exact: true }).waitFor();
+  }
+  await files.getByRole('button', { name: 'one.py', exact: true }).click();
+  await until('one.py open', async () => (await guestPage.locator('.cm-content').getAttribute('aria-label')) === 'Editor for one.py');
+  guestPage.once('dialog', (dialog) => void dialog.accept('renamed.py'));
+  await guestPage.getByRole('button', { name: 'Rename one.py' }).click();
+  await files.getByRole('button', { name: 'renamed.py', exact: true }).waitFor();
+  guestPage.once('dialog', (dialog) => void dialog.accept());
+  await guestPage.getByRole('button', { name: 'Delete two.py' }).click();
+  await until('two.py gone', async () => (await files.getByRole('button', { name: 'two.py', exact: true }).count()) === 0);
+  assert.deepEqual(await files.locator('button.file').allTextContents(), ['renamed.py']);
 
   assert.deepEqual(await guestPage.getByTestId('notice').allTextContents(), []);
   assert.deepEqual(errors, []);
