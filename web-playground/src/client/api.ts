@@ -239,7 +239,12 @@ export class Api {
             if (navigator.onLine) this.setState('connecting');
           },
           connected: () => this.setState('connected'),
-          closed: () => this.setState(navigator.onLine ? 'connecting' : 'offline'),
+          closed: (event) => {
+            this.setState(navigator.onLine ? 'connecting' : 'offline');
+            // 4403: the token was refused (expired while the tab slept): refresh, then the
+            // retry connects with the new one.
+            if ((event as CloseEvent | undefined)?.code === 4403 && this.session) void this.refresh();
+          },
         },
       });
     }
