@@ -41,6 +41,19 @@ test('join a public project, accept an invite link, page the chat, fork', async 
   await strangerPage.getByTestId('notice').filter({ hasText: 'do not match' }).waitFor();
   await stranger.close();
 
+  // The list pages: 20 at a time, more on demand.
+  for (let i = 1; i <= 21; i++) await create(`Bulk ${i}`, true);
+  const lister = await signedInContext(browser, guest);
+  const listPage = await lister.newPage();
+  await listPage.goto(server.url);
+  await listPage.getByLabel('Search').fill('Bulk');
+  await until('the first page', async () => (await listPage.getByTestId('project-row').count()) === 20);
+  await listPage.getByRole('heading', { name: 'Projects (21)' }).waitFor();
+  await listPage.getByRole('button', { name: 'Show more' }).click();
+  await until('the second page', async () => (await listPage.getByTestId('project-row').count()) === 21);
+  assert.equal(await listPage.getByRole('button', { name: 'Show more' }).count(), 0);
+  await lister.close();
+
   // The guest finds the public project by searching, and joins it as a viewer.
   const guestCtx = await signedInContext(browser, guest);
   const guestPage = await guestCtx.newPage();
