@@ -3,7 +3,7 @@
 // subscriptions run over graphql-ws with that token in connection_init.
 import 'graphiql/setup-workers/vite';
 import 'graphiql/style.css';
-import { createGraphiQLFetcher } from '@graphiql/toolkit';
+import { createGraphiQLFetcher, type Fetcher } from '@graphiql/toolkit';
 import { GraphiQL } from 'graphiql';
 import { createClient } from 'graphql-ws';
 import { StrictMode } from 'react';
@@ -15,16 +15,37 @@ const headers = session
   ? JSON.stringify({ Authorization: `Bearer ${session.accessToken}` }, null, 2)
   : '{}';
 
+// The Authorization the header editor holds (it applies to subscriptions too): sent in
+// connection_init; the socket is reopened when it changes.
+let editorAuthorization: string | undefined;
+let socketAuthorization: string | undefined;
+const currentAuthorization = () => {
+  if (editorAuthorization !== undefined) return editorAuthorization;
+  // Nothing in the editor: the signed-in user's token, read at each (re)connect so a token
+  // the live editor refreshed meanwhile is used.
+  const current = loadSession();
+  return current ? `Bearer ${current.accessToken}` : '';
+};
+
 const wsClient = createClient({
   url: wsUrl('/graphql'),
-  // Read at each (re)connect, so a token the editor refreshed meanwhile is used.
   connectionParams: () => {
-    const current = loadSession();
-    return current ? { authorization: `Bearer ${current.accessToken}` } : {};
+    socketAuthorization = currentAuthorization();
+    return socketAuthorization ? { authorization: socketAuthorization } : {};
   },
 });
 
-const fetcher = createGraphiQLFetcher({ url: '/graphql', wsClient });
+const httpAndWs = createGraphiQLFetcher({ url: '/graphql', wsClient });
+const fetcher: Fetcher = (params, options) => {
+  const headers = options?.headers ?? {};
+  const entry = Object.entries(headers).find(([name]) => name.toLowerCase() === 'authorization');
+  // What the editor says, exactly: no Authorization there means anonymous.
+  if (options?.headers) editorAuthorization = typeof entry?.[1] === 'string' ? entry[1] : '';
+  if (socketAuthorization !== undefined && socketAuthorization !== currentAuthorization()) {
+    wsClient.terminate();
+  }
+  return httpAndWs(params, options);
+};
 
 const defaultQuery = `# Welcome to CodeCrafter's API. ${
   session ? `Signed in as ${session.user.username}; the header editor holds your token.` : 'Sign in at / to get a token.'
