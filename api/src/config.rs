@@ -42,6 +42,10 @@ pub const DEFAULT_BIND: &str = "127.0.0.1:8080";
 pub const DEFAULT_DATA_DIR: &str = "./codecrafter-data";
 pub const DEFAULT_REDIS_CHANNEL: &str = "codecrafter";
 pub const DEFAULT_LOG: &str = "info,sqlx=warn,sea_orm=warn";
+/// Frontends in development (Vite's dev and preview servers, the usual port 3000); pages the
+/// binary serves itself are same-origin and need no entry.
+pub const DEFAULT_CORS_ORIGINS: &str = "http://localhost:5173,http://127.0.0.1:5173,\
+http://localhost:4173,http://127.0.0.1:4173,http://localhost:3000,http://127.0.0.1:3000";
 
 #[derive(Args, Debug, Clone)]
 pub struct Config {
@@ -215,6 +219,17 @@ pub struct Config {
     /// The bubblewrap executable of the sandbox.
     #[arg(long, env = "SANDBOX_BWRAP", default_value = "bwrap", global = true)]
     pub sandbox_bwrap: PathBuf,
+
+    /// Origins (`scheme://host[:port]`, comma-separated) whose pages may call the API from a
+    /// browser, sending `Authorization` and `Content-Type`; `*` allows any origin.
+    #[arg(
+        long,
+        env = "CORS_ORIGINS",
+        value_delimiter = ',',
+        default_value = DEFAULT_CORS_ORIGINS,
+        global = true
+    )]
+    pub cors_origins: Vec<String>,
 }
 
 fn secret(value: &str) -> Result<SecretString, String> {
@@ -263,6 +278,7 @@ impl Config {
             worker_grace_secs: 30,
             job_queue: "codecrafter-runs".to_owned(),
             sandbox_bwrap: PathBuf::from("bwrap"),
+            cors_origins: DEFAULT_CORS_ORIGINS.split(',').map(str::to_owned).collect(),
         }
     }
 

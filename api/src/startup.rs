@@ -177,6 +177,7 @@ impl Application {
             },
             config.max_body_bytes,
             Duration::from_secs(limits.request_timeout_secs.max(1)),
+            routes::cors(&config.cors_origins)?,
         );
         let connections = crate::server::ConnectionCount::new(
             crate::server::connection_cap(&limits),

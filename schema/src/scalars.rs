@@ -23,7 +23,11 @@ impl Base64 {
     }
 }
 
-#[Scalar(name = "Base64")]
+/// Binary data as standard base64 (RFC 4648 section 4, with padding): Loro updates.
+#[Scalar(
+    name = "Base64",
+    specified_by_url = "https://www.rfc-editor.org/rfc/rfc4648#section-4"
+)]
 impl ScalarType for Base64 {
     fn parse(value: Value) -> InputValueResult<Self> {
         match value {
@@ -40,5 +44,30 @@ impl ScalarType for Base64 {
             Self::Bytes(bytes) => Value::String(STANDARD.encode(bytes)),
             Self::Text(text) => Value::String(text.clone()),
         }
+    }
+}
+
+/// A Loro version vector (for each peer, how many of its operations a document holds),
+/// encoded by Loro (`VersionVector::encode`; `doc.oplogVersion().encode()` in loro-crdt),
+/// then base64.
+#[derive(Clone, Debug)]
+pub struct EncodedVersionVector(pub Base64);
+
+/// A Loro version vector (for each peer, how many of its operations a document holds):
+/// the bytes of Loro's `VersionVector::encode` (`doc.oplogVersion().encode()` in
+/// loro-crdt, decoded with `VersionVector.decode`) as standard base64.
+#[Scalar(
+    name = "VersionVector",
+    specified_by_url = "https://docs.rs/loro/1.17.1/loro/struct.VersionVector.html#method.encode"
+)]
+impl ScalarType for EncodedVersionVector {
+    fn parse(value: Value) -> InputValueResult<Self> {
+        Base64::parse(value)
+            .map(Self)
+            .map_err(InputValueError::propagate)
+    }
+
+    fn to_value(&self) -> Value {
+        self.0.to_value()
     }
 }

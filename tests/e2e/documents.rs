@@ -11,7 +11,7 @@ use loro::{ExportMode, LoroDoc, LoroText, VersionVector};
 use serde_json::{Value, json};
 
 pub(crate) const APPLY: &str = "mutation($p: ID!, $u: Base64!, $c: String) { applyUpdate(projectId: $p, update: $u, clientId: $c) { seq versionVector } }";
-const SUBSCRIBE: &str = "subscription($p: ID!, $since: Base64) { documentUpdates(projectId: $p, since: $since) { update seq catchUp versionVector clientId author { username } } }";
+const SUBSCRIBE: &str = "subscription($p: ID!, $since: VersionVector) { documentUpdates(projectId: $p, since: $since) { update seq catchUp versionVector clientId author { username } } }";
 const FILES: &str = "query($p: ID!) { files(projectId: $p) { path content size } }";
 
 /// An owner, an editor and a viewer of a new private project.

@@ -1,5 +1,6 @@
 //! The HTTP surface.
 
+mod assets;
 mod graphql;
 mod graphql_ws;
 mod health;
@@ -8,14 +9,15 @@ pub use graphql_ws::WsSettings;
 
 use std::time::Duration;
 
+use anyhow::Context;
 use axum::Router;
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::map_response;
 use axum::response::Response;
 use axum::routing::get;
 use schema::{AppSchema, Services};
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::cors::CorsLayer;
+use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
@@ -33,12 +35,18 @@ pub struct AppState {
     pub connections: tokio_util::task::TaskTracker,
 }
 
-pub fn router(state: AppState, max_body_bytes: usize, request_timeout: Duration) -> Router {
+pub fn router(
+    state: AppState,
+    max_body_bytes: usize,
+    request_timeout: Duration,
+    cors: CorsLayer,
+) -> Router {
     Router::new()
         .route("/graphql", get(graphql::graphql_get).post(graphql::graphql))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
+        .fallback(assets::serve)
         .with_state(state)
         .layer(RequestBodyLimitLayer::new(max_body_bytes))
         .layer(TimeoutLayer::with_status_code(
@@ -46,10 +54,36 @@ pub fn router(state: AppState, max_body_bytes: usize, request_timeout: Duration)
             request_timeout,
         ))
         .layer(map_response(coded_errors))
-        // Tokens travel in headers, not cookies, so any origin may call the API.
-        .layer(CorsLayer::permissive())
+        .layer(cors)
         .layer(CatchPanicLayer::new())
         .layer(TraceLayer::new_for_http())
+}
+
+/// Cross-origin browser access: the listed origins (or any, for `*`) may send the two
+/// headers the API reads. Tokens travel in headers, never cookies, so no credentials mode.
+pub fn cors(origins: &[String]) -> anyhow::Result<CorsLayer> {
+    let origins: Vec<&str> = origins
+        .iter()
+        .map(|o| o.trim())
+        .filter(|o| !o.is_empty())
+        .collect();
+    let allow = if origins.contains(&"*") {
+        AllowOrigin::any()
+    } else {
+        let list = origins
+            .iter()
+            .map(|origin| {
+                HeaderValue::from_str(origin.trim_end_matches('/'))
+                    .with_context(|| format!("CORS_ORIGINS: {origin:?} is not a valid origin"))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        AllowOrigin::list(list)
+    };
+    Ok(CorsLayer::new()
+        .allow_origin(allow)
+        .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
+        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+        .max_age(Duration::from_secs(600)))
 }
 
 /// The body limit and the request timeout answer with an empty or plain-text body; give

@@ -65,7 +65,14 @@ pub struct AuthMutation;
 #[Object]
 impl AuthMutation {
     /// Create an account and sign in to it.
-    async fn sign_up(&self, ctx: &Context<'_>, input: SignUpInput) -> Result<AuthPayload> {
+    async fn sign_up(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(
+            desc = "The new account: username, email, password and an optional display name."
+        )]
+        input: SignUpInput,
+    ) -> Result<AuthPayload> {
         let input = SignUp {
             username: input.username,
             email: input.email,
@@ -78,7 +85,11 @@ impl AuthMutation {
     }
 
     /// Sign in by username or email.
-    async fn sign_in(&self, ctx: &Context<'_>, input: SignInInput) -> Result<AuthPayload> {
+    async fn sign_in(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The login (username or email) and password.")] input: SignInInput,
+    ) -> Result<AuthPayload> {
         let services = ctx.data_unchecked::<Services>();
         Ok(AuthPayload(
             service::sign_in(services, &input.login, input.password).await?,
@@ -88,7 +99,12 @@ impl AuthMutation {
     /// Trade a refresh token for a new access and refresh token. Each refresh token works
     /// once: presented again within `REFRESH_REUSE_GRACE_SECS` (10 s; two tabs refreshing at
     /// once) it answers the same pair, later it signs out that whole session.
-    async fn refresh_token(&self, ctx: &Context<'_>, refresh_token: String) -> Result<AuthPayload> {
+    async fn refresh_token(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The refresh token of the last sign-in or refresh.")]
+        refresh_token: String,
+    ) -> Result<AuthPayload> {
         Ok(AuthPayload(
             service::refresh(ctx.data_unchecked::<Services>(), &refresh_token).await?,
         ))
@@ -96,7 +112,11 @@ impl AuthMutation {
 
     /// End the session the refresh token belongs to, its access tokens included. Always
     /// answers true.
-    async fn sign_out(&self, ctx: &Context<'_>, refresh_token: String) -> Result<bool> {
+    async fn sign_out(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The refresh token of the session to end.")] refresh_token: String,
+    ) -> Result<bool> {
         service::sign_out(ctx.data_unchecked::<Services>(), &refresh_token).await?;
         Ok(true)
     }
@@ -106,8 +126,8 @@ impl AuthMutation {
     async fn change_password(
         &self,
         ctx: &Context<'_>,
-        current_password: String,
-        new_password: String,
+        #[graphql(desc = "The password in use now.")] current_password: String,
+        #[graphql(desc = "The new password, 8–128 characters.")] new_password: String,
     ) -> Result<bool> {
         let viewer = ctx.viewer().require()?;
         service::change_password(

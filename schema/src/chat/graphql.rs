@@ -76,7 +76,7 @@ impl ChatQuery {
     async fn messages(
         &self,
         ctx: &Context<'_>,
-        project_id: ID,
+        #[graphql(desc = "The project's id.")] project_id: ID,
         #[graphql(default = 20, desc = "Page size, 1 to 100.")] first: i32,
         #[graphql(desc = "Only messages older than the one at this cursor (an `endCursor`).")]
         before: Option<String>,
@@ -110,8 +110,8 @@ impl ChatMutation {
     async fn send_message(
         &self,
         ctx: &Context<'_>,
-        project_id: ID,
-        text: String,
+        #[graphql(desc = "The project's id.")] project_id: ID,
+        #[graphql(desc = "The message, 1–4,000 characters after trimming.")] text: String,
     ) -> Result<Message> {
         let viewer = ctx.viewer().require()?;
         let project = project_id_arg(&project_id)?;

@@ -17,7 +17,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::loaders::load_user_opt;
 use crate::projects::access::{self, ProjectAction};
 use crate::projects::revocation::Revocation;
-use crate::scalars::Base64;
+use crate::scalars::{Base64, EncodedVersionVector};
 use crate::state::Services;
 use crate::users::User;
 use crate::validation;
@@ -53,15 +53,15 @@ pub struct DocumentVersion {
     /// The position in the document's log of the last update applied (for a change that
     /// changed nothing, the current head).
     pub seq: i64,
-    /// The server's version vector (an encoded Loro `VersionVector`).
-    pub version_vector: Base64,
+    /// The server's version vector.
+    pub version_vector: EncodedVersionVector,
 }
 
 impl From<Applied> for DocumentVersion {
     fn from(applied: Applied) -> Self {
         Self {
             seq: applied.seq,
-            version_vector: Base64::Text(applied.version_vector),
+            version_vector: EncodedVersionVector(Base64::Text(applied.version_vector)),
         }
     }
 }
@@ -88,8 +88,8 @@ impl DocumentUpdate {
         self.catch_up
     }
     /// The server's version vector once this update is applied.
-    async fn version_vector(&self) -> Base64 {
-        Base64::Text(self.update.version_vector.clone())
+    async fn version_vector(&self) -> EncodedVersionVector {
+        EncodedVersionVector(Base64::Text(self.update.version_vector.clone()))
     }
     /// Who sent it; null for catch-ups and for edits the server made (restores).
     async fn author(&self, ctx: &Context<'_>) -> Result<Option<User>> {
@@ -174,7 +174,11 @@ pub struct DocumentsQuery;
 #[Object]
 impl DocumentsQuery {
     /// The files of a project at the head of its document, sorted by path.
-    async fn files(&self, ctx: &Context<'_>, project_id: ID) -> Result<Vec<File>> {
+    async fn files(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The project's id.")] project_id: ID,
+    ) -> Result<Vec<File>> {
         let project = project_id_arg(&project_id)?;
         let (services, _) = authorize_read(ctx, project).await?;
         Ok(services.documents.read(project, list_files).await?)
@@ -182,7 +186,11 @@ impl DocumentsQuery {
 
     /// Where a project's document stands on the server now; a client holding this version
     /// vector holds everything.
-    async fn document_version(&self, ctx: &Context<'_>, project_id: ID) -> Result<DocumentVersion> {
+    async fn document_version(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The project's id.")] project_id: ID,
+    ) -> Result<DocumentVersion> {
         let project = project_id_arg(&project_id)?;
         let (services, _) = authorize_read(ctx, project).await?;
         Ok(services.documents.head(project).await?.into())
@@ -192,9 +200,9 @@ impl DocumentsQuery {
     async fn file(
         &self,
         ctx: &Context<'_>,
-        project_id: ID,
-        path: String,
-        version: Option<ID>,
+        #[graphql(desc = "The project's id.")] project_id: ID,
+        #[graphql(desc = "The file's path.")] path: String,
+        #[graphql(desc = "A version's id: the file as it was then; the head when absent.")] version: Option<ID>,
     ) -> Result<File> {
         let project = project_id_arg(&project_id)?;
         let (services, _) = authorize_read(ctx, project).await?;
@@ -228,8 +236,8 @@ impl DocumentsMutation {
     async fn apply_update(
         &self,
         ctx: &Context<'_>,
-        project_id: ID,
-        update: Base64,
+        #[graphql(desc = "The project's id.")] project_id: ID,
+        #[graphql(desc = "A Loro update (`doc.export({mode: \"update\", from})`), base64.")] update: Base64,
         #[graphql(desc = "The sender's own id, echoed to subscribers (at most 64 bytes).")]
         client_id: Option<String>,
     ) -> Result<DocumentVersion> {
@@ -258,8 +266,8 @@ impl DocumentsMutation {
     async fn create_file(
         &self,
         ctx: &Context<'_>,
-        project_id: ID,
-        path: String,
+        #[graphql(desc = "The project's id.")] project_id: ID,
+        #[graphql(desc = "The new file's path, such as `src/main.py`.")] path: String,
         #[graphql(desc = "The initial text (empty when absent).")] content: Option<String>,
     ) -> Result<File> {
         let content = content.unwrap_or_default();
@@ -291,9 +299,9 @@ impl DocumentsMutation {
     async fn rename_file(
         &self,
         ctx: &Context<'_>,
-        project_id: ID,
-        path: String,
-        new_path: String,
+        #[graphql(desc = "The project's id.")] project_id: ID,
+        #[graphql(desc = "The file's current path.")] path: String,
+        #[graphql(desc = "The path it moves to.")] new_path: String,
     ) -> Result<File> {
         let project = project_id_arg(&project_id)?;
         check_path("newPath", &new_path)?;
@@ -325,7 +333,12 @@ impl DocumentsMutation {
     }
 
     /// Delete a file. EDITOR or OWNER.
-    async fn delete_file(&self, ctx: &Context<'_>, project_id: ID, path: String) -> Result<bool> {
+    async fn delete_file(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The project's id.")] project_id: ID,
+        #[graphql(desc = "The path of the file to delete.")] path: String,
+    ) -> Result<bool> {
         let project = project_id_arg(&project_id)?;
         let (services, author) = authorize_edit(ctx, project).await?;
         services
@@ -351,13 +364,15 @@ impl DocumentsSubscription {
     async fn document_updates(
         &self,
         ctx: &Context<'_>,
-        project_id: ID,
-        since: Option<Base64>,
+        #[graphql(desc = "The project's id.")] project_id: ID,
+        #[graphql(desc = "The version vector the client holds; everything when absent.")]
+        since: Option<EncodedVersionVector>,
     ) -> Result<impl Stream<Item = Result<DocumentUpdate>> + use<>> {
         let project = project_id_arg(&project_id)?;
         let since = match since {
             Some(since) => {
                 let bytes = since
+                    .0
                     .into_bytes()
                     .ok_or_else(|| ApiError::bad_input("since", "not valid base64"))?;
                 Some(decode_vv("since", &bytes)?)

@@ -69,6 +69,7 @@ impl ProjectEvent {
 /// turned private end after this event.
 #[derive(SimpleObject)]
 pub struct VisibilityChanged {
+    /// Whether the project is public now.
     is_public: bool,
 }
 
@@ -220,7 +221,7 @@ impl EventsSubscription {
     async fn project_events(
         &self,
         ctx: &Context<'_>,
-        project_id: ID,
+        #[graphql(desc = "The project's id.")] project_id: ID,
     ) -> Result<impl Stream<Item = Result<ProjectEvent>> + use<>> {
         let project = validation::id("projectId", &project_id)?;
         let services = ctx.data_unchecked::<Services>().clone();

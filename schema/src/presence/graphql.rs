@@ -138,7 +138,7 @@ impl PresenceMutation {
     async fn update_presence(
         &self,
         ctx: &Context<'_>,
-        project_id: ID,
+        #[graphql(desc = "The project's id.")] project_id: ID,
         #[graphql(desc = "The client's own id, one per editor tab (1–64 bytes).")]
         client_id: String,
         #[graphql(desc = "The path of the file the client shows.")] file: Option<String>,
@@ -205,7 +205,10 @@ impl PresenceSubscription {
     async fn presence(
         &self,
         ctx: &Context<'_>,
-        project_id: ID,
+        #[graphql(desc = "The project's id.")] project_id: ID,
+        #[graphql(
+            desc = "This client's id (as sent to `updatePresence`): it leaves the list when the subscription ends."
+        )]
         client_id: Option<String>,
     ) -> Result<impl Stream<Item = Result<Vec<PresenceEntry>>> + use<>> {
         let project = validation::id("projectId", &project_id)?;

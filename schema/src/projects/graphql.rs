@@ -212,7 +212,11 @@ pub struct ProjectsQuery;
 impl ProjectsQuery {
     /// A project's invite links that still work (neither revoked nor expired), newest
     /// first. OWNER only.
-    async fn invites(&self, ctx: &Context<'_>, project_id: ID) -> Result<Vec<Invite>> {
+    async fn invites(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The project's id.")] project_id: ID,
+    ) -> Result<Vec<Invite>> {
         let viewer = ctx.viewer().require()?;
         let id = validation::id("projectId", &project_id)?;
         let invites = super::invites::list(ctx.data_unchecked::<Services>(), viewer, id).await?;
@@ -220,7 +224,11 @@ impl ProjectsQuery {
     }
 
     /// A project the viewer can read: public, a member of it, or an admin.
-    async fn project(&self, ctx: &Context<'_>, id: ID) -> Result<Project> {
+    async fn project(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The project's id.")] id: ID,
+    ) -> Result<Project> {
         let id = project_id(&id)?;
         Ok(Project(
             service::get(ctx.data_unchecked::<Services>(), ctx.viewer(), id).await?,
@@ -231,7 +239,9 @@ impl ProjectsQuery {
     async fn projects(
         &self,
         ctx: &Context<'_>,
-        filter: Option<ProjectFilter>,
+        #[graphql(desc = "Narrow the list: membership, visibility, a search text.")] filter: Option<
+            ProjectFilter,
+        >,
         #[graphql(default = 20, desc = "Page size, 0 to 100.")] first: i32,
         #[graphql(desc = "The `endCursor` of the previous page.")] after: Option<String>,
     ) -> Result<ProjectConnection> {
@@ -274,6 +284,7 @@ impl ProjectsMutation {
     async fn create_project(
         &self,
         ctx: &Context<'_>,
+        #[graphql(desc = "The new project's title, description, language and visibility.")]
         input: CreateProjectInput,
     ) -> Result<Project> {
         let viewer = ctx.viewer().require()?;
@@ -292,7 +303,8 @@ impl ProjectsMutation {
     async fn update_project(
         &self,
         ctx: &Context<'_>,
-        id: ID,
+        #[graphql(desc = "The project's id.")] id: ID,
+        #[graphql(desc = "The settings to change; absent ones stay as they are.")]
         input: UpdateProjectInput,
     ) -> Result<Project> {
         let viewer = ctx.viewer().require()?;
@@ -309,7 +321,11 @@ impl ProjectsMutation {
     }
 
     /// Delete a project and everything in it. OWNER only. Answers the deleted id.
-    async fn delete_project(&self, ctx: &Context<'_>, id: ID) -> Result<ID> {
+    async fn delete_project(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The project's id.")] id: ID,
+    ) -> Result<ID> {
         let viewer = ctx.viewer().require()?;
         service::delete(ctx.data_unchecked::<Services>(), viewer, project_id(&id)?).await?;
         Ok(id)
@@ -320,8 +336,8 @@ impl ProjectsMutation {
     async fn fork_project(
         &self,
         ctx: &Context<'_>,
-        id: ID,
-        title: Option<String>,
+        #[graphql(desc = "The id of the project to copy.")] id: ID,
+        #[graphql(desc = "The fork's title; the original's when absent.")] title: Option<String>,
     ) -> Result<Project> {
         let viewer = ctx.viewer().require()?;
         let services = ctx.data_unchecked::<Services>();
@@ -331,7 +347,11 @@ impl ProjectsMutation {
     }
 
     /// Join a public project as VIEWER. Joining again changes nothing.
-    async fn join_project(&self, ctx: &Context<'_>, id: ID) -> Result<Project> {
+    async fn join_project(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The id of the public project to join.")] id: ID,
+    ) -> Result<Project> {
         let viewer = ctx.viewer().require()?;
         Ok(Project(
             service::join(ctx.data_unchecked::<Services>(), viewer, project_id(&id)?).await?,
@@ -339,7 +359,11 @@ impl ProjectsMutation {
     }
 
     /// Leave a project. The last OWNER cannot leave. Answers the project's id.
-    async fn leave_project(&self, ctx: &Context<'_>, id: ID) -> Result<ID> {
+    async fn leave_project(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The project's id.")] id: ID,
+    ) -> Result<ID> {
         let viewer = ctx.viewer().require()?;
         service::leave(ctx.data_unchecked::<Services>(), viewer, project_id(&id)?).await?;
         Ok(id)
@@ -351,8 +375,9 @@ impl ProjectsMutation {
     async fn create_invite(
         &self,
         ctx: &Context<'_>,
-        project_id: ID,
-        role: ProjectRole,
+        #[graphql(desc = "The project's id.")] project_id: ID,
+        #[graphql(desc = "The role whoever accepts gets: EDITOR or VIEWER.")] role: ProjectRole,
+        #[graphql(desc = "Hours until the link stops working (1–720); never when absent.")]
         expires_in_hours: Option<i32>,
     ) -> Result<CreatedInvite> {
         let viewer = ctx.viewer().require()?;
@@ -372,7 +397,11 @@ impl ProjectsMutation {
     }
 
     /// Revoke an invite link. OWNER only.
-    async fn revoke_invite(&self, ctx: &Context<'_>, id: ID) -> Result<Invite> {
+    async fn revoke_invite(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The invite's id.")] id: ID,
+    ) -> Result<Invite> {
         let viewer = ctx.viewer().require()?;
         let id = validation::id("id", &id)?;
         let invite = super::invites::revoke(ctx.data_unchecked::<Services>(), viewer, id).await?;
@@ -381,7 +410,11 @@ impl ProjectsMutation {
 
     /// Join a project with an invite token. A member already keeps their role; an unknown,
     /// revoked or expired token is NOT_FOUND.
-    async fn accept_invite(&self, ctx: &Context<'_>, token: String) -> Result<Project> {
+    async fn accept_invite(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The token from the invite link.")] token: String,
+    ) -> Result<Project> {
         let viewer = ctx.viewer().require()?;
         let access =
             super::invites::accept(ctx.data_unchecked::<Services>(), viewer, &token).await?;
@@ -392,9 +425,9 @@ impl ProjectsMutation {
     async fn add_member(
         &self,
         ctx: &Context<'_>,
-        project_id: ID,
-        username: String,
-        role: ProjectRole,
+        #[graphql(desc = "The project's id.")] project_id: ID,
+        #[graphql(desc = "The username of the person to add.")] username: String,
+        #[graphql(desc = "The role they get.")] role: ProjectRole,
     ) -> Result<ProjectMember> {
         let viewer = ctx.viewer().require()?;
         let id = validation::id("projectId", &project_id)?;
@@ -413,9 +446,9 @@ impl ProjectsMutation {
     async fn set_member_role(
         &self,
         ctx: &Context<'_>,
-        project_id: ID,
-        user_id: ID,
-        role: ProjectRole,
+        #[graphql(desc = "The project's id.")] project_id: ID,
+        #[graphql(desc = "The member's user id.")] user_id: ID,
+        #[graphql(desc = "The new role.")] role: ProjectRole,
     ) -> Result<ProjectMember> {
         let viewer = ctx.viewer().require()?;
         let (id, user_id) = membership_ids(&project_id, &user_id)?;
@@ -434,8 +467,8 @@ impl ProjectsMutation {
     async fn remove_member(
         &self,
         ctx: &Context<'_>,
-        project_id: ID,
-        user_id: ID,
+        #[graphql(desc = "The project's id.")] project_id: ID,
+        #[graphql(desc = "The member's user id.")] user_id: ID,
     ) -> Result<Project> {
         let viewer = ctx.viewer().require()?;
         let (id, user_id) = membership_ids(&project_id, &user_id)?;
@@ -448,8 +481,8 @@ impl ProjectsMutation {
     async fn transfer_ownership(
         &self,
         ctx: &Context<'_>,
-        project_id: ID,
-        user_id: ID,
+        #[graphql(desc = "The project's id.")] project_id: ID,
+        #[graphql(desc = "The user id of the member who becomes the primary OWNER.")] user_id: ID,
     ) -> Result<Project> {
         let viewer = ctx.viewer().require()?;
         let (id, user_id) = membership_ids(&project_id, &user_id)?;
@@ -466,6 +499,7 @@ pub struct Invite(entity::invite::Model);
 /// An invite link to a project (its token is only shown when created).
 #[Object]
 impl Invite {
+    /// Stable id (a UUID).
     async fn id(&self) -> ID {
         ID(self.0.id.to_string())
     }
@@ -481,6 +515,7 @@ impl Invite {
     async fn created_by(&self, ctx: &Context<'_>) -> Result<User> {
         load_user(ctx, self.0.created_by).await
     }
+    /// When it was created.
     async fn created_at(&self) -> DateTime<Utc> {
         self.0.created_at
     }
@@ -488,6 +523,7 @@ impl Invite {
     async fn expires_at(&self) -> Option<DateTime<Utc>> {
         self.0.expires_at
     }
+    /// Whether an owner revoked it (it no longer works).
     async fn revoked(&self) -> bool {
         self.0.revoked_at.is_some()
     }
@@ -496,6 +532,8 @@ impl Invite {
 /// A new invite and its token: share `token` (for example as a link); it is not shown again.
 #[derive(SimpleObject)]
 pub struct CreatedInvite {
+    /// The secret to share (as `/invite/<token>` links); shown only this once.
     token: String,
+    /// The invite it belongs to (to list or revoke it).
     invite: Invite,
 }

@@ -50,11 +50,17 @@ pub struct Run(pub run::Model);
 /// The limits a run ran with.
 #[derive(SimpleObject)]
 pub struct RunLimitsInfo {
+    /// Wall-clock time allowed, in milliseconds.
     wall_ms: u64,
+    /// CPU time allowed, in milliseconds.
     cpu_ms: u64,
+    /// Memory allowed, in bytes.
     memory_bytes: u64,
+    /// Processes (and threads) allowed at once.
     processes: u32,
+    /// Largest file the program may write, in bytes.
     file_bytes: u64,
+    /// Output kept per stream, in bytes.
     output_bytes: u64,
 }
 
@@ -65,6 +71,7 @@ impl Run {
     async fn id(&self) -> ID {
         ID(self.0.id.to_string())
     }
+    /// The project it belongs to.
     async fn project_id(&self) -> ID {
         ID(self.0.project_id.to_string())
     }
@@ -72,6 +79,7 @@ impl Run {
     async fn requested_by(&self, ctx: &Context<'_>) -> Result<User> {
         load_user(ctx, self.0.requested_by).await
     }
+    /// The language it ran as.
     async fn language(&self) -> Language {
         self.0.language.into()
     }
@@ -79,6 +87,7 @@ impl Run {
     async fn entry(&self) -> &str {
         &self.0.entry
     }
+    /// Where it stands: QUEUED, RUNNING, or how it ended.
     async fn status(&self) -> RunStatus {
         self.0.status.into()
     }
@@ -94,6 +103,7 @@ impl Run {
     async fn stdout(&self) -> &str {
         &self.0.stdout
     }
+    /// Standard error so far (capped at the run's output limit).
     async fn stderr(&self) -> &str {
         &self.0.stderr
     }
@@ -101,15 +111,19 @@ impl Run {
     async fn stdout_truncated(&self) -> bool {
         self.0.stdout_truncated
     }
+    /// Whether error output beyond the cap was dropped.
     async fn stderr_truncated(&self) -> bool {
         self.0.stderr_truncated
     }
+    /// Wall-clock time it took, in milliseconds, once it ended.
     async fn wall_time_ms(&self) -> Option<i64> {
         self.0.wall_ms
     }
+    /// CPU time it used, in milliseconds, once it ended.
     async fn cpu_time_ms(&self) -> Option<i64> {
         self.0.cpu_ms
     }
+    /// The most memory it held at once, in bytes, once it ended.
     async fn peak_memory_bytes(&self) -> Option<i64> {
         self.0.peak_memory_bytes
     }
@@ -126,6 +140,7 @@ impl Run {
     async fn error(&self) -> Option<&str> {
         self.0.error.as_deref()
     }
+    /// The limits it ran with.
     async fn limits(&self) -> Result<RunLimitsInfo> {
         let limits: super::RunLimits =
             serde_json::from_value(self.0.limits.clone()).map_err(ApiError::internal)?;
@@ -138,12 +153,15 @@ impl Run {
             output_bytes: limits.output_bytes,
         })
     }
+    /// When it was asked for.
     async fn created_at(&self) -> DateTime<Utc> {
         self.0.created_at
     }
+    /// When a worker started it (the last attempt).
     async fn started_at(&self) -> Option<DateTime<Utc>> {
         self.0.started_at
     }
+    /// When it ended.
     async fn finished_at(&self) -> Option<DateTime<Utc>> {
         self.0.finished_at
     }
@@ -152,6 +170,7 @@ impl Run {
 /// A language runs can use, and whether its toolchain is installed here.
 #[derive(SimpleObject)]
 pub struct LanguageInfo {
+    /// The language.
     language: Language,
     /// The toolchain's version line, when installed.
     version: Option<String>,
@@ -174,10 +193,15 @@ pub enum Isolation {
 /// configured maxima.
 #[derive(InputObject, Default)]
 pub struct RunLimitsInput {
+    /// Wall-clock time, in milliseconds.
     wall_ms: Option<i64>,
+    /// CPU time, in milliseconds.
     cpu_ms: Option<i64>,
+    /// Memory, in MiB.
     memory_mb: Option<i64>,
+    /// Processes (and threads) at once.
     processes: Option<i64>,
+    /// Output kept per stream, in KiB.
     output_kb: Option<i64>,
 }
 
@@ -225,7 +249,11 @@ impl RunsQuery {
     }
 
     /// A run, for whoever can read its project.
-    async fn run(&self, ctx: &Context<'_>, id: ID) -> Result<Run> {
+    async fn run(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The run's id.")] id: ID,
+    ) -> Result<Run> {
         let services = ctx.data_unchecked::<Services>();
         let run = service::get(services, ctx.viewer(), id_arg("id", &id)?).await?;
         Ok(Run(run))
@@ -235,7 +263,7 @@ impl RunsQuery {
     async fn runs(
         &self,
         ctx: &Context<'_>,
-        project_id: ID,
+        #[graphql(desc = "The project's id.")] project_id: ID,
         #[graphql(default = 20, desc = "Page size, 1 to 100.")] first: i32,
         #[graphql(desc = "The `endCursor` of the previous page.")] after: Option<String>,
     ) -> Result<RunConnection> {
@@ -265,11 +293,16 @@ impl RunsMutation {
     async fn run_code(
         &self,
         ctx: &Context<'_>,
-        project_id: ID,
+        #[graphql(desc = "The project's id.")] project_id: ID,
         #[graphql(desc = "The project's default language when absent.")] language: Option<Language>,
+        #[graphql(desc = "The path of the project file to run (give this or `source`).")]
         entry: Option<String>,
+        #[graphql(desc = "Code to run instead of a project file (give this or `entry`).")]
         source: Option<String>,
-        stdin: Option<String>,
+        #[graphql(desc = "What the program reads on its standard input.")] stdin: Option<String>,
+        #[graphql(
+            desc = "Tighter or looser limits than the defaults, within the server's maximum."
+        )]
         limits: Option<RunLimitsInput>,
     ) -> Result<Run> {
         let viewer = ctx.viewer().require()?;
@@ -300,7 +333,11 @@ impl RunsMutation {
 
     /// Cancel a run: a queued one at once, a running one as soon as its worker kills it.
     /// EDITOR or OWNER. A run that has ended stays as it is.
-    async fn cancel_run(&self, ctx: &Context<'_>, id: ID) -> Result<Run> {
+    async fn cancel_run(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The run's id.")] id: ID,
+    ) -> Result<Run> {
         let viewer = ctx.viewer().require()?;
         let services = ctx.data_unchecked::<Services>();
         Ok(Run(
@@ -312,20 +349,25 @@ impl RunsMutation {
 /// Output of a run.
 #[derive(Enum, Copy, Clone, Eq, PartialEq)]
 pub enum OutputStream {
+    /// Standard output.
     Stdout,
+    /// Standard error.
     Stderr,
 }
 
 /// A run changed status (RUNNING, or QUEUED again before a retry).
 #[derive(SimpleObject)]
 pub struct RunStatusChanged {
+    /// The new status.
     status: RunStatus,
 }
 
 /// Output, numbered in the order it was produced (one sequence for both streams).
 #[derive(SimpleObject)]
 pub struct RunOutput {
+    /// Which stream it was written to.
     stream: OutputStream,
+    /// Its place in the run's output: one increasing sequence across both streams.
     seq: i64,
     /// The bytes as UTF-8 (invalid sequences replaced).
     data: String,
@@ -334,6 +376,7 @@ pub struct RunOutput {
 /// The run ended; `run` holds the result.
 #[derive(SimpleObject)]
 pub struct RunFinished {
+    /// The run with its result.
     run: Run,
 }
 
@@ -364,7 +407,7 @@ impl RunsSubscription {
     async fn run_events(
         &self,
         ctx: &Context<'_>,
-        run_id: ID,
+        #[graphql(desc = "The run's id.")] run_id: ID,
     ) -> Result<impl Stream<Item = Result<RunEvent>> + use<>> {
         let services = ctx.data_unchecked::<Services>().clone();
         let id = id_arg("runId", &run_id)?;

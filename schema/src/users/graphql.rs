@@ -107,7 +107,11 @@ impl UsersQuery {
     }
 
     /// Anyone's public profile, by username.
-    async fn user(&self, ctx: &Context<'_>, username: String) -> Result<User> {
+    async fn user(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The username to look up.")] username: String,
+    ) -> Result<User> {
         ctx.viewer().user()?;
         Ok(User(
             service::by_username(ctx.data_unchecked::<Services>(), &username).await?,
@@ -121,7 +125,12 @@ pub struct UsersMutation;
 #[Object]
 impl UsersMutation {
     /// Change the signed-in user's display name or preferences.
-    async fn update_me(&self, ctx: &Context<'_>, input: UpdateMeInput) -> Result<Account> {
+    async fn update_me(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The fields to change; absent ones stay as they are.")]
+        input: UpdateMeInput,
+    ) -> Result<Account> {
         let viewer = ctx.viewer().require()?;
         let update = ProfileUpdate {
             display_name: input.display_name,

@@ -23,9 +23,11 @@ impl Version {
     async fn id(&self) -> ID {
         ID(self.0.id.to_string())
     }
+    /// Its name.
     async fn title(&self) -> &str {
         &self.0.title
     }
+    /// A longer note (empty when none was given).
     async fn message(&self) -> &str {
         &self.0.message
     }
@@ -37,6 +39,7 @@ impl Version {
     async fn is_auto(&self) -> bool {
         self.0.is_auto
     }
+    /// When it was saved.
     async fn created_at(&self) -> DateTime<Utc> {
         self.0.created_at
     }
@@ -53,7 +56,11 @@ pub struct VersionsQuery;
 #[Object]
 impl VersionsQuery {
     /// A project's checkpoints, newest first.
-    async fn versions(&self, ctx: &Context<'_>, project_id: ID) -> Result<Vec<Version>> {
+    async fn versions(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The project's id.")] project_id: ID,
+    ) -> Result<Vec<Version>> {
         let services = ctx.data::<Services>()?;
         let project = validation::id("projectId", &project_id)?;
         let versions = service::list(services, ctx.viewer().user()?, project).await?;
@@ -70,9 +77,9 @@ impl VersionsMutation {
     async fn create_version(
         &self,
         ctx: &Context<'_>,
-        project_id: ID,
-        title: String,
-        message: Option<String>,
+        #[graphql(desc = "The project's id.")] project_id: ID,
+        #[graphql(desc = "The version's name, 1–120 characters.")] title: String,
+        #[graphql(desc = "A longer note about the version.")] message: Option<String>,
     ) -> Result<Version> {
         let services = ctx.data::<Services>()?;
         let viewer = ctx.viewer().require()?;
@@ -87,8 +94,8 @@ impl VersionsMutation {
     async fn restore_version(
         &self,
         ctx: &Context<'_>,
-        project_id: ID,
-        version_id: ID,
+        #[graphql(desc = "The project's id.")] project_id: ID,
+        #[graphql(desc = "The id of the version to bring back.")] version_id: ID,
     ) -> Result<DocumentVersion> {
         let services = ctx.data::<Services>()?;
         let viewer = ctx.viewer().require()?;
