@@ -232,43 +232,6 @@ impl NodeProcess {
     }
 }
 
-/// Not a test: how long an edit takes to be answered on a node with Redis (the edit path's
-/// cost of handing the update to Redis first). `cargo test --release -p codecrafter-tests
-/// --test e2e -- fanout::edit_latency --ignored --nocapture`.
-#[tokio::test]
-#[ignore = "a measurement, not a test"]
-async fn edit_latency() {
-    codecrafter_tests::run_with(
-        codecrafter_tests::Backend::Postgres,
-        shared_redis,
-        |app| async move {
-            let _node_b = app.spawn_node().await;
-            let team = team(&app).await;
-            let mut writer = Peer::join(&app, &team.owner, &team.project, 5).await;
-            let mut times = Vec::new();
-            for n in 0..500 {
-                let started = Instant::now();
-                writer
-                    .edit(|p| {
-                        let text = p.text("a.py");
-                        text.insert(text.len_unicode(), &format!("<{n}>")).unwrap();
-                    })
-                    .await;
-                times.push(started.elapsed());
-            }
-            times.sort();
-            let at = |q: f64| times[((times.len() - 1) as f64 * q) as usize];
-            eprintln!(
-                "applyUpdate over graphql-ws, 500 edits: p50 {:?}, p90 {:?}, p99 {:?}",
-                at(0.5),
-                at(0.9),
-                at(0.99)
-            );
-        },
-    )
-    .await;
-}
-
 /// A Redis server of the test's own, to stop and start again without disturbing the other
 /// tests on the shared one.
 struct PrivateRedis {
