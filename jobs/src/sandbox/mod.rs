@@ -57,7 +57,7 @@ pub struct Limits {
     pub file_bytes: u64,
     /// Output kept per stream; more kills the run (OUTPUT_LIMIT).
     pub output_bytes: u64,
-    /// Wall and CPU time of the compile step (C, C++, Rust, Java, Go), which the program
+    /// Wall and CPU time of the compile step (C, C++, Rust, Java, Go, TypeScript), which the program
     /// cannot use.
     pub compile_wall: Duration,
     pub compile_cpu: Duration,
@@ -74,7 +74,7 @@ impl Default for Limits {
             processes: 64,
             file_bytes: 1024 * 1024,
             output_bytes: 64 * 1024,
-            compile_wall: Duration::from_secs(20),
+            compile_wall: Duration::from_secs(40),
             compile_cpu: Duration::from_secs(15),
             cpu_cores: 1.0,
         }
