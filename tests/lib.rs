@@ -440,6 +440,13 @@ where
     }
 }
 
+/// Point `config` at the local Redis with a channel of its own, so nodes started from it
+/// share fan-out and session revocations with each other and with no other test.
+pub fn use_redis(config: &mut Config) {
+    config.redis_url = Some(SecretString::from("redis://127.0.0.1:6379"));
+    config.redis_channel = format!("cc-test-{}", uuid::Uuid::new_v4());
+}
+
 /// Declare tests that each run once on SQLite and once on PostgreSQL:
 ///
 /// ```ignore
@@ -468,4 +475,20 @@ macro_rules! backend_tests {
             }
         )*
     };
+}
+
+/// Wait until `condition` holds, checking every 20 ms; panics after `deadline`.
+pub async fn eventually<F, Fut>(deadline: std::time::Duration, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let until = tokio::time::Instant::now() + deadline;
+    while !condition().await {
+        assert!(
+            tokio::time::Instant::now() < until,
+            "the condition did not hold within {deadline:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }

@@ -212,4 +212,37 @@ impl WsClient {
     pub async fn closed(&mut self) -> bool {
         self.receive().await.is_none()
     }
+
+    /// Read without answering anything (pings included) until the server closes the socket;
+    /// the close code, or `None` when the connection just ended. Waits up to [`WAIT`].
+    pub async fn close_code(&mut self) -> Option<u16> {
+        loop {
+            let frame = tokio::time::timeout(WAIT, self.socket.next())
+                .await
+                .expect("the server closes the socket within the wait");
+            match frame {
+                None | Some(Err(_)) => return None,
+                Some(Ok(Message::Close(frame))) => return frame.map(|f| u16::from(f.code)),
+                Some(Ok(Message::Text(text))) => {
+                    let message: Value = serde_json::from_str(&text).expect("JSON message");
+                    if let Some(id) = message["id"].as_str()
+                        && let Some(queue) = self.pending.get_mut(id)
+                    {
+                        let event = match message["type"].as_str() {
+                            Some("next") => Event::Next(message["payload"].clone()),
+                            Some("error") => Event::Error(message["payload"].clone()),
+                            _ => Event::Complete,
+                        };
+                        queue.push_back(event);
+                    }
+                }
+                Some(Ok(_)) => {}
+            }
+        }
+    }
+
+    /// The events received so far for `id` (after [`WsClient::close_code`]).
+    pub fn received(&mut self, id: &str) -> Vec<Event> {
+        self.pending.remove(id).map(Vec::from).unwrap_or_default()
+    }
 }

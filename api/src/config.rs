@@ -86,9 +86,33 @@ pub struct Config {
     )]
     pub refresh_token_ttl_days: u64,
 
+    /// Seconds after a refresh token was used during which presenting it again (another tab
+    /// refreshing at the same moment) gets the same new pair instead of ending the session.
+    /// 0 treats every second use as reuse.
+    #[arg(
+        long,
+        env = "REFRESH_REUSE_GRACE_SECS",
+        default_value_t = 10,
+        global = true
+    )]
+    pub refresh_reuse_grace_secs: u64,
+
     /// Largest accepted request body, in bytes.
     #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 1024 * 1024, global = true)]
     pub max_body_bytes: usize,
+
+    /// Answer introspection (`__schema`, `__type`), as GraphiQL and codegen tools need.
+    #[arg(
+        long,
+        env = "INTROSPECTION",
+        default_value_t = true,
+        action = clap::ArgAction::Set,
+        global = true
+    )]
+    pub introspection: bool,
+
+    #[command(flatten)]
+    pub connections: ConnectionLimits,
 
     /// Connection pool size for PostgreSQL (SQLite always uses one writer connection).
     #[arg(
@@ -218,7 +242,10 @@ impl Config {
             log_format: LogFormat::Text,
             access_token_ttl_secs: 15 * 60,
             refresh_token_ttl_days: 30,
+            refresh_reuse_grace_secs: 10,
             max_body_bytes: 1024 * 1024,
+            introspection: true,
+            connections: ConnectionLimits::default(),
             database_max_connections: 10,
             redis_url: None,
             redis_channel: DEFAULT_REDIS_CHANNEL.to_owned(),
@@ -284,6 +311,15 @@ impl Config {
         }
     }
 
+    /// How the GraphQL schema is served.
+    pub fn schema_options(&self) -> schema::SchemaOptions {
+        schema::SchemaOptions {
+            introspection: self.introspection,
+            // An `applyUpdate` carries its update in the variables, in base64.
+            max_variables_bytes: self.max_update_bytes / 3 * 4 + 64 * 1024,
+        }
+    }
+
     pub fn mode(&self) -> Mode {
         if self.database_url.is_some() {
             Mode::Production
@@ -311,12 +347,75 @@ impl Config {
         Duration::from_secs(self.refresh_token_ttl_days * 24 * 60 * 60)
     }
 
+    pub fn refresh_reuse_grace(&self) -> Duration {
+        Duration::from_secs(self.refresh_reuse_grace_secs)
+    }
+
     /// Whether a database URL names PostgreSQL; anything else is refused at start-up.
     pub fn database_is_postgres(&self) -> bool {
         self.database_url.as_ref().is_some_and(|url| {
             let url = url.expose_secret();
             url.starts_with("postgres://") || url.starts_with("postgresql://")
         })
+    }
+}
+
+/// How long connections may stay idle or slow, and how many there may be.
+#[derive(Args, Debug, Clone)]
+pub struct ConnectionLimits {
+    /// Seconds a client has to send a request's headers.
+    #[arg(long, env = "HEADER_READ_TIMEOUT_SECS", default_value_t = ConnectionLimits::HEADER_READ_TIMEOUT_SECS, global = true)]
+    pub header_read_timeout_secs: u64,
+
+    /// Seconds an HTTP request (body read, execution, answer) may take.
+    #[arg(long, env = "REQUEST_TIMEOUT_SECS", default_value_t = ConnectionLimits::REQUEST_TIMEOUT_SECS, global = true)]
+    pub request_timeout_secs: u64,
+
+    /// Most open connections (HTTP and WebSocket) the node accepts; also bounded by the
+    /// process's descriptor limit.
+    #[arg(long, env = "MAX_CONNECTIONS", default_value_t = ConnectionLimits::MAX_CONNECTIONS, global = true)]
+    pub max_connections: usize,
+
+    /// Most open connections from one IP address.
+    #[arg(long, env = "MAX_CONNECTIONS_PER_IP", default_value_t = ConnectionLimits::MAX_CONNECTIONS_PER_IP, global = true)]
+    pub max_connections_per_ip: usize,
+
+    /// Seconds a WebSocket has to send `connection_init` (then closed with 4408).
+    #[arg(long, env = "WS_INIT_TIMEOUT_SECS", default_value_t = ConnectionLimits::WS_INIT_TIMEOUT_SECS, global = true)]
+    pub ws_init_timeout_secs: u64,
+
+    /// Seconds between the server's graphql-ws pings; a socket that answers nothing for
+    /// twice this long is closed.
+    #[arg(long, env = "WS_PING_INTERVAL_SECS", default_value_t = ConnectionLimits::WS_PING_INTERVAL_SECS, global = true)]
+    pub ws_ping_interval_secs: u64,
+
+    /// Seconds a WebSocket's outgoing queue may stay full (the client stopped reading)
+    /// before the socket is closed, so the client reconnects and resumes with `since`.
+    #[arg(long, env = "WS_STALL_TIMEOUT_SECS", default_value_t = ConnectionLimits::WS_STALL_TIMEOUT_SECS, global = true)]
+    pub ws_stall_timeout_secs: u64,
+}
+
+impl ConnectionLimits {
+    pub const HEADER_READ_TIMEOUT_SECS: u64 = 10;
+    pub const REQUEST_TIMEOUT_SECS: u64 = 30;
+    pub const MAX_CONNECTIONS: usize = 10_000;
+    pub const MAX_CONNECTIONS_PER_IP: usize = 256;
+    pub const WS_INIT_TIMEOUT_SECS: u64 = 10;
+    pub const WS_PING_INTERVAL_SECS: u64 = 15;
+    pub const WS_STALL_TIMEOUT_SECS: u64 = 10;
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        Self {
+            header_read_timeout_secs: Self::HEADER_READ_TIMEOUT_SECS,
+            request_timeout_secs: Self::REQUEST_TIMEOUT_SECS,
+            max_connections: Self::MAX_CONNECTIONS,
+            max_connections_per_ip: Self::MAX_CONNECTIONS_PER_IP,
+            ws_init_timeout_secs: Self::WS_INIT_TIMEOUT_SECS,
+            ws_ping_interval_secs: Self::WS_PING_INTERVAL_SECS,
+            ws_stall_timeout_secs: Self::WS_STALL_TIMEOUT_SECS,
+        }
     }
 }
 

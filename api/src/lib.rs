@@ -4,6 +4,7 @@ pub mod config;
 pub mod database;
 mod routes;
 pub mod secrets;
+pub mod server;
 pub mod startup;
 pub mod telemetry;
 

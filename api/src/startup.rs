@@ -2,9 +2,11 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use anyhow::Context;
 use schema::Services;
+use schema::auth::revocations::RevokedSessions;
 use schema::auth::tokens::TokenIssuer;
 use secrecy::ExposeSecret;
 use tokio::net::TcpListener;
@@ -16,6 +18,10 @@ use crate::{database, secrets};
 pub struct Application {
     listener: TcpListener,
     router: axum::Router,
+    limits: crate::config::ConnectionLimits,
+    connections: crate::server::ConnectionCount,
+    shutdown: tokio_util::sync::CancellationToken,
+    websockets: tokio_util::task::TaskTracker,
     services: Services,
     mode: Mode,
     workers: Option<Workers>,
@@ -36,7 +42,16 @@ pub async fn services(config: &Config) -> anyhow::Result<Services> {
         &secret,
         config.access_token_ttl(),
         config.refresh_token_ttl(),
-    );
+        config.refresh_reuse_grace(),
+    )?;
+    let revoked_sessions = match &config.redis_url {
+        Some(url) => RevokedSessions::shared(
+            url.expose_secret(),
+            &config.redis_channel,
+            tokens.revocation_ttl(),
+        )?,
+        None => RevokedSessions::local(tokens.revocation_ttl()),
+    };
     let bus = match &config.redis_url {
         Some(url) => schema::realtime::Bus::redis(url.expose_secret(), &config.redis_channel)
             .await
@@ -60,7 +75,14 @@ pub async fn services(config: &Config) -> anyhow::Result<Services> {
         config: config.runs(),
     };
     detect.await?;
-    Ok(Services::new(db, tokens, bus, config.collab(), runs))
+    Ok(Services::new(
+        db,
+        tokens,
+        revoked_sessions,
+        bus,
+        config.collab(),
+        runs,
+    ))
 }
 
 /// Workers running inside this process, and how to stop them.
@@ -127,7 +149,10 @@ impl Application {
     /// Connect, migrate, and bind (port 0 picks a free port).
     pub async fn build(config: &Config) -> anyhow::Result<Self> {
         let services = services(config).await?;
-        let schema = schema::build(services.clone());
+        let schema = schema::build(services.clone(), &config.schema_options());
+        let limits = config.connections.clone();
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let websockets = tokio_util::task::TaskTracker::new();
         let router = routes::router(
             AppState {
                 schema,
@@ -135,9 +160,21 @@ impl Application {
                 max_ws_message_bytes: config
                     .max_body_bytes
                     .max(config.max_update_bytes / 3 * 4 + 64 * 1024),
+                ws: routes::WsSettings {
+                    init_timeout: Duration::from_secs(limits.ws_init_timeout_secs.max(1)),
+                    ping_interval: Duration::from_secs(limits.ws_ping_interval_secs.max(1)),
+                    stall_timeout: Duration::from_secs(limits.ws_stall_timeout_secs.max(1)),
+                },
+                shutdown: shutdown.clone(),
+                connections: websockets.clone(),
             },
             config.max_body_bytes,
+            Duration::from_secs(limits.request_timeout_secs.max(1)),
             routes::cors(&config.cors_origins)?,
+        );
+        let connections = crate::server::ConnectionCount::new(
+            crate::server::connection_cap(&limits),
+            limits.max_connections_per_ip,
         );
         let listener = TcpListener::bind(config.bind)
             .await
@@ -148,6 +185,10 @@ impl Application {
         Ok(Self {
             listener,
             router,
+            limits,
+            connections,
+            shutdown,
+            websockets,
             services,
             mode: config.mode(),
             workers,
@@ -167,22 +208,37 @@ impl Application {
         &self.services
     }
 
-    /// Serve until `shutdown` resolves, then finish in-flight requests and close the pool.
+    /// The connections open now.
+    pub fn open_connections(&self) -> crate::server::ConnectionCount {
+        self.connections.clone()
+    }
+
+    /// Serve until `shutdown` resolves, then finish in-flight requests, complete every
+    /// WebSocket's operations and close it (1001), stop the workers and close the pool.
     pub async fn run_until(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        use axum::serve::ListenerExt;
-        // Edits are small frames answered at once: Nagle's algorithm would hold each answer
-        // back until the client's delayed ACK (~40 ms).
-        let listener = self.listener.tap_io(|tcp| {
-            if let Err(error) = tcp.set_nodelay(true) {
-                tracing::debug!(%error, "cannot set TCP_NODELAY");
-            }
+        let stop = self.shutdown.clone();
+        tokio::spawn(async move {
+            shutdown.await;
+            stop.cancel();
         });
-        axum::serve(listener, self.router)
-            .with_graceful_shutdown(shutdown)
-            .await?;
+        crate::server::serve(
+            self.listener,
+            self.router,
+            &self.limits,
+            self.connections,
+            self.shutdown.clone(),
+        )
+        .await;
+        self.websockets.close();
+        if tokio::time::timeout(Duration::from_secs(5), self.websockets.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("WebSockets still open 5 s after the stop are dropped");
+        }
         if let Some(workers) = self.workers {
             workers.stop(self.grace).await;
         }

@@ -1,8 +1,10 @@
 //! `refresh_tokens`: rotating refresh tokens, stored as SHA-256 hashes.
 //!
-//! Every sign-in starts a family; each refresh revokes the presented token and issues a
-//! successor in the same family. Presenting a token that was already rotated away revokes
-//! the whole family (it was stolen or replayed).
+//! Every sign-in starts a family (a session; its id is the access tokens' `sid`); each refresh
+//! revokes the presented token and issues a successor in the same family, derived from the
+//! presented token with the server key, so only hashes are ever stored. Presenting a token that
+//! was rotated away within the grace window answers that successor again (two tabs); later, it
+//! revokes the whole family (it was stolen or replayed).
 
 use sea_orm::entity::prelude::*;
 

@@ -32,6 +32,8 @@ pub enum Viewer {
     /// A token was sent but is expired or forged: answer UNAUTHENTICATED rather than
     /// silently treating the caller as anonymous, so clients know to refresh.
     InvalidToken,
+    /// A valid token of a session that was signed out or revoked since.
+    SignedOut,
 }
 
 impl Viewer {
@@ -42,6 +44,9 @@ impl Viewer {
             Self::User(user) if user.expires_at > chrono::Utc::now().timestamp() => Ok(Some(user)),
             Self::User(_) => Err(invalid_token()),
             Self::InvalidToken => Err(invalid_token()),
+            Self::SignedOut => Err(ApiError::unauthenticated(
+                "this session was signed out; sign in again",
+            )),
         }
     }
 
@@ -58,13 +63,25 @@ fn invalid_token() -> ApiError {
 
 /// The viewer of the current GraphQL request.
 pub trait ViewerExt {
+    /// Who is asking. A token whose session has ended since it was issued (or since the
+    /// WebSocket's `connection_init`) reads as [`Viewer::SignedOut`]: every resolver that acts
+    /// for a user goes through here, so this is the one place revocation is checked.
     fn viewer(&self) -> &Viewer;
 }
 
 impl ViewerExt for async_graphql::Context<'_> {
     fn viewer(&self) -> &Viewer {
         static ANONYMOUS: Viewer = Viewer::Anonymous;
-        self.data_opt::<Viewer>().unwrap_or(&ANONYMOUS)
+        static SIGNED_OUT: Viewer = Viewer::SignedOut;
+        let viewer = self.data_opt::<Viewer>().unwrap_or(&ANONYMOUS);
+        match (viewer, self.data_opt::<crate::Services>()) {
+            (Viewer::User(user), Some(services))
+                if services.revoked_sessions.is_revoked(user.session_id) =>
+            {
+                &SIGNED_OUT
+            }
+            _ => viewer,
+        }
     }
 }
 

@@ -2,14 +2,20 @@
 
 use std::sync::Arc;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
 use async_graphql::extensions::{
-    Extension, ExtensionContext, ExtensionFactory, NextRequest, NextSubscribe,
+    Extension, ExtensionContext, ExtensionFactory, NextExecute, NextPrepareRequest, NextRequest,
+    NextResolve, NextSubscribe, ResolveInfo,
 };
-use async_graphql::{Response, ServerError};
+use async_graphql::parser::types::OperationType;
+use async_graphql::{Request, Response, ServerError, ServerResult, Value};
 use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
 
 use crate::error::codes;
+use crate::limits;
 
 /// Gives every error an `extensions.code`. Resolver errors already carry theirs (see
 /// `error.rs`); what is left are async-graphql's own parse, validation and limit errors,
@@ -51,5 +57,160 @@ pub fn fill_codes(errors: &mut [ServerError]) {
         if extensions.get("code").is_none() {
             extensions.set("code", codes::BAD_USER_INPUT);
         }
+    }
+}
+
+/// What `__schema { description }` answers (async-graphql's own is a fixed sentence about
+/// GraphQL in general).
+pub const SCHEMA_DESCRIPTION: &str = "CodeCrafter: real-time collaborative code editing. \
+Accounts and sessions, projects and their members, live Loro CRDT documents with presence and \
+chat over graphql-ws, named versions, forks, and sandboxed code runs whose output streams to \
+everyone in the project.";
+
+/// Longest a query (a read) may execute. Mutations are not cut off midway: dropping one
+/// between its commit and its broadcast would lose the broadcast; their work is bounded by
+/// the limits on their input instead.
+pub const QUERY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Bounds the work of every request before it is parsed, validated and executed (see
+/// [`limits`]), cuts queries off after [`QUERY_TIMEOUT`], and answers the schema's description.
+pub struct RequestLimits {
+    /// Largest variables, in bytes (an `applyUpdate` carries its update there, in base64).
+    pub max_variables_bytes: usize,
+    /// Whether `__schema` and `__type` are answered; when not, asking is refused in words
+    /// (async-graphql alone would answer `null`).
+    pub introspection: bool,
+}
+
+impl ExtensionFactory for RequestLimits {
+    fn create(&self) -> Arc<dyn Extension> {
+        Arc::new(RequestLimitsExtension {
+            max_variables_bytes: self.max_variables_bytes,
+            introspection: self.introspection,
+            only_queries: AtomicBool::new(false),
+        })
+    }
+}
+
+struct RequestLimitsExtension {
+    max_variables_bytes: usize,
+    introspection: bool,
+    /// Set once the document is parsed: whether every operation in it is a query.
+    only_queries: AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl Extension for RequestLimitsExtension {
+    async fn prepare_request(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        mut request: Request,
+        next: NextPrepareRequest<'_>,
+    ) -> ServerResult<Request> {
+        limits::scan(&request.query)?;
+        limits::check_variables(&request.variables, self.max_variables_bytes)?;
+        // Measured here, before async-graphql's own recursion check, which walks every
+        // fragment spread without remembering (2^n for a chain of doubling fragments). A
+        // document that does not parse is left for async-graphql to report.
+        if let Ok(document) = request.parsed_query() {
+            let measured = limits::measure(document)?;
+            if measured.introspection && !self.introspection {
+                let mut error =
+                    ServerError::new("introspection is turned off on this server", None);
+                error
+                    .extensions
+                    .get_or_insert_with(Default::default)
+                    .set("code", codes::BAD_USER_INPUT);
+                return Err(error);
+            }
+            let only_queries = document
+                .operations
+                .iter()
+                .all(|(_, operation)| operation.node.ty == OperationType::Query);
+            self.only_queries.store(only_queries, Ordering::Relaxed);
+        }
+        next.run(ctx, request).await
+    }
+
+    async fn execute(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        operation_name: Option<&str>,
+        next: NextExecute<'_>,
+    ) -> Response {
+        if !self.only_queries.load(Ordering::Relaxed) {
+            return null_failed_roots(next.run(ctx, operation_name).await);
+        }
+        match tokio::time::timeout(QUERY_TIMEOUT, next.run(ctx, operation_name)).await {
+            Ok(response) => null_failed_roots(response),
+            Err(_) => {
+                let mut error = ServerError::new(
+                    format!(
+                        "the query took longer than {} seconds and was stopped",
+                        QUERY_TIMEOUT.as_secs()
+                    ),
+                    None,
+                );
+                let extensions = error.extensions.get_or_insert_with(Default::default);
+                extensions.set("code", codes::BAD_USER_INPUT);
+                extensions.set("limit", "timeout");
+                Response::from_errors(vec![error])
+            }
+        }
+    }
+
+    async fn resolve(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        info: ResolveInfo<'_>,
+        next: NextResolve<'_>,
+    ) -> ServerResult<Option<Value>> {
+        if info.parent_type == "__Schema" && info.name == "description" {
+            return Ok(Some(Value::String(SCHEMA_DESCRIPTION.to_owned())));
+        }
+        next.run(ctx, info).await
+    }
+}
+
+/// A non-null root field that failed makes `data` null, as the GraphQL spec says; async-graphql
+/// leaves the other root fields and just omits the failed one, which typed clients cannot
+/// tell from a bug. A failed nullable root field is present as `null`, so a field in error
+/// but absent from `data` was non-null.
+fn null_failed_roots(mut response: Response) -> Response {
+    use async_graphql::PathSegment;
+    let Value::Object(data) = &response.data else {
+        return response;
+    };
+    let dropped = response
+        .errors
+        .iter()
+        .any(|error| match error.path.first() {
+            Some(PathSegment::Field(key)) => !data.contains_key(key.as_str()),
+            _ => false,
+        });
+    if dropped {
+        response.data = Value::Null;
+    }
+    response
+}
+
+/// Stops every request after validation (see [`crate::validator`]).
+pub struct ValidateOnly;
+
+impl ExtensionFactory for ValidateOnly {
+    fn create(&self) -> Arc<dyn Extension> {
+        Arc::new(ValidateOnly)
+    }
+}
+
+#[async_trait::async_trait]
+impl Extension for ValidateOnly {
+    async fn execute(
+        &self,
+        _ctx: &ExtensionContext<'_>,
+        _operation_name: Option<&str>,
+        _next: NextExecute<'_>,
+    ) -> Response {
+        Response::new(Value::Null)
     }
 }

@@ -10,6 +10,7 @@ pub mod documents;
 pub mod error;
 pub mod events;
 mod extensions;
+pub mod limits;
 pub mod loaders;
 pub mod metrics;
 pub mod presence;
@@ -20,7 +21,7 @@ pub mod scalars;
 pub mod state;
 mod time;
 pub mod users;
-mod validation;
+pub mod validation;
 pub mod versions;
 
 use async_graphql::dataloader::DataLoader;
@@ -65,11 +66,11 @@ pub struct Subscription(
 
 pub type AppSchema = Schema<Query, Mutation, Subscription>;
 
-/// Deepest selection a query may nest.
-pub const MAX_DEPTH: usize = 12;
-/// Most fields a query may select, counted recursively.
-pub const MAX_COMPLEXITY: usize = 1_000;
+pub use extensions::SCHEMA_DESCRIPTION;
 
+/// Depth and complexity are bounded by [`limits`] (fragments expanded, introspection by its
+/// own rule), before validation; async-graphql's own rules would refuse the standard
+/// introspection query and do not expand fragments.
 fn builder() -> async_graphql::SchemaBuilder<Query, Mutation, Subscription> {
     Schema::build(
         Query::default(),
@@ -77,13 +78,43 @@ fn builder() -> async_graphql::SchemaBuilder<Query, Mutation, Subscription> {
         Subscription::default(),
     )
     .extension(extensions::ErrorCodes)
-    .limit_depth(MAX_DEPTH)
-    .limit_complexity(MAX_COMPLEXITY)
+}
+
+/// How the schema is served.
+#[derive(Clone, Debug)]
+pub struct SchemaOptions {
+    /// Whether `__schema` and `__type` are answered.
+    pub introspection: bool,
+    /// Largest variables of one request, in bytes.
+    pub max_variables_bytes: usize,
 }
 
 /// The schema, serving `services`.
-pub fn build(services: Services) -> AppSchema {
-    builder().data(services).finish()
+pub fn build(services: Services, options: &SchemaOptions) -> AppSchema {
+    let builder = builder()
+        .extension(extensions::RequestLimits {
+            max_variables_bytes: options.max_variables_bytes,
+            introspection: options.introspection,
+        })
+        .data(services);
+    if options.introspection {
+        builder.finish()
+    } else {
+        builder.disable_introspection().finish()
+    }
+}
+
+/// The schema with nothing behind it: a request is limited, parsed and validated exactly as
+/// [`build`]'s would be, and never executed (the answer's `data` is `null`). For fuzzing the
+/// request path without a database.
+pub fn validator(options: &SchemaOptions) -> AppSchema {
+    builder()
+        .extension(extensions::RequestLimits {
+            max_variables_bytes: options.max_variables_bytes,
+            introspection: options.introspection,
+        })
+        .extension(extensions::ValidateOnly)
+        .finish()
 }
 
 /// The SDL that `schema/schema.graphql` must equal.

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use sea_orm::{DatabaseBackend, DatabaseConnection};
 
+use crate::auth::revocations::RevokedSessions;
 use crate::auth::tokens::TokenIssuer;
 use crate::documents::{CollabConfig, Documents};
 use crate::presence::Presence;
@@ -21,6 +22,8 @@ pub struct Runs {
 pub struct Services {
     pub db: DatabaseConnection,
     pub tokens: Arc<TokenIssuer>,
+    /// Sessions ended before their access tokens expire (shared through Redis in production).
+    pub revoked_sessions: Arc<RevokedSessions>,
     /// Failed sign-ins per login (per node).
     pub sign_ins: Arc<crate::auth::limiter::SignInLimiter>,
     /// Profiles recently read (a few seconds), shared by every request and connection.
@@ -38,6 +41,7 @@ impl Services {
     pub fn new(
         db: DatabaseConnection,
         tokens: TokenIssuer,
+        revoked_sessions: RevokedSessions,
         bus: Arc<Bus>,
         collab: CollabConfig,
         runs: Runs,
@@ -47,6 +51,7 @@ impl Services {
         Self {
             db,
             tokens: Arc::new(tokens),
+            revoked_sessions: Arc::new(revoked_sessions),
             sign_ins: Arc::default(),
             users: crate::loaders::UserCache::default(),
             metrics: Arc::default(),

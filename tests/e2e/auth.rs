@@ -1,11 +1,18 @@
 //! Sign-up, sign-in, refresh-token rotation, sign-out and password changes.
 
+use std::time::{Duration, Instant};
+
 use codecrafter_tests::serde_json::{Value, json};
+use codecrafter_tests::ws::WsClient;
 use codecrafter_tests::{TestApp, backend_tests};
 
 const SIGN_UP: &str = "mutation($input: SignUpInput!) { signUp(input: $input) { accessToken refreshToken user { id username email displayName role } } }";
 const SIGN_IN: &str = "mutation($login: String!, $password: String!) { signIn(input: {login: $login, password: $password}) { accessToken refreshToken user { username lastLoginAt } } }";
-const REFRESH: &str = "mutation($t: String!) { refreshToken(refreshToken: $t) { accessToken refreshToken user { username } } }";
+const REFRESH: &str = "mutation($t: String!) { refreshToken(refreshToken: $t) { accessToken accessTokenExpiresAt refreshToken refreshTokenExpiresAt user { username } } }";
+const SIGN_OUT: &str = "mutation($t: String!) { signOut(refreshToken: $t) }";
+const CHANGE: &str =
+    "mutation($c: String!, $n: String!) { changePassword(currentPassword: $c, newPassword: $n) }";
+const ME: &str = "{ me { username } }";
 
 fn sign_up_input(username: &str, email: &str, password: &str) -> Value {
     json!({ "input": { "username": username, "email": email, "password": password } })
@@ -21,6 +28,44 @@ fn next_token(answer: &codecrafter_tests::Gql) -> String {
         .as_str()
         .unwrap()
         .to_owned()
+}
+
+/// Move a spent refresh token's rotation `seconds` into the past: the grace window has passed.
+async fn rotated_seconds_ago(app: &TestApp, token: &str, seconds: i64) {
+    use entity::refresh_token::{Column, Entity};
+    use sea_orm::sea_query::Expr;
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+    let at = chrono::Utc::now() - chrono::Duration::seconds(seconds);
+    let moved = Entity::update_many()
+        .col_expr(Column::RevokedAt, Expr::value(at))
+        .filter(Column::TokenHash.eq(schema::auth::tokens::hash_refresh_token(token)))
+        .filter(Column::ReplacedBy.is_not_null())
+        .exec(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(moved.rows_affected, 1);
+}
+
+/// A WebSocket operation's result payload is an UNAUTHENTICATED error.
+fn assert_unauthenticated(payload: &Value) {
+    assert_eq!(
+        payload["errors"][0]["extensions"]["code"], "UNAUTHENTICATED",
+        "{payload}"
+    );
+}
+
+/// Ask `app` for `me` with `token` until it is refused, for at most `within`.
+async fn refused_within(app: &TestApp, token: &str, within: Duration) -> Duration {
+    let start = Instant::now();
+    loop {
+        let answer = app.gql_as(token, ME, json!({})).await;
+        if answer.body.get("errors").is_some() {
+            answer.assert_error("UNAUTHENTICATED", None);
+            return start.elapsed();
+        }
+        assert!(start.elapsed() < within, "still accepted after {within:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await; // poll interval
+    }
 }
 
 backend_tests! {
@@ -161,15 +206,91 @@ backend_tests! {
         refresh(&app, &other.refresh).await.data();
     }
 
-    async fn concurrent_refreshes_with_one_token_yield_one_session(app) {
+    async fn two_tabs_refreshing_at_once_get_the_same_pair(app) {
         let user = app.sign_up("edsger").await;
-        let (a, b) = tokio::join!(refresh(&app, &user.refresh), refresh(&app, &user.refresh));
-        let succeeded: Vec<_> = [&a, &b].into_iter().filter(|r| r.body.get("errors").is_none()).collect();
-        assert!(succeeded.len() <= 1, "a token was spent twice: {a:?} {b:?}");
-        if let Some(winner) = succeeded.first() {
-            // The loser's replay revoked the family, including the winner's new token.
-            refresh(&app, &next_token(winner)).await.assert_error("UNAUTHENTICATED", None);
+        let tabs = (0..4).map(|_| refresh(&app, &user.refresh));
+        let answers = futures_util::future::join_all(tabs).await;
+        let a = &answers[0].data()["refreshToken"];
+        for answer in &answers[1..] {
+            assert_eq!(&answer.data()["refreshToken"], a, "every tab gets the same pair");
         }
+        assert_ne!(a["refreshToken"], user.refresh.as_str());
+        // A late tab within the window too.
+        let late = refresh(&app, &user.refresh).await;
+        assert_eq!(&late.data()["refreshToken"], a);
+        // The session goes on: the pair works, and rotates as usual.
+        let access = a["accessToken"].as_str().unwrap();
+        let me = app.gql_as(access, "{ me { username } }", json!({})).await;
+        assert_eq!(me.data()["me"]["username"], "edsger");
+        let next = refresh(&app, a["refreshToken"].as_str().unwrap()).await;
+        let next_access = next.data()["refreshToken"]["accessToken"].as_str().unwrap();
+        app.gql_as(next_access, "{ me { username } }", json!({})).await.data();
+        app.gql_as(access, "{ me { username } }", json!({})).await.data();
+    }
+
+    async fn a_refresh_token_reused_after_the_window_revokes_the_family(app) {
+        let user = app.sign_up("tony").await;
+        let first = refresh(&app, &user.refresh).await;
+        let access = first.data()["refreshToken"]["accessToken"].as_str().unwrap().to_owned();
+        let successor = next_token(&first);
+        let mut ws = WsClient::connect(&app, Some(&access)).await;
+        assert!(ws.request(ME, json!({})).await.get("errors").is_none());
+        rotated_seconds_ago(&app, &user.refresh, 11).await;
+
+        refresh(&app, &user.refresh).await.assert_error("UNAUTHENTICATED", None);
+        refresh(&app, &successor).await.assert_error("UNAUTHENTICATED", None);
+        // The family's access tokens end with it, over HTTP and on an open socket.
+        app.gql_as(&access, ME, json!({})).await.assert_error("UNAUTHENTICATED", None);
+        assert_unauthenticated(&ws.request(ME, json!({})).await);
+        // The user's other sessions are untouched.
+        let other = app.sign_in("tony", "password-tony").await;
+        app.gql_as(&other.access, ME, json!({})).await.data();
+    }
+
+    async fn sign_out_ends_the_sessions_access_tokens(app) {
+        let user = app.sign_up("ken").await;
+        let other = app.sign_in("ken", "password-ken").await;
+        let project = app.create_project(&user, "Unix", false).await;
+        let mut ws = WsClient::connect(&app, Some(&user.access)).await;
+        assert!(ws.request(ME, json!({})).await.get("errors").is_none());
+        app.gql(SIGN_OUT, json!({ "t": user.refresh })).await.data();
+
+        let refused = app.gql_as(&user.access, ME, json!({})).await;
+        refused.assert_error("UNAUTHENTICATED", None);
+        assert!(refused.message().contains("signed out"), "{}", refused.body);
+        const RENAME: &str = "mutation($p: ID!) { updateProject(id: $p, input: {title: \"Plan 9\"}) { title } }";
+        app.gql_as(&user.access, RENAME, json!({ "p": project }))
+            .await
+            .assert_error("UNAUTHENTICATED", None);
+        // On the open socket: queries, mutations and new subscriptions alike.
+        assert_unauthenticated(&ws.request(ME, json!({})).await);
+        assert_unauthenticated(&ws.request(RENAME, json!({ "p": project })).await);
+        let events = ws
+            .subscribe("subscription($p: ID!) { projectEvents(projectId: $p) { __typename } }", json!({ "p": project }))
+            .await;
+        assert_eq!(ws.next(&events).await.code(), "UNAUTHENTICATED");
+        let title = app.gql_as(&other.access, "query($p: ID!) { project(id: $p) { title } }", json!({ "p": project })).await;
+        assert_eq!(title.data()["project"]["title"], "Unix");
+        app.gql_as(&other.access, ME, json!({})).await.data();
+        let mut other_ws = WsClient::connect(&app, Some(&other.access)).await;
+        assert!(other_ws.request(ME, json!({})).await.get("errors").is_none());
+    }
+
+    async fn change_password_ends_other_sessions_access_tokens(app) {
+        let here = app.sign_up("dennis").await;
+        let elsewhere = app.sign_in("dennis", "password-dennis").await;
+        let mut ws = WsClient::connect(&app, Some(&elsewhere.access)).await;
+        assert!(ws.request(ME, json!({})).await.get("errors").is_none());
+        app.gql_as(&here.access, CHANGE, json!({ "c": "password-dennis", "n": "brand-new-pass" }))
+            .await
+            .data();
+
+        app.gql_as(&elsewhere.access, ME, json!({})).await.assert_error("UNAUTHENTICATED", None);
+        assert_unauthenticated(&ws.request(ME, json!({})).await);
+        // The session that changed the password keeps working.
+        app.gql_as(&here.access, ME, json!({})).await.data();
+        let mut here_ws = WsClient::connect(&app, Some(&here.access)).await;
+        assert!(here_ws.request(ME, json!({})).await.get("errors").is_none());
     }
 
     async fn garbage_refresh_tokens_are_unauthenticated(app) {
@@ -180,7 +301,7 @@ backend_tests! {
     async fn sign_out_ends_the_session(app) {
         let user = app.sign_up("barbara").await;
         let other = app.sign_in("barbara", "password-barbara").await;
-        let answer = app.gql("mutation($t: String!) { signOut(refreshToken: $t) }", json!({ "t": user.refresh })).await;
+        let answer = app.gql(SIGN_OUT, json!({ "t": user.refresh })).await;
         assert_eq!(answer.data()["signOut"], true);
         refresh(&app, &user.refresh).await.assert_error("UNAUTHENTICATED", None);
         // Only that session: the other sign-in still refreshes.
@@ -193,7 +314,6 @@ backend_tests! {
     async fn change_password_signs_out_other_sessions(app) {
         let here = app.sign_up("donald").await;
         let elsewhere = app.sign_in("donald", "password-donald").await;
-        const CHANGE: &str = "mutation($c: String!, $n: String!) { changePassword(currentPassword: $c, newPassword: $n) }";
 
         app.gql_as(&here.access, CHANGE, json!({ "c": "wrong-password", "n": "brand-new-pass" }))
             .await
@@ -216,5 +336,42 @@ backend_tests! {
             .await
             .assert_error("UNAUTHENTICATED", None);
         app.sign_in("donald", "brand-new-pass").await;
+    }
+}
+
+/// Two API nodes sharing a database and Redis: a session signed out on one is refused on the
+/// other within a few seconds, over HTTP and on an open socket, and by a node started later.
+async fn sign_out_reaches_every_node(backend: codecrafter_tests::Backend) {
+    codecrafter_tests::run_with(backend, codecrafter_tests::use_redis, |app| async move {
+        let node_b = app.spawn_node().await;
+        let user = app.sign_up("radia").await;
+        let other = app.sign_in("radia", "password-radia").await;
+        node_b.gql_as(&user.access, ME, json!({})).await.data();
+        let mut ws = WsClient::connect(&node_b, Some(&user.access)).await;
+        assert!(ws.request(ME, json!({})).await.get("errors").is_none());
+
+        app.gql(SIGN_OUT, json!({ "t": user.refresh })).await.data();
+        let took = refused_within(&node_b, &user.access, Duration::from_secs(5)).await;
+        eprintln!("a sign-out reached the other node in {took:?}");
+        assert_unauthenticated(&ws.request(ME, json!({})).await);
+        node_b.gql_as(&other.access, ME, json!({})).await.data();
+
+        // A node that starts later learns of it from Redis.
+        let node_c = app.spawn_node().await;
+        refused_within(&node_c, &user.access, Duration::from_secs(5)).await;
+        node_c.gql_as(&other.access, ME, json!({})).await.data();
+    })
+    .await;
+}
+
+mod a_sign_out_on_one_node_is_refused_on_the_others {
+    #[tokio::test]
+    async fn sqlite() {
+        super::sign_out_reaches_every_node(codecrafter_tests::Backend::Sqlite).await;
+    }
+
+    #[tokio::test]
+    async fn postgres() {
+        super::sign_out_reaches_every_node(codecrafter_tests::Backend::Postgres).await;
     }
 }

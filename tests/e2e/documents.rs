@@ -755,9 +755,10 @@ backend_tests! {
         let mut anonymous = WsClient::connect(&app, None).await;
         let sub = anonymous.subscribe(SUBSCRIBE, json!({ "p": team.project })).await;
         assert_eq!(anonymous.next(&sub).await.code(), "NOT_FOUND");
-        let mut forged = WsClient::connect(&app, Some("not-a-token")).await;
-        let sub = forged.subscribe(SUBSCRIBE, json!({ "p": team.project })).await;
-        assert_eq!(forged.next(&sub).await.code(), "UNAUTHENTICATED");
+        // A forged token is refused when the connection is initialised (close 4403).
+        let mut forged = WsClient::open(&app).await;
+        forged.send(json!({ "type": "connection_init", "payload": { "authorization": "Bearer not-a-token" } })).await;
+        assert_eq!(forged.close_code().await, Some(4403));
         let mut bad = WsClient::connect(&app, Some(&team.editor.access)).await;
         let sub = bad.subscribe(SUBSCRIBE, json!({ "p": team.project, "since": STANDARD.encode(b"garbage") })).await;
         assert_eq!(bad.next(&sub).await.code(), "BAD_USER_INPUT");

@@ -1,17 +1,22 @@
-//! `/graphql` over HTTP: POST with a JSON body, or GET with `?query=` (queries only).
+//! `/graphql` over HTTP (GraphQL over HTTP: POST with a JSON body, or GET with `?query=`,
+//! queries only) and the WebSocket upgrade to graphql-ws (see `graphql_ws`).
 
-use async_graphql::http::ALL_WEBSOCKET_PROTOCOLS;
 use async_graphql::parser::types::{DocumentOperations, OperationType};
-use async_graphql::{Response, ServerError};
-use async_graphql_axum::{GraphQLProtocol, GraphQLRequest, GraphQLResponse, GraphQLWebSocket};
+use async_graphql::{Response, ServerError, Value};
+use async_graphql_axum::GraphQLRequest;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{FromRequest, FromRequestParts, Request, State};
-use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response as HttpResponse};
 use schema::Viewer;
 use schema::error::codes;
 
 use super::AppState;
+use super::graphql_ws;
+
+/// The media type of GraphQL over HTTP, and the older one clients may ask for instead.
+const GRAPHQL_RESPONSE_JSON: &str = "application/graphql-response+json";
+const APPLICATION_JSON: &str = "application/json";
 
 pub async fn graphql(
     State(state): State<AppState>,
@@ -19,6 +24,7 @@ pub async fn graphql(
     headers: HeaderMap,
     request: Result<GraphQLRequest, async_graphql_axum::rejection::GraphQLRejection>,
 ) -> HttpResponse {
+    let media = ResponseMedia::accepted(&headers);
     let mut request = match request {
         Ok(request) => request.into_inner(),
         Err(rejection) => {
@@ -26,19 +32,106 @@ pub async fn graphql(
             return error_response(StatusCode::BAD_REQUEST, message);
         }
     };
-    if method == Method::GET && !is_query_only(&mut request) {
-        return error_response(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "mutations and subscriptions must be sent with POST".into(),
-        );
+    if method == Method::GET {
+        // Checked here too: deciding whether a GET is a query parses the document.
+        if let Err(error) = schema::limits::scan(&request.query) {
+            return media.respond(Response::from_errors(vec![error]));
+        }
+        if !is_query_only(&mut request) {
+            let mut response = error_response(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "mutations and subscriptions must be sent with POST".into(),
+            );
+            response
+                .headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("POST"));
+            return response;
+        }
     }
     let viewer = viewer_from(&headers, &state.services);
     let request = schema::prepare(request, &state.services, viewer);
-    GraphQLResponse::from(state.schema.execute(request).await).into_response()
+    media.respond(state.schema.execute(request).await)
 }
 
-/// GET `/graphql`: a WebSocket upgrade (graphql-ws, or the older subscriptions-transport-ws),
-/// or a query in the URL.
+/// The media type of the answer, from the request's `Accept` (GraphQL over HTTP): the new
+/// `application/graphql-response+json` unless the client accepts only `application/json`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum ResponseMedia {
+    GraphqlResponseJson,
+    Json,
+}
+
+impl ResponseMedia {
+    fn accepted(headers: &HeaderMap) -> Self {
+        let accept = headers
+            .get_all(header::ACCEPT)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(|v| {
+                v.split(';')
+                    .next()
+                    .unwrap_or_default()
+                    .trim()
+                    .to_ascii_lowercase()
+            })
+            .collect::<Vec<_>>();
+        let json_only = accept.iter().any(|m| m == APPLICATION_JSON)
+            && !accept
+                .iter()
+                .any(|m| m == GRAPHQL_RESPONSE_JSON || m == "*/*" || m == "application/*");
+        if json_only {
+            Self::Json
+        } else {
+            Self::GraphqlResponseJson
+        }
+    }
+
+    /// Under `application/graphql-response+json` a request that failed before execution
+    /// (it does not parse, validate or fit the limits) is 400 and has no `data`; under
+    /// `application/json` every well-formed request is 200.
+    fn respond(self, response: Response) -> HttpResponse {
+        let request_error = response.data == Value::Null
+            && !response.errors.is_empty()
+            && response.errors.iter().all(|e| e.path.is_empty());
+        let (status, content_type) = match self {
+            Self::GraphqlResponseJson if request_error => {
+                (StatusCode::BAD_REQUEST, GRAPHQL_RESPONSE_JSON)
+            }
+            Self::GraphqlResponseJson => (StatusCode::OK, GRAPHQL_RESPONSE_JSON),
+            Self::Json => (StatusCode::OK, APPLICATION_JSON),
+        };
+        let mut body = serde_json::Map::new();
+        if !request_error {
+            body.insert(
+                "data".into(),
+                serde_json::to_value(&response.data).unwrap_or_default(),
+            );
+        }
+        if !response.errors.is_empty() {
+            body.insert(
+                "errors".into(),
+                serde_json::to_value(&response.errors).unwrap_or_default(),
+            );
+        }
+        if !response.extensions.is_empty() {
+            body.insert(
+                "extensions".into(),
+                serde_json::to_value(&response.extensions).unwrap_or_default(),
+            );
+        }
+        let mut answer = (
+            status,
+            [(header::CONTENT_TYPE, content_type)],
+            serde_json::Value::Object(body).to_string(),
+        )
+            .into_response();
+        answer.headers_mut().extend(response.http_headers);
+        answer
+    }
+}
+
+/// GET `/graphql`: a WebSocket upgrade (graphql-ws), or a query in the URL.
 pub async fn graphql_get(State(state): State<AppState>, request: Request) -> HttpResponse {
     let upgrade = request
         .headers()
@@ -57,53 +150,45 @@ pub async fn graphql_get(State(state): State<AppState>, request: Request) -> Htt
 
 async fn websocket(state: AppState, request: Request) -> HttpResponse {
     let (mut parts, _) = request.into_parts();
-    let Ok(protocol) = GraphQLProtocol::from_request_parts(&mut parts, &state).await else {
+    let offers_protocol = parts
+        .headers
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|p| p.trim() == graphql_ws::PROTOCOL);
+    if !offers_protocol {
         return error_response(
             StatusCode::BAD_REQUEST,
-            "ask for the graphql-transport-ws (or graphql-ws) WebSocket subprotocol".into(),
+            format!("ask for the {} WebSocket subprotocol", graphql_ws::PROTOCOL),
         );
-    };
+    }
     let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &state).await {
         Ok(upgrade) => upgrade,
         Err(rejection) => return rejection.into_response(),
     };
+    let connections = state.connections.clone();
     upgrade
-        .protocols(ALL_WEBSOCKET_PROTOCOLS)
+        .protocols([graphql_ws::PROTOCOL])
         .max_message_size(state.max_ws_message_bytes)
         // Small buffers: an idle connection should cost kilobytes, not the 128 KiB defaults;
         // frames are written out at once.
         .read_buffer_size(4 * 1024)
         .write_buffer_size(0)
-        .on_upgrade(move |socket| async move {
-            use std::sync::atomic::Ordering;
-            let services = state.services.clone();
-            let metrics = services.metrics.clone();
-            metrics
-                .websocket_connections
-                .fetch_add(1, Ordering::Relaxed);
-            GraphQLWebSocket::new(socket, state.schema.clone(), protocol)
-                .on_connection_init(move |payload| async move {
-                    let viewer = viewer_from_init(&payload, &services);
-                    Ok(schema::connection_data(&services, viewer))
-                })
-                .serve()
-                .await;
-            metrics
-                .websocket_connections
-                .fetch_sub(1, Ordering::Relaxed);
+        .on_upgrade(move |socket| {
+            let metrics = state.services.metrics.clone();
+            let (settings, shutdown) = (state.ws, state.shutdown.clone());
+            connections.track_future(async move {
+                use std::sync::atomic::Ordering;
+                metrics
+                    .websocket_connections
+                    .fetch_add(1, Ordering::Relaxed);
+                graphql_ws::serve(socket, state, settings, shutdown).await;
+                metrics
+                    .websocket_connections
+                    .fetch_sub(1, Ordering::Relaxed);
+            })
         })
-}
-
-/// The graphql-ws `connection_init` payload: `{ "authorization": "Bearer <access token>" }`.
-fn viewer_from_init(payload: &serde_json::Value, services: &schema::Services) -> Viewer {
-    let value = payload
-        .get("authorization")
-        .or_else(|| payload.get("Authorization"))
-        .and_then(|v| v.as_str());
-    match value {
-        None => Viewer::Anonymous,
-        Some(value) => viewer_from_bearer(value, services),
-    }
 }
 
 /// Read `Authorization: Bearer <access token>`.
@@ -117,7 +202,7 @@ pub fn viewer_from(headers: &HeaderMap, services: &schema::Services) -> Viewer {
     }
 }
 
-fn viewer_from_bearer(value: &str, services: &schema::Services) -> Viewer {
+pub(super) fn viewer_from_bearer(value: &str, services: &schema::Services) -> Viewer {
     let token = value
         .strip_prefix("Bearer ")
         .or_else(|| value.strip_prefix("bearer "));
@@ -147,6 +232,11 @@ pub(super) fn error_response(status: StatusCode, message: String) -> HttpRespons
         .extensions
         .get_or_insert_with(Default::default)
         .set("code", codes::BAD_USER_INPUT);
-    let response = Response::from_errors(vec![error]);
-    (status, GraphQLResponse::from(response)).into_response()
+    let body = serde_json::json!({ "errors": [error] }).to_string();
+    (
+        status,
+        [(header::CONTENT_TYPE, GRAPHQL_RESPONSE_JSON)],
+        body,
+    )
+        .into_response()
 }

@@ -2,7 +2,10 @@
 
 mod assets;
 mod graphql;
+mod graphql_ws;
 mod health;
+
+pub use graphql_ws::WsSettings;
 
 use std::time::Duration;
 
@@ -16,6 +19,7 @@ use schema::{AppSchema, Services};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 #[derive(Clone)]
@@ -24,9 +28,19 @@ pub struct AppState {
     pub services: Services,
     /// Largest WebSocket message (an `applyUpdate` carries a base64 update).
     pub max_ws_message_bytes: usize,
+    pub ws: WsSettings,
+    /// Cancelled when the server stops: WebSockets complete their operations and close.
+    pub shutdown: tokio_util::sync::CancellationToken,
+    /// The WebSocket connections being served, awaited on shutdown.
+    pub connections: tokio_util::task::TaskTracker,
 }
 
-pub fn router(state: AppState, max_body_bytes: usize, cors: CorsLayer) -> Router {
+pub fn router(
+    state: AppState,
+    max_body_bytes: usize,
+    request_timeout: Duration,
+    cors: CorsLayer,
+) -> Router {
     Router::new()
         .route("/graphql", get(graphql::graphql_get).post(graphql::graphql))
         .route("/healthz", get(health::healthz))
@@ -35,7 +49,11 @@ pub fn router(state: AppState, max_body_bytes: usize, cors: CorsLayer) -> Router
         .fallback(assets::serve)
         .with_state(state)
         .layer(RequestBodyLimitLayer::new(max_body_bytes))
-        .layer(map_response(coded_payload_too_large))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            request_timeout,
+        ))
+        .layer(map_response(coded_errors))
         .layer(cors)
         .layer(CatchPanicLayer::new())
         .layer(TraceLayer::new_for_http())
@@ -68,13 +86,13 @@ pub fn cors(origins: &[String]) -> anyhow::Result<CorsLayer> {
         .max_age(Duration::from_secs(600)))
 }
 
-/// The body limit answers 413 with plain text; give it the GraphQL error shape clients parse.
-async fn coded_payload_too_large(response: Response) -> Response {
-    if response.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        return graphql::error_response(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "the request body is too large".into(),
-        );
-    }
-    response
+/// The body limit and the request timeout answer with an empty or plain-text body; give
+/// them the GraphQL error shape clients parse.
+async fn coded_errors(response: Response) -> Response {
+    let message = match response.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => "the request body is too large",
+        StatusCode::REQUEST_TIMEOUT => "the request took too long and was stopped",
+        _ => return response,
+    };
+    graphql::error_response(response.status(), message.into())
 }

@@ -22,7 +22,8 @@ impl AuthPayload {
     async fn access_token_expires_at(&self) -> DateTime<Utc> {
         self.0.access_token_expires_at
     }
-    /// Single use: trade it with `refreshToken` for a new pair before it expires.
+    /// Single use: trade it with `refreshToken` for a new pair before it expires (presented
+    /// again within a few seconds, it gets the same pair).
     async fn refresh_token(&self) -> &str {
         &self.0.refresh_token
     }
@@ -96,7 +97,8 @@ impl AuthMutation {
     }
 
     /// Trade a refresh token for a new access and refresh token. Each refresh token works
-    /// once; using one twice signs out that whole session.
+    /// once: presented again within `REFRESH_REUSE_GRACE_SECS` (10 s; two tabs refreshing at
+    /// once) it answers the same pair, later it signs out that whole session.
     async fn refresh_token(
         &self,
         ctx: &Context<'_>,
@@ -108,7 +110,8 @@ impl AuthMutation {
         ))
     }
 
-    /// End the session the refresh token belongs to. Always answers true.
+    /// End the session the refresh token belongs to, its access tokens included. Always
+    /// answers true.
     async fn sign_out(
         &self,
         ctx: &Context<'_>,
@@ -118,7 +121,8 @@ impl AuthMutation {
         Ok(true)
     }
 
-    /// Change the password; every other session of the account is signed out.
+    /// Change the password; every other session of the account is signed out, its access
+    /// tokens included.
     async fn change_password(
         &self,
         ctx: &Context<'_>,

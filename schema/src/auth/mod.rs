@@ -3,6 +3,7 @@
 mod graphql;
 pub mod limiter;
 pub mod password;
+pub mod revocations;
 pub mod service;
 pub mod tokens;
 

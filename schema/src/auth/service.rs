@@ -5,7 +5,8 @@ use entity::prelude::*;
 use entity::{refresh_token, user};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, Set, TransactionTrait,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect, Set,
+    TransactionTrait,
 };
 use uuid::Uuid;
 
@@ -134,8 +135,9 @@ pub async fn sign_in(services: &Services, login: &str, password: String) -> ApiR
     Ok(session)
 }
 
-/// Trade a refresh token for a new pair. The presented token is spent; presenting a spent
-/// token again revokes every token of its family.
+/// Trade a refresh token for a new pair. The presented token is spent; presenting it again
+/// within the grace window (another tab refreshing at the same moment) gets the same pair,
+/// later it counts as reuse and revokes every token of its family.
 pub async fn refresh(services: &Services, presented: &str) -> ApiResult<Session> {
     let db = &services.db;
     let hash = hash_refresh_token(presented);
@@ -147,32 +149,19 @@ pub async fn refresh(services: &Services, presented: &str) -> ApiResult<Session>
         return Err(ApiError::unauthenticated("invalid refresh token"));
     };
     if token.revoked_at.is_some() {
-        if token.replaced_by.is_some() {
-            revoke_reused_family(db, &token).await?;
-            return Err(ApiError::unauthenticated(
-                "refresh token was already used; signed out everywhere it was shared",
-            ));
-        }
-        return Err(ApiError::unauthenticated("refresh token was revoked"));
+        return replayed(services, presented, &token).await;
     }
     if token.expires_at <= Utc::now() {
         return Err(ApiError::unauthenticated(
             "refresh token expired; sign in again",
         ));
     }
-    let user = User::find_by_id(token.user_id)
-        .one(db)
-        .await?
-        .ok_or_else(|| ApiError::unauthenticated("invalid refresh token"))?;
-    if !user.active {
-        revoke_family(db, token.family_id).await?;
-        return Err(ApiError::forbidden("this account is deactivated"));
-    }
+    let user = active_owner(services, &token).await?;
 
     let txn = db.begin().await?;
     let successor = Uuid::new_v4();
-    // Spend the token only if nobody spent it in the meantime: two concurrent refreshes with
-    // one token are a replay just like a late one.
+    // Spend the token only if nobody spent it in the meantime; whoever lost the race is a
+    // second presentation like any other (a second tab, or a replay).
     let spent = RefreshToken::update_many()
         .col_expr(refresh_token::Column::RevokedAt, Expr::value(now()))
         .col_expr(refresh_token::Column::ReplacedBy, Expr::value(successor))
@@ -182,18 +171,96 @@ pub async fn refresh(services: &Services, presented: &str) -> ApiResult<Session>
         .await?;
     if spent.rows_affected != 1 {
         txn.rollback().await?;
-        revoke_reused_family(db, &token).await?;
-        return Err(ApiError::unauthenticated(
-            "refresh token was already used; signed out everywhere it was shared",
-        ));
+        let token = RefreshToken::find_by_id(token.id)
+            .one(db)
+            .await?
+            .ok_or_else(|| ApiError::unauthenticated("invalid refresh token"))?;
+        return replayed(services, presented, &token).await;
     }
-    let session = start_session_with_id(services, &txn, user, token.family_id, successor).await?;
+    let (refresh_token, token_hash) = services.tokens.successor_refresh_token(presented);
+    let session = insert_session(
+        services,
+        &txn,
+        user,
+        NewToken {
+            id: successor,
+            family: token.family_id,
+            refresh_token,
+            token_hash,
+        },
+    )
+    .await?;
     txn.commit().await?;
     Ok(session)
 }
 
-/// Revoke the session the refresh token belongs to. Unknown tokens are ignored, so the
-/// answer does not tell whether a token was ever valid.
+/// A spent or revoked token presented again: the same pair as its first presentation when
+/// within the grace window and the pair is still live, otherwise reuse (or plain revocation).
+async fn replayed(
+    services: &Services,
+    presented: &str,
+    token: &refresh_token::Model,
+) -> ApiResult<Session> {
+    let (Some(successor_id), Some(rotated_at)) = (token.replaced_by, token.revoked_at) else {
+        return Err(ApiError::unauthenticated("refresh token was revoked"));
+    };
+    let grace = chrono::Duration::from_std(services.tokens.refresh_reuse_grace)
+        .map_err(ApiError::internal)?;
+    if !grace.is_zero() && now() - rotated_at <= grace {
+        let successor = RefreshToken::find_by_id(successor_id)
+            .one(&services.db)
+            .await?;
+        let (refresh_token, token_hash) = services.tokens.successor_refresh_token(presented);
+        match successor {
+            Some(successor)
+                if successor.revoked_at.is_none() && successor.token_hash == token_hash =>
+            {
+                let user = active_owner(services, &successor).await?;
+                let access = services.tokens.issue_access(
+                    user.id,
+                    user.role,
+                    successor.family_id,
+                    successor.created_at,
+                )?;
+                return Ok(Session {
+                    access_token: access.token,
+                    access_token_expires_at: access.expires_at,
+                    refresh_token,
+                    refresh_token_expires_at: successor.expires_at,
+                    user,
+                });
+            }
+            // The whole session was signed out in the meantime: not a theft.
+            Some(successor)
+                if successor.revoked_at.is_some() && successor.replaced_by.is_none() =>
+            {
+                return Err(ApiError::unauthenticated("refresh token was revoked"));
+            }
+            _ => {}
+        }
+    }
+    tracing::warn!(user_id = %token.user_id, family_id = %token.family_id, "refresh token reused; revoking its family");
+    revoke_family(services, token.family_id).await?;
+    Err(ApiError::unauthenticated(
+        "refresh token was already used; signed out everywhere it was shared",
+    ))
+}
+
+/// The token's user, who must still be allowed in (a deactivated account's session ends).
+async fn active_owner(services: &Services, token: &refresh_token::Model) -> ApiResult<user::Model> {
+    let user = User::find_by_id(token.user_id)
+        .one(&services.db)
+        .await?
+        .ok_or_else(|| ApiError::unauthenticated("invalid refresh token"))?;
+    if !user.active {
+        revoke_family(services, token.family_id).await?;
+        return Err(ApiError::forbidden("this account is deactivated"));
+    }
+    Ok(user)
+}
+
+/// Revoke the session the refresh token belongs to, its access tokens included. Unknown
+/// tokens are ignored, so the answer does not tell whether a token was ever valid.
 pub async fn sign_out(services: &Services, presented: &str) -> ApiResult<()> {
     let hash = hash_refresh_token(presented);
     if let Some(token) = RefreshToken::find()
@@ -201,7 +268,7 @@ pub async fn sign_out(services: &Services, presented: &str) -> ApiResult<()> {
         .one(&services.db)
         .await?
     {
-        revoke_family(&services.db, token.family_id).await?;
+        revoke_family(services, token.family_id).await?;
     }
     Ok(())
 }
@@ -231,6 +298,18 @@ pub async fn change_password(
     active.password_hash = Set(password_hash);
     active.updated_at = Set(now());
     active.update(&txn).await?;
+    // The sessions still alive (a family whose tokens all expired has no live access token).
+    let others: Vec<Uuid> = RefreshToken::find()
+        .select_only()
+        .column(refresh_token::Column::FamilyId)
+        .distinct()
+        .filter(refresh_token::Column::UserId.eq(viewer.id))
+        .filter(refresh_token::Column::FamilyId.ne(viewer.session_id))
+        .filter(refresh_token::Column::RevokedAt.is_null())
+        .filter(refresh_token::Column::ExpiresAt.gt(now()))
+        .into_tuple()
+        .all(&txn)
+        .await?;
     RefreshToken::update_many()
         .col_expr(refresh_token::Column::RevokedAt, Expr::value(now()))
         .filter(refresh_token::Column::UserId.eq(viewer.id))
@@ -239,33 +318,50 @@ pub async fn change_password(
         .exec(&txn)
         .await?;
     txn.commit().await?;
+    services.revoked_sessions.revoke(&others).await;
     Ok(())
 }
 
+/// A refresh token about to be stored.
+struct NewToken {
+    id: Uuid,
+    family: Uuid,
+    refresh_token: String,
+    token_hash: String,
+}
+
+/// A new session (family) with a random first refresh token.
 async fn start_session(
     services: &Services,
     db: &impl ConnectionTrait,
     user: user::Model,
     family: Uuid,
 ) -> ApiResult<Session> {
-    start_session_with_id(services, db, user, family, Uuid::new_v4()).await
+    let (refresh_token, token_hash) = new_refresh_token();
+    let token = NewToken {
+        id: Uuid::new_v4(),
+        family,
+        refresh_token,
+        token_hash,
+    };
+    insert_session(services, db, user, token).await
 }
 
-async fn start_session_with_id(
+/// Store `token` and sign the access token that goes with it. The access token's issue time
+/// is the row's `created_at`, so the pair can be issued again identically (see [`replayed`]).
+async fn insert_session(
     services: &Services,
     db: &impl ConnectionTrait,
     user: user::Model,
-    family: Uuid,
-    token_id: Uuid,
+    token: NewToken,
 ) -> ApiResult<Session> {
-    let (refresh_token, token_hash) = new_refresh_token();
     let created_at = now();
     let expires_at = created_at + services.tokens.refresh_ttl;
     refresh_token::ActiveModel {
-        id: Set(token_id),
+        id: Set(token.id),
         user_id: Set(user.id),
-        family_id: Set(family),
-        token_hash: Set(token_hash),
+        family_id: Set(token.family),
+        token_hash: Set(token.token_hash),
         created_at: Set(created_at),
         expires_at: Set(expires_at),
         revoked_at: Set(None),
@@ -273,30 +369,26 @@ async fn start_session_with_id(
     }
     .insert(db)
     .await?;
-    let access = services.tokens.issue_access(user.id, user.role, family)?;
+    let access = services
+        .tokens
+        .issue_access(user.id, user.role, token.family, created_at)?;
     Ok(Session {
         access_token: access.token,
         access_token_expires_at: access.expires_at,
-        refresh_token,
+        refresh_token: token.refresh_token,
         refresh_token_expires_at: expires_at,
         user,
     })
 }
 
-async fn revoke_reused_family(
-    db: &impl ConnectionTrait,
-    token: &refresh_token::Model,
-) -> ApiResult<()> {
-    tracing::warn!(user_id = %token.user_id, family_id = %token.family_id, "refresh token reused; revoking its family");
-    revoke_family(db, token.family_id).await
-}
-
-async fn revoke_family(db: &impl ConnectionTrait, family: Uuid) -> ApiResult<()> {
+/// End a session: its refresh tokens in the database, its access tokens on every node.
+async fn revoke_family(services: &Services, family: Uuid) -> ApiResult<()> {
     RefreshToken::update_many()
         .col_expr(refresh_token::Column::RevokedAt, Expr::value(now()))
         .filter(refresh_token::Column::FamilyId.eq(family))
         .filter(refresh_token::Column::RevokedAt.is_null())
-        .exec(db)
+        .exec(&services.db)
         .await?;
+    services.revoked_sessions.revoke(&[family]).await;
     Ok(())
 }

@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use loro::{
-    Container, EncodedBlobMode, ExportMode, LoroDoc, LoroValue, ValueOrContainer, VersionVector,
+    Container, ContainerID, ContainerType, EncodedBlobMode, ExportMode, LoroDoc, ValueOrContainer,
+    VersionVector,
 };
 use sea_orm::DatabaseConnection;
 use tokio::sync::{OwnedMutexGuard, broadcast};
@@ -175,7 +176,7 @@ impl Documents {
         let outcome = match loaded.doc.import(update) {
             Err(_) => Err(ApiError::bad_input("update", "not a valid Loro update")),
             Ok(status) if status.pending.is_some() => Err(missing_dependencies(&before)),
-            Ok(_) => check_shape(&loaded.doc, config),
+            Ok(_) => check_shape(&loaded.doc, &before, config),
         };
         if let Err(error) = outcome {
             self.hub.rebuild(&entry, &mut guard, &before).await;
@@ -210,7 +211,7 @@ impl Documents {
             if loaded.doc.oplog_vv() == before {
                 return Ok((value, None));
             }
-            check_shape(&loaded.doc, &self.hub.config)?;
+            check_shape(&loaded.doc, &before, &self.hub.config)?;
             let update = loaded
                 .doc
                 .export(ExportMode::updates(&before))
@@ -314,15 +315,11 @@ fn export_since(loaded: &Loaded, since: &VersionVector) -> ApiResult<DocUpdate> 
 
 /// A document holds the root map `files` only, whose values are texts at valid paths, within
 /// the configured limits.
-fn check_shape(doc: &LoroDoc, config: &CollabConfig) -> ApiResult<()> {
+/// Whether what changed in `doc` since `before` keeps it a project document: only the root
+/// map `files` (see [`check_roots`]), valid paths, texts only, within the size limits.
+pub fn check_shape(doc: &LoroDoc, before: &VersionVector, config: &CollabConfig) -> ApiResult<()> {
     let refuse = |message: String| Err(ApiError::bad_input("update", message));
-    if let LoroValue::Map(roots) = doc.get_value()
-        && let Some(other) = roots.keys().find(|key| key.as_str() != FILES)
-    {
-        return refuse(format!(
-            "only the root map `files` may be used, not `{other}`"
-        ));
-    }
+    check_roots(doc, before)?;
     let files = doc.get_map(FILES);
     if files.len() > config.max_files {
         return refuse(format!(
@@ -360,6 +357,50 @@ fn check_shape(doc: &LoroDoc, config: &CollabConfig) -> ApiResult<()> {
         }
     });
     problem.map_or(Ok(()), Err)
+}
+
+/// Every operation since `before` must be on the root map `files` or inside it. A document's
+/// value alone cannot tell: a root text named `files` shares the map's key there.
+fn check_roots(doc: &LoroDoc, before: &VersionVector) -> ApiResult<()> {
+    let files = ContainerID::new_root(FILES, ContainerType::Map);
+    // Without peer compression: compressed ids name peers by index, not by their real ids.
+    let changes = doc
+        .export_json_updates_without_peer_compression(before, &doc.oplog_vv())
+        .map_err(ApiError::internal)?;
+    for op in changes.changes.iter().flat_map(|change| &change.ops) {
+        // Mergeable children (`ensure_mergeable_text`) have root ids of their own; the path
+        // from the document's root tells where any container really is.
+        let inside_files = op.container == files
+            || doc
+                .get_path_to_container(&op.container)
+                .and_then(|path| path.first().map(|(root, _)| *root == files))
+                .unwrap_or(false);
+        if !inside_files {
+            return Err(ApiError::bad_input(
+                "update",
+                format!(
+                    "only the root map `files` may be used, not {}",
+                    describe_container(&op.container)
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn describe_container(id: &ContainerID) -> String {
+    match id {
+        ContainerID::Root {
+            name,
+            container_type,
+        } if !id.is_mergeable() => {
+            format!(
+                "the root {} `{name}`",
+                format!("{container_type:?}").to_lowercase()
+            )
+        }
+        _ => "a container outside it".to_owned(),
+    }
 }
 
 /// Build a document from what is stored.

@@ -9,5 +9,5 @@ pub use graphql::{
     DocumentVersion, DocumentsMutation, DocumentsQuery, DocumentsSubscription, File, list_files,
     read_file,
 };
-pub use hub::{Applied, DocUpdate, Documents, Entry, FILES, Subscription, decode_vv};
+pub use hub::{Applied, DocUpdate, Documents, Entry, FILES, Subscription, check_shape, decode_vv};
 pub use limits::{CollabConfig, MAX_PATH_BYTES, check_path};

@@ -146,7 +146,11 @@ test('two people edit, see each other, run, go offline, and restore a version', 
     { p: projectId },
     await reader.evaluate(() => JSON.parse(localStorage.getItem('codecrafter.session')).accessToken),
   );
-  await until('the slow run on ada\'s page', async () => (await pageA.getByTestId('run-output').textContent()) === '1\n', 60_000);
+  await until('the slow run on ada\'s page', async () => {
+    const [status, output] = [await pageA.getByTestId('run-status').textContent(), await pageA.getByTestId('run-output').textContent()];
+    if (process.env.TEST_LOG) console.log('slow run:', status, JSON.stringify(output));
+    return status === 'RUNNING' && output === '1\n';
+  }, 60_000);
   await pageA.getByTestId('cancel-run').click();
   for (const page of [pageA, pageB]) {
     await until('the cancelled run on both pages', async () => (await page.getByTestId('run-status').textContent()) === 'CANCELLED', 30_000);

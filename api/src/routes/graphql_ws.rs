@@ -1,0 +1,335 @@
+//! GraphQL over WebSocket, subprotocol `graphql-transport-ws` (the graphql-ws project's
+//! PROTOCOL.md): queries, mutations and subscriptions on one socket.
+//!
+//! Written here rather than taken from async-graphql, whose handler has no `connection_init`
+//! timeout, no server pings, no bound on a client that stops reading, replaces an operation
+//! whose id is in use instead of closing with 4409, and closes with 1011 where the protocol
+//! says 4401. The protocol is small: a connection is `connection_init` / `connection_ack`,
+//! then `subscribe` / `next`* / (`error` | `complete`) per operation id, `ping` / `pong` at any
+//! time, and close codes for every misuse.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_graphql::{Data, Response, Value};
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use futures_util::stream::{BoxStream, SplitSink};
+use futures_util::{SinkExt, StreamExt};
+use schema::Viewer;
+use schema::error::codes;
+use serde::Deserialize;
+use serde_json::json;
+use tokio::sync::mpsc;
+use tokio::time::{Instant, interval_at, sleep_until, timeout};
+use tokio_stream::StreamMap;
+use tokio_util::sync::CancellationToken;
+
+use super::AppState;
+use super::graphql::viewer_from_bearer;
+
+/// The subprotocol spoken here.
+pub const PROTOCOL: &str = "graphql-transport-ws";
+
+/// Most operations (queries, mutations and subscriptions) in flight on one socket; beyond,
+/// a `subscribe` gets an `error` with RATE_LIMITED.
+const MAX_OPERATIONS: usize = 128;
+/// Frames waiting for the socket; when full, operations wait (back-pressure).
+const OUTGOING_QUEUE: usize = 64;
+
+/// The close codes this module sends.
+mod close {
+    pub const GOING_AWAY: u16 = 1001;
+    /// The client stopped reading: reconnect, and resume documents with `since`.
+    pub const TRY_AGAIN_LATER: u16 = 1013;
+    /// No message from the client for two ping intervals.
+    pub const TIMEOUT: u16 = 3008;
+    pub const BAD_REQUEST: u16 = 4400;
+    pub const UNAUTHORIZED: u16 = 4401;
+    pub const FORBIDDEN: u16 = 4403;
+    pub const INIT_TIMEOUT: u16 = 4408;
+    pub const SUBSCRIBER_EXISTS: u16 = 4409;
+    pub const TOO_MANY_INITS: u16 = 4429;
+}
+
+/// Timings of one connection.
+#[derive(Clone, Copy, Debug)]
+pub struct WsSettings {
+    pub init_timeout: Duration,
+    pub ping_interval: Duration,
+    pub stall_timeout: Duration,
+}
+
+#[derive(Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum ClientMessage {
+    ConnectionInit {
+        #[serde(default)]
+        payload: Option<serde_json::Value>,
+    },
+    Ping {},
+    Pong {},
+    Subscribe {
+        id: String,
+        payload: Box<async_graphql::Request>,
+    },
+    Complete {
+        id: String,
+    },
+}
+
+/// Why a connection ends, and what the client is told.
+struct Closing(u16, String);
+
+impl Closing {
+    fn new(code: u16, reason: impl Into<String>) -> Self {
+        let mut reason = reason.into();
+        // A close frame's reason holds at most 123 bytes.
+        if reason.len() > 123 {
+            let mut end = 123;
+            while !reason.is_char_boundary(end) {
+                end -= 1;
+            }
+            reason.truncate(end);
+        }
+        Self(code, reason)
+    }
+}
+
+/// An operation's responses, then `None` when it completes.
+type Operation = BoxStream<'static, Option<Response>>;
+
+/// Serve one upgraded socket until it closes, the client misbehaves, or `shutdown`.
+pub async fn serve(
+    socket: WebSocket,
+    state: AppState,
+    settings: WsSettings,
+    shutdown: CancellationToken,
+) {
+    let (sink, mut incoming) = socket.split();
+    let (outgoing, queue) = mpsc::channel::<Message>(OUTGOING_QUEUE);
+    let writer = tokio::spawn(write(sink, queue, settings.stall_timeout));
+    let mut connection = Connection {
+        state,
+        outgoing,
+        data: None,
+        operations: StreamMap::new(),
+        answered: HashSet::new(),
+    };
+
+    let init_deadline = Instant::now() + settings.init_timeout;
+    let mut pings = interval_at(
+        Instant::now() + settings.ping_interval,
+        settings.ping_interval,
+    );
+    let mut last_heard = Instant::now();
+    let closing = loop {
+        tokio::select! {
+            // The writer gave up on a client that stopped reading.
+            () = connection.outgoing.closed() => break Closing::new(0, ""),
+            () = shutdown.cancelled() => {
+                // The protocol's way to end operations the server will not finish.
+                let ids: Vec<String> = connection.operations.keys().cloned().collect();
+                for id in ids {
+                    connection.send(json!({ "id": id, "type": "complete" })).await;
+                }
+                break Closing::new(close::GOING_AWAY, "the server is shutting down");
+            }
+            () = sleep_until(init_deadline), if connection.data.is_none() => {
+                break Closing::new(close::INIT_TIMEOUT, "Connection initialisation timeout");
+            }
+            _ = pings.tick() => {
+                if last_heard.elapsed() > settings.ping_interval * 2 {
+                    break Closing::new(close::TIMEOUT, "no answer to pings");
+                }
+                connection.send(json!({ "type": "ping" })).await;
+            }
+            message = incoming.next() => {
+                let text = match message {
+                    None | Some(Err(_)) | Some(Ok(Message::Close(_))) => break Closing::new(0, ""),
+                    Some(Ok(Message::Text(text))) => text,
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => {
+                        last_heard = Instant::now();
+                        continue;
+                    }
+                    Some(Ok(Message::Binary(_))) => {
+                        break Closing::new(close::BAD_REQUEST, "messages must be text");
+                    }
+                };
+                last_heard = Instant::now();
+                if let Err(closing) = connection.receive(&text).await {
+                    break closing;
+                }
+            }
+            Some((id, response)) = connection.operations.next(), if !connection.operations.is_empty() => {
+                connection.answer(id, response).await;
+            }
+        }
+    };
+    if closing.0 != 0 {
+        let frame = CloseFrame {
+            code: closing.0,
+            reason: Utf8Bytes::from(closing.1),
+        };
+        let _ = connection.outgoing.send(Message::Close(Some(frame))).await;
+    }
+    drop(connection);
+    let _ = writer.await;
+}
+
+/// Write frames as they come. A frame the socket has not taken within `stall` means the
+/// client stopped reading: give up, which closes the socket and frees its buffers.
+async fn write(
+    mut sink: SplitSink<WebSocket, Message>,
+    mut queue: mpsc::Receiver<Message>,
+    stall: Duration,
+) {
+    while let Some(message) = queue.recv().await {
+        let last = matches!(message, Message::Close(_));
+        match timeout(stall, sink.send(message)).await {
+            Ok(Ok(())) if !last => {}
+            Ok(Ok(())) => break,
+            Ok(Err(_)) => return,
+            Err(_) => {
+                tracing::info!("closing a WebSocket whose client stopped reading");
+                let frame = CloseFrame {
+                    code: close::TRY_AGAIN_LATER,
+                    reason: Utf8Bytes::from_static("the client stopped reading; reconnect"),
+                };
+                let _ = timeout(
+                    Duration::from_millis(100),
+                    sink.send(Message::Close(Some(frame))),
+                )
+                .await;
+                return;
+            }
+        }
+    }
+    let _ = timeout(stall, sink.close()).await;
+}
+
+struct Connection {
+    state: AppState,
+    outgoing: mpsc::Sender<Message>,
+    /// Set by `connection_init`: who is connected, and what their operations share.
+    data: Option<Arc<Data>>,
+    operations: StreamMap<String, Operation>,
+    /// Operations that have sent at least one `next`.
+    answered: HashSet<String>,
+}
+
+impl Connection {
+    async fn send(&mut self, message: serde_json::Value) {
+        let _ = self
+            .outgoing
+            .send(Message::Text(Utf8Bytes::from(message.to_string())))
+            .await;
+    }
+
+    async fn receive(&mut self, text: &str) -> Result<(), Closing> {
+        let message: ClientMessage = serde_json::from_str(text).map_err(|error| {
+            Closing::new(
+                close::BAD_REQUEST,
+                format!("Invalid message received: {error}"),
+            )
+        })?;
+        match message {
+            ClientMessage::ConnectionInit { payload } => {
+                if self.data.is_some() {
+                    return Err(Closing::new(
+                        close::TOO_MANY_INITS,
+                        "Too many initialisation requests",
+                    ));
+                }
+                let viewer = viewer_from_init(payload.as_ref(), &self.state.services);
+                if viewer.user().is_err() {
+                    return Err(Closing::new(
+                        close::FORBIDDEN,
+                        "Forbidden: the access token is invalid or expired",
+                    ));
+                }
+                self.data = Some(Arc::new(schema::connection_data(
+                    &self.state.services,
+                    viewer,
+                )));
+                self.send(json!({ "type": "connection_ack" })).await;
+            }
+            ClientMessage::Ping {} => self.send(json!({ "type": "pong" })).await,
+            ClientMessage::Pong {} => {}
+            ClientMessage::Subscribe { id, payload } => {
+                let Some(data) = self.data.clone() else {
+                    return Err(Closing::new(close::UNAUTHORIZED, "Unauthorized"));
+                };
+                if self.operations.contains_key(&id) {
+                    return Err(Closing::new(
+                        close::SUBSCRIBER_EXISTS,
+                        format!("Subscriber for {id} already exists"),
+                    ));
+                }
+                if self.operations.len() >= MAX_OPERATIONS {
+                    let error = json!({
+                        "message": format!("at most {MAX_OPERATIONS} operations may run at once on one connection"),
+                        "extensions": { "code": codes::RATE_LIMITED, "retryAfter": 1 },
+                    });
+                    self.send(json!({ "id": id, "type": "error", "payload": [error] }))
+                        .await;
+                    return Ok(());
+                }
+                let responses = self
+                    .state
+                    .schema
+                    .execute_stream_with_session_data(*payload, data)
+                    .map(Some)
+                    .chain(futures_util::stream::once(async { None }))
+                    .boxed();
+                self.answered.remove(&id);
+                self.operations.insert(id, responses);
+            }
+            ClientMessage::Complete { id } => {
+                self.operations.remove(&id);
+                self.answered.remove(&id);
+            }
+        }
+        Ok(())
+    }
+
+    /// Pass an operation's response on: `next`, or `error` when it failed before producing
+    /// anything (a request that does not validate, a subscription refused), or `complete`.
+    async fn answer(&mut self, id: String, response: Option<Response>) {
+        let Some(mut response) = response else {
+            self.answered.remove(&id);
+            self.send(json!({ "id": id, "type": "complete" })).await;
+            return;
+        };
+        schema::fill_codes(&mut response.errors);
+        let first = self.answered.insert(id.clone());
+        if first && response.data == Value::Null && !response.errors.is_empty() {
+            self.operations.remove(&id);
+            self.answered.remove(&id);
+            self.send(json!({ "id": id, "type": "error", "payload": response.errors }))
+                .await;
+            return;
+        }
+        match serde_json::to_value(&response) {
+            Ok(payload) => {
+                self.send(json!({ "id": id, "type": "next", "payload": payload }))
+                    .await
+            }
+            Err(error) => tracing::error!(%error, "cannot encode a GraphQL response"),
+        }
+    }
+}
+
+/// The `connection_init` payload: `{ "authorization": "Bearer <access token>" }`.
+fn viewer_from_init(payload: Option<&serde_json::Value>, services: &schema::Services) -> Viewer {
+    let value = payload.and_then(|payload| {
+        payload
+            .get("authorization")
+            .or_else(|| payload.get("Authorization"))
+            .and_then(|v| v.as_str())
+    });
+    match value {
+        None => Viewer::Anonymous,
+        Some(value) => viewer_from_bearer(value, services),
+    }
+}
