@@ -35,11 +35,19 @@ async function storedText(_token, projectId, path) {
 
 /** Both pages show the same text, equal to what the server stores. */
 async function converged(pages, token, projectId, path, check = () => true) {
-  return until('both pages to converge with the server', async () => {
-    const texts = await Promise.all(pages.map(editorText));
-    const stored = await storedText(token, projectId, path);
-    return texts.every((t) => t === stored) && check(stored) ? stored : false;
-  }, 30_000);
+  let seen = '';
+  try {
+    return await until('both pages to converge with the server', async () => {
+      const texts = await Promise.all(pages.map(editorText));
+      const stored = await storedText(token, projectId, path);
+      const states = await Promise.all(pages.map((p) => p.getByTestId('connection').innerText()));
+      const notices = await Promise.all(pages.map((p) => p.getByTestId('notice').allTextContents()));
+      seen = JSON.stringify({ texts, stored, states, notices });
+      return texts.every((t) => t === stored) && check(stored) ? stored : false;
+    }, 60_000); // generous: CI machines are shared
+  } catch (error) {
+    throw new Error(`${error.message}: ${seen}`);
+  }
 }
 
 async function placeCursorAfter(page, marker) {
