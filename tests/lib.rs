@@ -224,6 +224,15 @@ impl TestApp {
         }
     }
 
+    /// The same deployment reached at `addr`: another API node on the same database, running
+    /// in a process of its own (its services are not reachable from here).
+    pub fn at(&self, addr: SocketAddr) -> TestApp {
+        TestApp {
+            addr,
+            ..self.clone()
+        }
+    }
+
     /// Stop the server and delete its database.
     pub async fn shutdown(&self) {
         let running = self.running.lock().unwrap().take();

@@ -208,6 +208,44 @@ impl WsClient {
         payload
     }
 
+    /// [`WsClient::request`] to a server that may die meanwhile: `None` when the socket
+    /// closes before the result arrives.
+    pub async fn try_request(&mut self, query: &str, variables: Value) -> Option<Value> {
+        self.next_id += 1;
+        let id = self.next_id.to_string();
+        let start = json!({
+            "id": id,
+            "type": "subscribe",
+            "payload": { "query": query, "variables": variables },
+        });
+        self.socket
+            .send(Message::text(start.to_string()))
+            .await
+            .ok()?;
+        loop {
+            let message = self.receive().await?;
+            let event = match message["type"].as_str() {
+                Some("next") => Event::Next(message["payload"].clone()),
+                Some("error") => Event::Error(message["payload"].clone()),
+                Some("complete") => Event::Complete,
+                _ => continue,
+            };
+            match (message["id"].as_str(), event) {
+                (Some(of), Event::Next(payload)) if of == id => return Some(payload),
+                (Some(of), Event::Error(errors)) if of == id => {
+                    return Some(json!({ "errors": errors }));
+                }
+                (Some(of), _) if of == id => return None,
+                (Some(of), event) => {
+                    if let Some(queue) = self.pending.get_mut(of) {
+                        queue.push_back(event);
+                    }
+                }
+                (None, _) => {}
+            }
+        }
+    }
+
     /// Whether the server closed the socket (waits up to [`WAIT`]).
     pub async fn closed(&mut self) -> bool {
         self.receive().await.is_none()

@@ -123,14 +123,27 @@ pub struct Config {
     )]
     pub database_max_connections: u32,
 
-    /// Redis URL (production): fan-out between API nodes (and, later, the job queue).
-    /// Without it, one node with in-process broadcast.
+    /// Redis URL (production): fan-out between API nodes and the job queue. Without it, one
+    /// node with in-process broadcast. A node starts and serves without Redis reachable, and
+    /// connects when it is.
     #[arg(long, env = "REDIS_URL", hide_env_values = true, value_parser = secret, global = true)]
     pub redis_url: Option<SecretString>,
 
     /// The Redis pub/sub channel the nodes of one deployment share.
     #[arg(long, env = "REDIS_CHANNEL", default_value = DEFAULT_REDIS_CHANNEL, global = true)]
     pub redis_channel: String,
+
+    /// With REDIS_URL: how often, in milliseconds, a node compares the documents it holds
+    /// with the database, to catch up on updates Redis never delivered (a writer's node that
+    /// died before publishing, an outage). Such an update is late by at most twice this.
+    /// 0 turns the check off.
+    #[arg(
+        long,
+        env = "DOCUMENT_HEAD_CHECK_MS",
+        default_value_t = 1000,
+        global = true
+    )]
+    pub document_head_check_ms: u64,
 
     /// Largest Loro update `applyUpdate` accepts, in bytes.
     #[arg(long, env = "MAX_UPDATE_BYTES", default_value_t = 1024 * 1024, global = true)]
@@ -249,6 +262,7 @@ impl Config {
             database_max_connections: 10,
             redis_url: None,
             redis_channel: DEFAULT_REDIS_CHANNEL.to_owned(),
+            document_head_check_ms: 1000,
             max_update_bytes: 1024 * 1024,
             max_file_bytes: 1024 * 1024,
             max_files: 1000,
@@ -318,6 +332,12 @@ impl Config {
             // An `applyUpdate` carries its update in the variables, in base64.
             max_variables_bytes: self.max_update_bytes / 3 * 4 + 64 * 1024,
         }
+    }
+
+    /// How often documents are checked against the database (multi-node only).
+    pub fn document_head_check(&self) -> Option<Duration> {
+        (self.document_head_check_ms > 0)
+            .then(|| Duration::from_millis(self.document_head_check_ms))
     }
 
     pub fn mode(&self) -> Mode {

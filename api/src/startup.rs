@@ -53,9 +53,14 @@ pub async fn services(config: &Config) -> anyhow::Result<Services> {
         None => RevokedSessions::local(tokens.revocation_ttl()),
     };
     let bus = match &config.redis_url {
-        Some(url) => schema::realtime::Bus::redis(url.expose_secret(), &config.redis_channel)
-            .await
-            .context("REDIS_URL is set but Redis cannot be reached")?,
+        Some(url) => {
+            schema::realtime::Bus::redis(
+                url.expose_secret(),
+                &config.redis_channel,
+                config.document_head_check(),
+            )
+            .await?
+        }
         None => schema::realtime::Bus::local(),
     };
     let queue = match &config.redis_url {
@@ -101,6 +106,8 @@ impl Workers {
             &uuid::Uuid::new_v4().simple().to_string()[..8]
         );
         let isolation = jobs::sandbox::isolation();
+        // Run directories and cgroups of workers that were killed before they could clean up.
+        jobs::sandbox::remove_leftovers();
         let languages: Vec<String> = jobs::sandbox::languages()
             .iter()
             .filter(|l| l.available)

@@ -108,14 +108,22 @@ async fn main() -> anyhow::Result<()> {
         let probe = std::net::TcpListener::bind("127.0.0.1:0")?;
         probe.local_addr()?.port()
     };
-    let mut server = tokio::process::Command::new(&binary)
+    let mut command = tokio::process::Command::new(&binary);
+    command
         .arg("serve")
         .env_clear()
         .env("PATH", "/usr/bin:/bin")
         .env("BIND", format!("127.0.0.1:{port}"))
         .env("CODECRAFTER_DATA_DIR", data.path())
         .env("RUST_LOG", "warn")
-        .env("IN_PROCESS_WORKERS", "false")
+        .env("IN_PROCESS_WORKERS", "false");
+    // To measure a production-shaped node (PostgreSQL, Redis fan-out), pass these through.
+    for name in ["DATABASE_URL", "JWT_SECRET", "REDIS_URL", "REDIS_CHANNEL"] {
+        if let Some(value) = std::env::var_os(name) {
+            command.env(name, value);
+        }
+    }
+    let mut server = command
         .kill_on_drop(true)
         .spawn()
         .with_context(|| format!("cannot start {binary}"))?;

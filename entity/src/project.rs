@@ -41,6 +41,10 @@ pub enum Language {
     Java,
     #[sea_orm(string_value = "go")]
     Go,
+    #[sea_orm(string_value = "typescript")]
+    TypeScript,
+    #[sea_orm(string_value = "ruby")]
+    Ruby,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -18,6 +18,11 @@ use uuid::Uuid;
 /// How often an idle worker looks for jobs (the backends' default is their 30 s heartbeat).
 const POLL: std::time::Duration = std::time::Duration::from_millis(100);
 
+/// The backends' heartbeat, which also wakes an idle worker: measured here, a worker
+/// sometimes missed its poll timer and found a waiting job only at the next heartbeat (30 s
+/// by default), so it is kept short.
+const WAKE: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// One code run to execute.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct RunJob {
@@ -48,15 +53,28 @@ impl Queue {
         SqliteStorage::<()>::setup(&pool)
             .await
             .context("cannot set up the job queue")?;
-        Ok(Self::Sqlite(SqliteStorage::new(&pool)))
+        // One job per poll (see `work`), on the queue `SqliteStorage::new` would name.
+        let config = apalis_sqlite::Config::default()
+            .queue(std::any::type_name::<RunJob>())
+            .batch_size(1)
+            .heartbeat_interval(WAKE);
+        Ok(Self::Sqlite(SqliteStorage::new(&pool).with_config(config)))
     }
 
-    /// A queue named `name` on the Redis server at `url`.
+    /// A queue named `name` on the Redis server at `url`. Redis need not be up yet: the
+    /// connection is made on first use and remade after an outage (pushes fail meanwhile).
     pub async fn redis(url: &str, name: &str) -> anyhow::Result<Self> {
-        let conn = apalis_redis::connect(url)
-            .await
-            .context("cannot connect to Redis for the job queue")?;
-        let config = apalis_redis::Config::default().queue(name);
+        let conn = redis::Client::open(url)
+            .and_then(|client| {
+                client.get_connection_manager_lazy(
+                    redis::aio::ConnectionManagerConfig::new().set_number_of_retries(1),
+                )
+            })
+            .context("REDIS_URL is not a valid Redis URL")?;
+        let config = apalis_redis::Config::default()
+            .queue(name)
+            .batch_size(1)
+            .heartbeat_interval(WAKE);
         Ok(Self::Redis(RedisStorage::new(conn).with_config(config)))
     }
 
@@ -70,8 +88,13 @@ impl Queue {
         Ok(())
     }
 
-    /// Run `concurrency` workers named `<name>-<n>` until `shutdown` resolves; then they stop
-    /// taking jobs and return once the jobs in hand are done.
+    /// Run one worker named `name` that executes at most `concurrency` runs at once, until
+    /// `shutdown` resolves; then it stops taking jobs and returns once the jobs in hand are
+    /// done.
+    ///
+    /// The limit is apalis' concurrency layer: while it is full the worker does not poll, and
+    /// each poll takes one job (batch size 1), so jobs it cannot start yet stay in the queue
+    /// for other worker processes.
     pub async fn work(
         &self,
         name: &str,
@@ -79,48 +102,39 @@ impl Queue {
         handler: Arc<dyn RunHandler>,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let (stop, _) = tokio::sync::watch::channel(false);
-        let mut workers = tokio::task::JoinSet::new();
-        for n in 0..concurrency.max(1) {
-            let worker_name = format!("{name}-{n}");
-            let mut stopped = stop.subscribe();
-            let until = async move {
-                while !*stopped.borrow_and_update() {
-                    if stopped.changed().await.is_err() {
-                        break;
-                    }
-                }
-                Ok::<(), std::io::Error>(())
-            };
-            let handler = Handler(handler.clone());
-            match self.clone() {
-                Self::Sqlite(storage) => {
-                    let worker = WorkerBuilder::new(worker_name)
-                        .backend(storage.poll_with_interval(POLL))
-                        .data(handler)
-                        .build(handle);
-                    workers.spawn(async move { worker.run_until(until).await });
-                }
-                Self::Redis(storage) => {
-                    let worker = WorkerBuilder::new(worker_name)
-                        .backend(storage.poll_with_interval(POLL))
-                        .data(handler)
-                        .build(handle);
-                    workers.spawn(async move { worker.run_until(until).await });
-                }
+        let concurrency = concurrency.max(1);
+        let handler = Handler(handler);
+        let outcome = match self.clone() {
+            Self::Sqlite(storage) => {
+                WorkerBuilder::new(name)
+                    .backend(storage.poll_with_interval(POLL))
+                    .concurrency(concurrency)
+                    .data(handler)
+                    .build(handle)
+                    .run_until(stopped(shutdown))
+                    .await
             }
-        }
-        shutdown.await;
-        let _ = stop.send(true);
-        while let Some(done) = workers.join_next().await {
-            match done {
-                Ok(Ok(())) => {}
-                Ok(Err(error)) => tracing::warn!(%error, "worker stopped with an error"),
-                Err(error) => tracing::warn!(%error, "worker task failed"),
+            Self::Redis(storage) => {
+                WorkerBuilder::new(name)
+                    .backend(storage.poll_with_interval(POLL))
+                    .concurrency(concurrency)
+                    .data(handler)
+                    .build(handle)
+                    .run_until(stopped(shutdown))
+                    .await
             }
+        };
+        if let Err(error) = outcome {
+            tracing::warn!(%error, "worker stopped with an error");
         }
         Ok(())
     }
+}
+
+/// `shutdown` as the worker's stop signal.
+async fn stopped(shutdown: impl Future<Output = ()>) -> Result<(), std::io::Error> {
+    shutdown.await;
+    Ok(())
 }
 
 /// The handler, as worker data.

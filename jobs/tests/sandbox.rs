@@ -375,3 +375,683 @@ async fn a_missing_sandbox_is_an_infrastructure_error() {
     .await;
     assert!(result.is_err(), "{result:?}");
 }
+
+fn with_limits(mut spec: RunSpec, change: impl FnOnce(&mut Limits)) -> RunSpec {
+    change(&mut spec.limits);
+    spec
+}
+
+/// Python that calls system call `number` with zero arguments and prints `name result errno`.
+fn syscall_probe(calls: &[(String, i64, Vec<u64>)]) -> String {
+    let mut source = String::from(
+        "import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\nlibc.syscall.restype = ctypes.c_long\n",
+    );
+    for (name, number, args) in calls {
+        let args: Vec<String> = args
+            .iter()
+            .map(|a| format!("ctypes.c_ulong({a})"))
+            .collect();
+        source.push_str(&format!(
+            "ctypes.set_errno(0)\nr = libc.syscall(ctypes.c_long({number}){}{})\nprint({name:?}, r, ctypes.get_errno(), flush=True)\n",
+            if args.is_empty() { "" } else { ", " },
+            args.join(", ")
+        ));
+    }
+    source
+}
+
+#[tokio::test]
+async fn every_denied_system_call_fails_with_eperm() {
+    let mut calls: Vec<(String, i64, Vec<u64>)> = sandbox::denied_syscalls()
+        .map(|(name, number)| (name.to_owned(), number, vec![0, 0, 0, 0, 0]))
+        .collect();
+    // The session keyring the worker holds: neither readable nor joinable.
+    calls.push((
+        "keyctl-session".into(),
+        libc::SYS_keyctl,
+        vec![0, (-3i64) as u64, 0],
+    ));
+    // ptrace of the sandbox's own init.
+    calls.push((
+        "ptrace-attach-1".into(),
+        libc::SYS_ptrace,
+        vec![16, 1, 0, 0],
+    ));
+    // clone into a new user (or network) namespace.
+    calls.push((
+        "clone-newuser".into(),
+        libc::SYS_clone,
+        vec![(libc::CLONE_NEWUSER | libc::SIGCHLD) as u64, 0, 0, 0, 0],
+    ));
+    calls.push((
+        "clone-newnet".into(),
+        libc::SYS_clone,
+        vec![(libc::CLONE_NEWNET | libc::SIGCHLD) as u64, 0, 0, 0, 0],
+    ));
+    let result = python(&syscall_probe(&calls)).await;
+    assert_eq!(
+        result.outcome.status,
+        Status::Succeeded,
+        "{}",
+        result.stderr
+    );
+    for (name, _, _) in &calls {
+        let line = result
+            .stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("{name} not probed: {}", result.stdout));
+        assert_eq!(
+            line,
+            format!("{name} -1 {}", libc::EPERM),
+            "{name} was not denied"
+        );
+    }
+    // clone3 says ENOSYS, so the C library falls back to clone (threads still work).
+    let clone3 = python(&syscall_probe(&[(
+        "clone3".into(),
+        libc::SYS_clone3,
+        vec![0, 0],
+    )]))
+    .await;
+    assert_eq!(clone3.stdout.trim(), format!("clone3 -1 {}", libc::ENOSYS));
+    let threads = python("import threading\nt = threading.Thread(target=lambda: print('thread ran'))\nt.start(); t.join()").await;
+    assert_eq!(threads.stdout.trim(), "thread ran", "{}", threads.stderr);
+}
+
+#[tokio::test]
+async fn no_nested_namespaces_no_keyring_no_supervisor_secrets() {
+    let result = run(spec(
+        Language::Bash,
+        "main.sh",
+        "unshare -U -r true && echo NESTED-USERNS\nunshare -n true && echo NESTED-NETNS\nls /proc/1/fd >/dev/null 2>&1 && echo SUPERVISOR-FDS\ncat /proc/1/environ >/dev/null 2>&1 && echo SUPERVISOR-ENV\nkill -9 1 2>/dev/null; echo still here",
+    ))
+    .await;
+    assert_eq!(
+        result.outcome.status,
+        Status::Succeeded,
+        "{}",
+        result.stderr
+    );
+    assert_eq!(result.stdout.trim(), "still here", "{}", result.stderr);
+}
+
+#[tokio::test]
+async fn inherited_descriptors_are_closed() {
+    use std::os::fd::AsFd;
+    // A descriptor the worker holds without close-on-exec, as an inherited one would be.
+    let secret = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(secret.path(), "inherited secret").unwrap();
+    let file = std::fs::File::open(secret.path()).unwrap();
+    rustix::io::fcntl_setfd(file.as_fd(), rustix::io::FdFlags::empty()).unwrap();
+    let result = python(
+        "import os\nfor fd in range(3, 1024):\n    try:\n        os.fstat(fd)\n        print('open', fd, os.readlink(f'/proc/self/fd/{fd}'))\n    except OSError:\n        pass\nprint('done')",
+    )
+    .await;
+    drop(file);
+    assert_eq!(result.stdout.trim(), "done", "{}", result.stderr);
+}
+
+#[tokio::test]
+async fn users_are_generated_and_run_directories_private() {
+    let pattern = format!("codecrafter-run-{}-", std::process::id());
+    let watcher = tokio::spawn({
+        let pattern = pattern.clone();
+        async move {
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while std::time::Instant::now() < deadline {
+                for entry in std::fs::read_dir(std::env::temp_dir()).unwrap().flatten() {
+                    let name = entry.file_name().to_string_lossy().into_owned();
+                    if name.starts_with(&pattern)
+                        && let Ok(meta) = entry.metadata()
+                    {
+                        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+                        let src = entry.path().join("src").join("main.sh");
+                        if let Ok(file) = std::fs::metadata(&src) {
+                            return Some((
+                                meta.permissions().mode() & 0o777,
+                                meta.uid(),
+                                file.permissions().mode() & 0o777,
+                                file.uid(),
+                            ));
+                        }
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            None
+        }
+    });
+    let result = run(spec(
+        Language::Bash,
+        "main.sh",
+        "id -un; id -gn; cat /etc/passwd | cut -d: -f1 | tr '\\n' ' '; echo; sleep 1",
+    ))
+    .await;
+    assert_eq!(
+        result.outcome.status,
+        Status::Succeeded,
+        "{}",
+        result.stderr
+    );
+    let lines: Vec<&str> = result.stdout.lines().collect();
+    assert_eq!(&lines[..2], ["sandbox", "sandbox"]);
+    assert_eq!(
+        lines[2].trim(),
+        "root sandbox nobody",
+        "only generated users"
+    );
+    let (dir_mode, dir_uid, file_mode, file_uid) =
+        watcher.await.unwrap().expect("saw the run directory");
+    assert_eq!((dir_mode, file_mode), (0o700, 0o600));
+    assert!(
+        dir_uid >= 20_000 && dir_uid == file_uid,
+        "owned by the run's uid: {dir_uid}"
+    );
+    // Nothing stays behind.
+    let left = std::fs::read_dir(std::env::temp_dir())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(&pattern))
+        .count();
+    assert!(
+        left <= 1,
+        "other tests of this process may still run; at most one left"
+    );
+}
+
+#[tokio::test]
+async fn exit_codes_are_exit_codes_and_signals_are_signals() {
+    for code in [0, 1, 2, 125, 126, 127, 128, 137, 152, 255] {
+        let result = run(spec(Language::Bash, "main.sh", &format!("exit {code}"))).await;
+        assert_eq!(
+            (result.outcome.exit_code, result.outcome.signal),
+            (Some(code), None),
+            "exit {code}"
+        );
+        let expected = if code == 0 {
+            Status::Succeeded
+        } else {
+            Status::Failed
+        };
+        assert_eq!(result.outcome.status, expected, "exit {code}");
+    }
+    for (signal, name) in [(9, "KILL"), (11, "SEGV"), (15, "TERM"), (6, "ABRT")] {
+        let result = run(spec(Language::Bash, "main.sh", &format!("kill -{name} $$"))).await;
+        assert_eq!(
+            (
+                result.outcome.status,
+                result.outcome.exit_code,
+                result.outcome.signal
+            ),
+            (Status::Failed, None, Some(signal)),
+            "SIG{name}"
+        );
+    }
+    // What a program prints is never taken for the sandbox's own failure.
+    for forged in [
+        "bwrap: Can not mount proc on /newroot/proc",
+        "sh: 1: cannot create",
+        "setpriv: failed",
+    ] {
+        for code in [1, 125, 126, 127] {
+            let result = run(spec(
+                Language::Bash,
+                "main.sh",
+                &format!("echo '{forged}' >&2; exit {code}"),
+            ))
+            .await;
+            assert_eq!(
+                (result.outcome.status, result.outcome.exit_code),
+                (Status::Failed, Some(code)),
+                "{forged} / {code}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn conflicting_paths_fail_the_run_with_the_reason() {
+    let result = run(RunSpec {
+        files: vec![
+            ("a".into(), b"x".to_vec()),
+            ("a/b.py".into(), b"print(1)".to_vec()),
+        ],
+        ..spec(Language::Python, "a/b.py", "")
+    })
+    .await;
+    assert_eq!(result.outcome.status, Status::Failed);
+    assert!(
+        result.stderr.contains("\"a\" is a file"),
+        "{}",
+        result.stderr
+    );
+    assert!(result.outcome.error.is_some());
+}
+
+#[tokio::test]
+async fn output_is_cut_on_character_boundaries_and_any_bytes_pass() {
+    let result = python(
+        "import sys, time\nout = sys.stdout.buffer\nout.write(b'nul\\x00 bad\\xff ')\nout.flush()\nword = 'h\u{e9}\u{20ac}\u{1f600}'.encode()\nfor i in range(len(word)):\n    out.write(word[i:i+1]); out.flush(); time.sleep(0.02)\nout.write(b'\\n')",
+    )
+    .await;
+    assert_eq!(
+        result.outcome.status,
+        Status::Succeeded,
+        "{}",
+        result.stderr
+    );
+    let bytes: Vec<u8> = result
+        .chunks
+        .iter()
+        .filter(|c| !c.stderr)
+        .flat_map(|c| c.data.clone())
+        .collect();
+    let mut expected = b"nul\x00 bad\xff ".to_vec();
+    expected.extend_from_slice("h\u{e9}\u{20ac}\u{1f600}\n".as_bytes());
+    assert_eq!(bytes, expected);
+    for chunk in result.chunks.iter().filter(|c| !c.stderr) {
+        if !chunk.data.contains(&0xff) {
+            assert!(
+                std::str::from_utf8(&chunk.data).is_ok(),
+                "cut inside a character: {:?}",
+                chunk.data
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn cpu_time_is_the_whole_process_tree() {
+    if sandbox::isolation() == sandbox::Isolation::Rlimits {
+        return;
+    }
+    // Three children each below the limit, together well over it.
+    let tree = with_limits(
+        spec(
+            Language::Python,
+            "main.py",
+            "import os, time\nfor _ in range(3):\n    if os.fork() == 0:\n        while time.process_time() < 0.8: pass\n        os._exit(0)\nfor _ in range(3): os.wait()\nprint('all done')",
+        ),
+        |l| {
+            l.cpu = Duration::from_secs(1);
+            l.cpu_cores = 4.0;
+        },
+    );
+    let result = run(tree).await;
+    assert_eq!(
+        result.outcome.status,
+        Status::TimedOut,
+        "{:?} {}",
+        result.outcome,
+        result.stdout
+    );
+    assert!(
+        result.outcome.cpu_time >= Duration::from_millis(950),
+        "{:?}",
+        result.outcome
+    );
+}
+
+#[tokio::test]
+async fn a_run_gets_one_core_however_many_processes_it_starts() {
+    if sandbox::isolation() == sandbox::Isolation::Rlimits {
+        return;
+    }
+    let hog = with_limits(
+        spec(
+            Language::Python,
+            "main.py",
+            "import os, time\nend = time.time() + 1.5\nfor _ in range(4):\n    if os.fork() == 0:\n        os.setsid()\n        while time.time() < end: pass\n        os._exit(0)\nfor _ in range(4): os.wait()",
+        ),
+        |l| l.cpu = Duration::from_secs(10),
+    );
+    let result = run(hog).await;
+    assert_eq!(
+        result.outcome.status,
+        Status::Succeeded,
+        "{:?}",
+        result.outcome
+    );
+    let (cpu, wall) = (result.outcome.cpu_time, result.outcome.wall_time);
+    assert!(
+        cpu.as_secs_f64() <= wall.as_secs_f64() * 1.25,
+        "one core: {cpu:?} of CPU in {wall:?}"
+    );
+}
+
+#[tokio::test]
+async fn the_program_cannot_use_the_compile_budget() {
+    let sleeper = with_limits(
+        spec(
+            Language::C,
+            "main.c",
+            "#include <unistd.h>\nint main(){sleep(4);return 0;}",
+        ),
+        |l| l.wall = Duration::from_secs(1),
+    );
+    let result = run(sleeper).await;
+    assert_eq!(
+        result.outcome.status,
+        Status::TimedOut,
+        "sleeping past its wall: {:?}",
+        result.outcome
+    );
+    assert!(
+        result.outcome.wall_time < Duration::from_secs(3),
+        "{:?}",
+        result.outcome
+    );
+    let burner = with_limits(
+        spec(
+            Language::C,
+            "main.c",
+            "int main(){volatile unsigned long i=0;for(;;)i++;}",
+        ),
+        |l| {
+            l.cpu = Duration::from_secs(1);
+            l.wall = Duration::from_secs(8);
+        },
+    );
+    let result = run(burner).await;
+    assert_eq!(
+        result.outcome.status,
+        Status::TimedOut,
+        "burning past its CPU: {:?}",
+        result.outcome
+    );
+    assert!(
+        result.outcome.cpu_time < Duration::from_millis(2500),
+        "{:?}",
+        result.outcome
+    );
+    // The compile step itself has a budget of its own.
+    let slow_compile = with_limits(spec(Language::C, "main.c", "int main(){return 0;}"), |l| {
+        l.compile_wall = Duration::from_millis(1);
+    });
+    assert_eq!(run(slow_compile).await.outcome.status, Status::TimedOut);
+}
+
+#[tokio::test]
+async fn a_compiler_killed_at_the_memory_limit_is_a_memory_limit() {
+    if sandbox::isolation() == sandbox::Isolation::Rlimits {
+        return;
+    }
+    let heavy = with_limits(
+        spec(
+            Language::Cpp,
+            "main.cpp",
+            "#include <iostream>\n#include <regex>\n#include <map>\nint main(){std::map<int,int> m; std::regex r(\"a+\"); std::cout<<std::regex_match(\"aa\", r)<<m.size();}",
+        ),
+        |l| l.memory_bytes = 24 * 1024 * 1024,
+    );
+    let result = run(heavy).await;
+    assert_eq!(
+        result.outcome.status,
+        Status::MemoryLimit,
+        "{:?} {}",
+        result.outcome,
+        result.stderr
+    );
+}
+
+/// Not a test: a worker process of its own for the tests below (re-executed with
+/// `CODECRAFTER_SANDBOX_CHILD` set): it runs `CODECRAFTER_SANDBOX_RUNS` runs at once, each
+/// sleeping `CODECRAFTER_SANDBOX_SLEEP` seconds.
+#[tokio::test]
+#[ignore = "started by other tests"]
+async fn worker_process() {
+    let Ok(runs) = std::env::var("CODECRAFTER_SANDBOX_CHILD") else {
+        return;
+    };
+    let sleep = std::env::var("CODECRAFTER_SANDBOX_SLEEP").unwrap();
+    let runs: usize = runs.parse().unwrap();
+    let all: Vec<_> = (0..runs)
+        .map(|_| {
+            tokio::spawn(run(with_limits(
+                spec(
+                    Language::Bash,
+                    "main.sh",
+                    &format!("sleep {sleep}; echo slept"),
+                ),
+                |l| l.wall = Duration::from_secs(60),
+            )))
+        })
+        .collect();
+    for run in all {
+        assert_eq!(run.await.unwrap().stdout.trim(), "slept");
+    }
+}
+
+/// Start [`worker_process`] in a process of its own.
+fn spawn_worker(runs: usize, sleep: u32) -> std::process::Child {
+    std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "worker_process",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("CODECRAFTER_SANDBOX_CHILD", runs.to_string())
+        .env("CODECRAFTER_SANDBOX_SLEEP", sleep.to_string())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// The run directories of process `pid` now: path and owner uid.
+fn run_dirs_of(pid: u32) -> Vec<(std::path::PathBuf, u32)> {
+    use std::os::unix::fs::MetadataExt;
+    let prefix = format!("codecrafter-run-{pid}-");
+    std::fs::read_dir(std::env::temp_dir())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+        .filter_map(|e| Some((e.path(), e.metadata().ok()?.uid())))
+        .collect()
+}
+
+/// Wait until `pid` has `count` run directories.
+async fn wait_for_runs(pid: u32, count: usize) -> Vec<(std::path::PathBuf, u32)> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let dirs = run_dirs_of(pid);
+        // A directory exists before its files are written; give each a moment's slack.
+        if dirs.len() >= count && dirs.iter().all(|(p, _)| p.join("status").exists()) {
+            return dirs;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{pid} never had {count} runs"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Cgroup directories below /sys/fs/cgroup whose name carries `pid` as a run's worker.
+fn cgroups_of(pid: u32) -> Vec<std::path::PathBuf> {
+    let names = [format!("run-{pid}-"), format!("codecrafter-runs-{pid}")];
+    let mut found = Vec::new();
+    let mut stack = vec![(std::path::PathBuf::from("/sys/fs/cgroup"), 0)];
+    while let Some((dir, depth)) = stack.pop() {
+        let Ok(read) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in read.flatten() {
+            let Ok(kind) = entry.file_type() else {
+                continue;
+            };
+            if !kind.is_dir() || kind.is_symlink() {
+                continue;
+            }
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if names.iter().any(|n| name.starts_with(n.as_str())) {
+                found.push(entry.path());
+            } else if depth < 6 {
+                stack.push((entry.path(), depth + 1));
+            }
+        }
+    }
+    found
+}
+
+#[tokio::test]
+async fn two_worker_processes_never_share_a_uid() {
+    if !sandbox::runs_as_root() {
+        return;
+    }
+    let mut first = spawn_worker(3, 2);
+    let mut second = spawn_worker(3, 2);
+    let a = wait_for_runs(first.id(), 3).await;
+    let b = wait_for_runs(second.id(), 3).await;
+    let mut uids: Vec<u32> = a.iter().chain(&b).map(|(_, uid)| *uid).collect();
+    uids.sort_unstable();
+    uids.dedup();
+    assert_eq!(
+        uids.len(),
+        6,
+        "every concurrent run has its own uid: {a:?} {b:?}"
+    );
+    assert!(first.wait().unwrap().success());
+    assert!(second.wait().unwrap().success());
+}
+
+#[tokio::test]
+async fn a_killed_worker_leaves_nothing_the_next_one_does_not_remove() {
+    let mut worker = spawn_worker(1, 30);
+    let pid = worker.id();
+    wait_for_runs(pid, 1).await;
+    worker.kill().unwrap();
+    worker.wait().unwrap();
+    assert_eq!(run_dirs_of(pid).len(), 1, "SIGKILL left its run directory");
+    sandbox::remove_leftovers();
+    assert!(run_dirs_of(pid).is_empty(), "the next worker removes it");
+    assert!(
+        cgroups_of(pid).is_empty(),
+        "and its cgroups: {:?}",
+        cgroups_of(pid)
+    );
+}
+
+/// Ten languages, installed as `.ci/run` and the worker image install them: hello world,
+/// stdin, and a compile (or syntax) error that fails with the toolchain's message.
+#[tokio::test]
+async fn ten_languages_hello_stdin_and_compile_errors() {
+    let programs: [(Language, &str, &str, &str, &str); 10] = [
+        (
+            Language::Python,
+            "main.py",
+            "print('hello')",
+            "import sys; print(sys.stdin.read().upper())",
+            "print('unclosed'",
+        ),
+        (
+            Language::JavaScript,
+            "main.js",
+            "console.log('hello')",
+            "console.log(require('fs').readFileSync(0, 'utf8').toUpperCase())",
+            "console.log('unclosed'",
+        ),
+        (
+            Language::TypeScript,
+            "main.ts",
+            "const greeting: string = 'hello';\nconsole.log(greeting);",
+            "declare const require: any;\nconsole.log(require('fs').readFileSync(0, 'utf8').toUpperCase());",
+            "const n: number = 'not a number';",
+        ),
+        (
+            Language::C,
+            "main.c",
+            "#include <stdio.h>\nint main(){puts(\"hello\");return 0;}",
+            "#include <stdio.h>\n#include <ctype.h>\nint main(){int c;while((c=getchar())!=EOF)putchar(toupper(c));puts(\"\");return 0;}",
+            "int main(){return undefined_name;}",
+        ),
+        (
+            Language::Cpp,
+            "main.cpp",
+            "#include <iostream>\nint main(){std::cout<<\"hello\\n\";}",
+            "#include <iostream>\n#include <cctype>\nint main(){char c;while(std::cin.get(c))std::cout<<(char)std::toupper(c);std::cout<<\"\\n\";}",
+            "int main(){return undefined_name;}",
+        ),
+        (
+            Language::Bash,
+            "main.sh",
+            "echo hello",
+            "tr a-z A-Z; echo",
+            "if then fi",
+        ),
+        (
+            Language::Java,
+            "Main.java",
+            "public class Main{public static void main(String[] a){System.out.println(\"hello\");}}",
+            "public class Main{public static void main(String[] a)throws Exception{System.out.println(new String(System.in.readAllBytes()).toUpperCase());}}",
+            "public class Main{public static void main(String[] a){undefinedName();}}",
+        ),
+        (
+            Language::Go,
+            "main.go",
+            "package main\nimport \"fmt\"\nfunc main(){fmt.Println(\"hello\")}",
+            "package main\nimport (\"fmt\";\"io\";\"os\";\"strings\")\nfunc main(){b,_:=io.ReadAll(os.Stdin);fmt.Println(strings.ToUpper(string(b)))}",
+            "package main\nfunc main(){undefinedName()}",
+        ),
+        (
+            Language::Rust,
+            "main.rs",
+            "fn main(){println!(\"hello\");}",
+            "use std::io::Read;\nfn main(){let mut s=String::new();std::io::stdin().read_to_string(&mut s).unwrap();println!(\"{}\", s.to_uppercase());}",
+            "fn main(){undefined_name();}",
+        ),
+        (
+            Language::Ruby,
+            "main.rb",
+            "puts 'hello'",
+            "puts STDIN.read.upcase",
+            "puts('unclosed'",
+        ),
+    ];
+    let roomy = |spec: RunSpec| {
+        with_limits(spec, |l| {
+            l.memory_bytes = 768 * 1024 * 1024;
+            l.processes = 256;
+            l.wall = Duration::from_secs(20);
+            l.cpu = Duration::from_secs(10);
+            l.compile_wall = Duration::from_secs(60);
+            l.compile_cpu = Duration::from_secs(60);
+        })
+    };
+    for (language, file, hello, echo, broken) in programs {
+        assert!(
+            sandbox::is_available(language),
+            "{language:?} must be installed here"
+        );
+        let result = run(roomy(spec(language, file, hello))).await;
+        assert_eq!(
+            (result.outcome.status, result.stdout.as_str()),
+            (Status::Succeeded, "hello\n"),
+            "{language:?} hello: {:?} {}",
+            result.outcome,
+            result.stderr
+        );
+        let mut with_stdin = roomy(spec(language, file, echo));
+        with_stdin.stdin = b"quiet".to_vec();
+        let result = run(with_stdin).await;
+        assert_eq!(
+            result.stdout.trim(),
+            "QUIET",
+            "{language:?} stdin: {}",
+            result.stderr
+        );
+        let result = run(roomy(spec(language, file, broken))).await;
+        assert_eq!(
+            result.outcome.status,
+            Status::Failed,
+            "{language:?} broken: {:?}",
+            result.outcome
+        );
+        assert!(
+            !result.stderr.trim().is_empty(),
+            "{language:?}: the toolchain says why"
+        );
+    }
+}

@@ -10,19 +10,19 @@ use codecrafter_tests::{TestApp, TestUser, backend_tests};
 use loro::{ExportMode, LoroDoc, LoroText, VersionVector};
 use serde_json::{Value, json};
 
-const APPLY: &str = "mutation($p: ID!, $u: Base64!, $c: String) { applyUpdate(projectId: $p, update: $u, clientId: $c) { seq versionVector } }";
+pub(crate) const APPLY: &str = "mutation($p: ID!, $u: Base64!, $c: String) { applyUpdate(projectId: $p, update: $u, clientId: $c) { seq versionVector } }";
 const SUBSCRIBE: &str = "subscription($p: ID!, $since: VersionVector) { documentUpdates(projectId: $p, since: $since) { update seq catchUp versionVector clientId author { username } } }";
 const FILES: &str = "query($p: ID!) { files(projectId: $p) { path content size } }";
 
 /// An owner, an editor and a viewer of a new private project.
-struct Team {
-    owner: TestUser,
-    editor: TestUser,
-    viewer: TestUser,
-    project: String,
+pub(crate) struct Team {
+    pub(crate) owner: TestUser,
+    pub(crate) editor: TestUser,
+    pub(crate) viewer: TestUser,
+    pub(crate) project: String,
 }
 
-async fn team(app: &TestApp) -> Team {
+pub(crate) async fn team(app: &TestApp) -> Team {
     let owner = app.sign_up("owner").await;
     let editor = app.sign_up("editor").await;
     let viewer = app.sign_up("viewer").await;
@@ -38,16 +38,16 @@ async fn team(app: &TestApp) -> Team {
 }
 
 /// A client: its own Loro document, following the project over a WebSocket.
-struct Peer {
-    doc: LoroDoc,
-    ws: WsClient,
-    sub: String,
-    name: String,
-    project: String,
+pub(crate) struct Peer {
+    pub(crate) doc: LoroDoc,
+    pub(crate) ws: WsClient,
+    pub(crate) sub: String,
+    pub(crate) name: String,
+    pub(crate) project: String,
 }
 
 impl Peer {
-    async fn join(app: &TestApp, user: &TestUser, project: &str, peer_id: u64) -> Peer {
+    pub(crate) async fn join(app: &TestApp, user: &TestUser, project: &str, peer_id: u64) -> Peer {
         let doc = LoroDoc::new();
         doc.set_peer_id(peer_id).unwrap();
         Self::follow(app, user, project, doc, None).await
@@ -79,7 +79,7 @@ impl Peer {
         peer
     }
 
-    fn import(&self, event: &Event) -> Value {
+    pub(crate) fn import(&self, event: &Event) -> Value {
         let update = event.data()["documentUpdates"].clone();
         let bytes = STANDARD.decode(update["update"].as_str().unwrap()).unwrap();
         let status = self.doc.import(&bytes).unwrap();
@@ -92,7 +92,7 @@ impl Peer {
 
     /// The text of `path`; a new file is created mergeable, so that two clients creating
     /// the same path at once end up with one file holding both their edits.
-    fn text(&self, path: &str) -> LoroText {
+    pub(crate) fn text(&self, path: &str) -> LoroText {
         text_of(&self.doc, path).unwrap_or_else(|| {
             self.doc
                 .get_map("files")
@@ -102,7 +102,7 @@ impl Peer {
     }
 
     /// Make a local edit and send it over the socket; returns the server's answer.
-    async fn edit(&mut self, change: impl FnOnce(&Self)) -> Value {
+    pub(crate) async fn edit(&mut self, change: impl FnOnce(&Self)) -> Value {
         let before = self.doc.oplog_vv();
         change(self);
         self.doc.commit();
@@ -153,7 +153,7 @@ fn decode_vv(encoded: &Value) -> VersionVector {
 }
 
 /// The server's files as `{ path: content }`.
-async fn server_files(app: &TestApp, token: &str, project: &str) -> Value {
+pub(crate) async fn server_files(app: &TestApp, token: &str, project: &str) -> Value {
     let answer = app.gql_as(token, FILES, json!({ "p": project })).await;
     let mut files = serde_json::Map::new();
     for file in answer.data()["files"].as_array().unwrap() {

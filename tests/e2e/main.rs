@@ -7,6 +7,7 @@ mod chat;
 mod cors;
 mod deploy;
 mod documents;
+mod fanout;
 mod hostile;
 mod invites;
 mod members;

@@ -79,14 +79,82 @@ fn streamed(events: &[Value], stream: &str) -> String {
 }
 
 backend_tests! {
+    async fn statuses_are_exact_and_any_output_is_kept(app) {
+        let owner = app.sign_up("owner").await;
+        let project = project_of(&app, &owner).await;
+        // Exit codes are exit codes, whatever their number.
+        for code in [125, 137, 152, 255] {
+            let id = start(&app, &owner, json!({ "p": project, "l": "BASH", "s": format!("exit {code}") })).await;
+            let run = finished(&app, &owner, &id).await;
+            assert_eq!((&run["status"], &run["exitCode"], &run["signal"], &run["attempts"]), (&json!("FAILED"), &json!(code), &Value::Null, &json!(1)), "{run}");
+        }
+        // A signal is a signal.
+        let id = start(&app, &owner, json!({ "p": project, "l": "BASH", "s": "kill -KILL $$" })).await;
+        let run = finished(&app, &owner, &id).await;
+        assert_eq!((&run["status"], &run["exitCode"], &run["signal"]), (&json!("FAILED"), &Value::Null, &json!(9)), "{run}");
+        // What a program prints is its output, not the sandbox failing: no retry.
+        let id = start(&app, &owner, json!({ "p": project, "l": "BASH", "s": "echo 'bwrap: Can not mount proc' >&2; exit 1" })).await;
+        let run = finished(&app, &owner, &id).await;
+        assert_eq!((&run["status"], &run["attempts"], &run["exitCode"]), (&json!("FAILED"), &json!(1), &json!(1)), "{run}");
+        // NUL and bytes that are not UTF-8 are stored (as U+FFFD) on either database; the
+        // heartbeat writes them while the run goes, and the result is written once.
+        let run = python(&app, &owner, &project, "import sys, time\nsys.stdout.buffer.write(b'a\\x00b\\xffc\\n')\nsys.stdout.flush()\ntime.sleep(1.5)\nprint('end')").await;
+        assert_eq!(run["status"], "SUCCEEDED", "{run}");
+        assert_eq!(run["stdout"], "a\u{FFFD}b\u{FFFD}c\nend\n", "{run}");
+        assert_eq!(run["attempts"], 1);
+    }
+
+    async fn a_requeued_run_never_runs_twice_at_once(app) {
+        use sea_orm::sea_query::Expr;
+        use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+        let owner = app.sign_up("owner").await;
+        let project = project_of(&app, &owner).await;
+        let id = start(&app, &owner, json!({ "p": project, "l": "PYTHON", "s": "import time\nprint('start', flush=True)\ntime.sleep(3)\nprint('end')" })).await;
+        // Running, its output in the row (the heartbeat wrote it). Generous: on a loaded
+        // host a job is sometimes taken only when the reaper enqueues it again (30 s).
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let run = app.gql_as(&owner.access, GET, json!({ "id": id })).await.data()["run"].clone();
+            if run["status"] == "RUNNING" && run["stdout"] == "start\n" {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "{run}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // What a reaper does when it believes the worker dead: back to the queue, enqueued.
+        let requeued_at = chrono::Utc::now();
+        let uuid: uuid::Uuid = id.parse().unwrap();
+        let requeued = entity::run::Entity::update_many()
+            .col_expr(entity::run::Column::Status, Expr::value(entity::run::RunStatus::Queued))
+            .col_expr(entity::run::Column::WorkerId, Expr::value(Option::<String>::None))
+            .filter(entity::run::Column::Id.eq(uuid))
+            .exec(&app.db)
+            .await
+            .unwrap();
+        assert_eq!(requeued.rows_affected, 1);
+        app.services.runs.queue.push(uuid).await.unwrap();
+        let run = finished(&app, &owner, &id).await;
+        assert_eq!((&run["status"], &run["attempts"], &run["stdout"]), (&json!("SUCCEEDED"), &json!(2), &json!("start\nend\n")), "{run}");
+        // The result is the second attempt's, whole: the first one's sandbox was stopped when
+        // its worker saw the claim gone (it would have ended within 3 s of the requeue).
+        let times = app.gql_as(&owner.access, "query($id: ID!) { run(id: $id) { finishedAt } }", json!({ "id": id })).await;
+        let finished_at = chrono::DateTime::parse_from_rfc3339(times.data()["run"]["finishedAt"].as_str().unwrap()).unwrap();
+        assert!(finished_at.signed_duration_since(requeued_at) >= chrono::Duration::milliseconds(2900), "{finished_at} vs {requeued_at}");
+    }
+
+
     async fn hello_world_in_every_available_language(app) {
         let owner = app.sign_up("owner").await;
         let project = project_of(&app, &owner).await;
         let languages = app
-            .gql("{ languages { language version available } sandboxIsolation }", json!({}))
+            .gql("{ languages { language version available } sandboxIsolation sandboxProtections }", json!({}))
             .await;
         let data = languages.data().clone();
         assert!(["CGROUP_V2", "CGROUP_V1", "RLIMITS"].contains(&data["sandboxIsolation"].as_str().unwrap()));
+        let protections: Vec<&str> = data["sandboxProtections"].as_array().unwrap().iter().map(|p| p.as_str().unwrap()).collect();
+        for active in ["seccomp filter", "no nested user namespaces", "inherited descriptors closed"] {
+            assert!(protections.contains(&active), "{protections:?}");
+        }
         let programs = [
             ("PYTHON", "print('hello')"),
             ("JAVASCRIPT", "console.log('hello')"),
@@ -96,6 +164,8 @@ backend_tests! {
             ("RUST", "fn main(){println!(\"hello\");}"),
             ("JAVA", "public class Main{public static void main(String[] a){System.out.println(\"hello\");}}"),
             ("GO", "package main\nimport \"fmt\"\nfunc main(){fmt.Println(\"hello\")}"),
+            ("TYPESCRIPT", "const greeting: string = 'hello';\nconsole.log(greeting);"),
+            ("RUBY", "puts 'hello'"),
         ];
         for (language, source) in programs {
             let info = data["languages"].as_array().unwrap().iter().find(|l| l["language"] == language).unwrap().clone();
@@ -105,14 +175,14 @@ backend_tests! {
                 refused.assert_error("BAD_USER_INPUT", Some("language"));
                 continue;
             }
-            let id = start(&app, &owner, json!({ "p": project, "l": language, "s": source, "lim": { "memoryMb": 512, "processes": 128 } })).await;
+            let id = start(&app, &owner, json!({ "p": project, "l": language, "s": source, "lim": { "memoryMb": 768, "processes": 256, "wallMs": 20000 } })).await;
             let run = finished(&app, &owner, &id).await;
             assert_eq!(run["status"], "SUCCEEDED", "{language}: {run}");
             assert_eq!(run["stdout"], "hello\n", "{language}");
             assert_eq!(run["exitCode"], 0);
             assert_eq!(run["requestedBy"]["username"], "owner");
         }
-        for required in ["PYTHON", "JAVASCRIPT", "C", "CPP", "BASH"] {
+        for required in ["PYTHON", "JAVASCRIPT", "TYPESCRIPT", "C", "CPP", "BASH", "JAVA", "GO", "RUST", "RUBY"] {
             let info = data["languages"].as_array().unwrap().iter().find(|l| l["language"] == required).unwrap().clone();
             assert_eq!(info["available"], true, "{required} must work here");
         }
@@ -462,6 +532,83 @@ async fn a_terminated_worker_finishes_its_run_and_takes_no_more() {
             let waiting = app.gql_as(&owner.access, GET, json!({ "id": later })).await;
             assert_eq!(waiting.data()["run"]["status"], "QUEUED");
         },
+    )
+    .await;
+}
+
+/// The most runs that were running at one moment, from their `startedAt`/`finishedAt`.
+fn most_at_once(runs: &[Value]) -> usize {
+    let at = |run: &Value, field: &str| {
+        chrono::DateTime::parse_from_rfc3339(run[field].as_str().unwrap()).unwrap()
+    };
+    let mut edges: Vec<_> = runs
+        .iter()
+        .flat_map(|run| [(at(run, "startedAt"), 1i32), (at(run, "finishedAt"), -1)])
+        .collect();
+    // An end and a start at the same instant do not overlap.
+    edges.sort();
+    let (mut now, mut most) = (0i32, 0i32);
+    for (_, step) in edges {
+        now += step;
+        most = most.max(now);
+    }
+    usize::try_from(most).unwrap()
+}
+
+/// A worker set to `WORKER_CONCURRENCY` N runs at most N runs at once, and does run N.
+async fn worker_concurrency_is_honoured(app: TestApp) {
+    const TIMES: &str = "query($id: ID!) { run(id: $id) { status stdout startedAt finishedAt } }";
+    let owner = app.sign_up("owner").await;
+    let project = project_of(&app, &owner).await;
+    let mut app = app;
+    for (concurrency, count) in [(1, 3), (2, 4)] {
+        app = app
+            .restart_with(|c| c.worker_concurrency = Some(concurrency))
+            .await;
+        let mut ids = Vec::new();
+        for _ in 0..count {
+            ids.push(start(&app, &owner, json!({ "p": project, "l": "PYTHON", "s": "import time\ntime.sleep(0.8)\nprint('slept')" })).await);
+        }
+        let mut runs = Vec::new();
+        for id in &ids {
+            finished(&app, &owner, id).await;
+            let run = app.gql_as(&owner.access, TIMES, json!({ "id": id })).await;
+            let run = run.data()["run"].clone();
+            assert_eq!(
+                (&run["status"], &run["stdout"]),
+                (&json!("SUCCEEDED"), &json!("slept\n")),
+                "{run}"
+            );
+            runs.push(run);
+        }
+        assert_eq!(
+            most_at_once(&runs),
+            concurrency,
+            "WORKER_CONCURRENCY={concurrency}: {runs:?}"
+        );
+    }
+}
+
+/// In embedded mode (SQLite database and SQLite job queue).
+#[tokio::test]
+async fn worker_concurrency_on_the_sqlite_queue() {
+    codecrafter_tests::run(
+        codecrafter_tests::Backend::Sqlite,
+        worker_concurrency_is_honoured,
+    )
+    .await;
+}
+
+/// In production mode (PostgreSQL database and Redis job queue).
+#[tokio::test]
+async fn worker_concurrency_on_the_redis_queue() {
+    codecrafter_tests::run_with(
+        codecrafter_tests::Backend::Postgres,
+        |config| {
+            redis_config(config);
+            config.in_process_workers = Some(true);
+        },
+        worker_concurrency_is_honoured,
     )
     .await;
 }

@@ -241,8 +241,10 @@ impl Connection {
                         "Too many initialisation requests",
                     ));
                 }
-                let viewer = viewer_from_init(payload.as_ref(), &self.state.services);
-                if viewer.user().is_err() {
+                let services = &self.state.services;
+                let viewer = viewer_from_init(payload.as_ref(), services);
+                let signed_out = matches!(&viewer, Viewer::User(user) if services.revoked_sessions.is_revoked(user.session_id));
+                if viewer.user().is_err() || signed_out {
                     return Err(Closing::new(
                         close::FORBIDDEN,
                         "Forbidden: the access token is invalid or expired",

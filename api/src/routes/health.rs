@@ -12,8 +12,10 @@ pub async fn healthz() -> &'static str {
     "ok"
 }
 
-/// The process can serve: its database answers and, with `REDIS_URL`, its link to the other
-/// nodes is up.
+/// The process can serve: its database answers. With `REDIS_URL`, the link to the other
+/// nodes is reported too, but a node whose Redis is away still serves (edits are stored and
+/// reach the other nodes through the database within seconds), so it stays ready, with
+/// `"status": "degraded"`: a proxy must not take every node out because Redis is down.
 pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<serde_json::Value>) {
     let database = match state.services.db.ping().await {
         Ok(()) => true,
@@ -23,19 +25,24 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<serde_js
         }
     };
     let redis = state.services.bus.redis_connected();
+    let status = match (database, redis) {
+        (false, _) => "unavailable",
+        (true, Some(false)) => "degraded",
+        (true, _) => "ready",
+    };
     let mut body = json!({
-        "status": "ready",
+        "status": status,
         "database": if database { "ok" } else { "unreachable" },
     });
     if let Some(connected) = redis {
         body["redis"] = json!(if connected { "ok" } else { "unreachable" });
     }
-    if database && redis != Some(false) {
-        (StatusCode::OK, Json(body))
+    let code = if database {
+        StatusCode::OK
     } else {
-        body["status"] = json!("unavailable");
-        (StatusCode::SERVICE_UNAVAILABLE, Json(body))
-    }
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, Json(body))
 }
 
 /// Prometheus text: connections, documents in memory, updates, runs.

@@ -1,7 +1,7 @@
 //! The languages runs can use, whether their toolchain is installed, and how to run them.
 //!
-//! Toolchains are used from `/usr` (bound read-only into the sandbox); Rust's from the
-//! sysroot `rustc --print sysroot` names, bound read-only at `/opt/rust`.
+//! Toolchains are used from `/usr` (bound read-only into the sandbox), Debian's packages
+//! (`rustc`, not a rustup toolchain under a private home).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -19,10 +19,12 @@ pub enum Language {
     Rust,
     Java,
     Go,
+    TypeScript,
+    Ruby,
 }
 
 impl Language {
-    pub const ALL: [Language; 8] = [
+    pub const ALL: [Language; 10] = [
         Self::Python,
         Self::JavaScript,
         Self::C,
@@ -31,6 +33,8 @@ impl Language {
         Self::Rust,
         Self::Java,
         Self::Go,
+        Self::TypeScript,
+        Self::Ruby,
     ];
 }
 
@@ -77,28 +81,6 @@ fn first_line(program: &Path, args: &[&str]) -> Option<String> {
         .filter(|l| !l.is_empty())
 }
 
-fn rust_sysroot() -> Option<PathBuf> {
-    static SYSROOT: OnceLock<Option<PathBuf>> = OnceLock::new();
-    SYSROOT
-        .get_or_init(|| {
-            let output = Command::new("rustc")
-                .args(["--print", "sysroot"])
-                .output()
-                .ok()?;
-            let root = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim());
-            (root.join("bin/rustc").exists() && reachable_by_anyone(&root)).then_some(root)
-        })
-        .clone()
-}
-
-/// Whether a sandbox user (any uid) may enter `path`: every ancestor searchable by others.
-/// A toolchain under a private home (`/root/.rustup`) is not usable by runs.
-fn reachable_by_anyone(path: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    path.ancestors()
-        .all(|dir| std::fs::metadata(dir).is_ok_and(|m| m.permissions().mode() & 0o001 != 0))
-}
-
 fn detect(language: Language) -> LanguageInfo {
     let usr = |name: &str| PathBuf::from("/usr/bin").join(name);
     let version = match language {
@@ -107,12 +89,14 @@ fn detect(language: Language) -> LanguageInfo {
         Language::C => first_line(&usr("gcc"), &["--version"]),
         Language::Cpp => first_line(&usr("g++"), &["--version"]),
         Language::Bash => first_line(&usr("bash"), &["--version"]),
-        Language::Rust => rust_sysroot()
-            .filter(|_| usr("cc").exists())
-            .and_then(|root| first_line(&root.join("bin/rustc"), &["--version"])),
+        Language::Rust => first_line(&usr("rustc"), &["--version"]).filter(|_| usr("cc").exists()),
         Language::Java => first_line(&usr("javac"), &["-version"])
             .filter(|_| first_line(&usr("java"), &["-version"]).is_some()),
         Language::Go => first_line(&usr("go"), &["version"]),
+        Language::TypeScript => first_line(&usr("tsc"), &["--version"])
+            .filter(|_| usr("node").exists())
+            .map(|v| format!("TypeScript {}", v.trim_start_matches("Version "))),
+        Language::Ruby => first_line(&usr("ruby"), &["--version"]),
     };
     LanguageInfo {
         language,
@@ -156,9 +140,9 @@ pub fn plan(language: Language, entry: &str) -> Option<Plan> {
             vec![],
         ),
         Language::Rust => (
-            Some(format!("/opt/rust/bin/rustc -O -o {binary} {file}")),
+            Some(format!("rustc -O -o {binary} {file}")),
             binary.to_owned(),
-            vec![(rust_sysroot()?, "/opt/rust".to_owned())],
+            vec![],
         ),
         Language::Java => {
             let class = Path::new(entry)
@@ -171,6 +155,19 @@ pub fn plan(language: Language, entry: &str) -> Option<Plan> {
                     "java -XX:+UseSerialGC -XX:TieredStopAtLevel=1 -Xshare:auto -cp /work/.classes {}",
                     quote(&class)
                 ),
+                vec![],
+            )
+        }
+        Language::Ruby => (None, format!("ruby {file}"), vec![]),
+        Language::TypeScript => {
+            // `--rootDir /work` keeps the entry's folders (`a/b.ts` becomes `a/b.js`); tsc reports
+            // on stdout, and a compiler's messages belong on stderr.
+            let js = Path::new(entry).with_extension("js");
+            (
+                Some(format!(
+                    "tsc --pretty false --target es2020 --module commonjs --rootDir /work --outDir /work/.ts-out {file} 1>&2"
+                )),
+                format!("node {}", quote(&format!("/work/.ts-out/{}", js.display()))),
                 vec![],
             )
         }

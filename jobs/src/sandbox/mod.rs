@@ -1,28 +1,39 @@
 //! The sandbox that runs untrusted code.
 //!
 //! Every run gets:
-//! - a fresh temporary directory holding its files, mounted read-only at `/src` and copied
-//!   by the sandboxed process into `/work`, a size-limited tmpfs (so filling the disk fills
-//!   only that, and its pages count against the run's memory);
-//! - bubblewrap: new user, PID, network, IPC, UTS and cgroup namespaces, read-only `/usr`
-//!   and the few `/etc` files toolchains need (never `/etc/shadow`, `/root`, the server's
-//!   data or its environment), a private `/tmp`, `--die-with-parent`, a clean environment;
-//! - an unprivileged host uid no other concurrent run has, so `RLIMIT_NPROC` is per run;
-//! - limits: memory and processes through cgroups (v2, or the v1 hierarchy this host has)
-//!   when the process may create them, else rlimits; CPU time, file size and core dumps
-//!   through rlimits; wall time and output size watched here. Any limit kills the whole
-//!   process tree (killing bubblewrap ends its PID namespace).
+//! - a fresh run directory on the host (`codecrafter-run-<worker pid>-…`, mode 0700, owned
+//!   by the run's uid), holding its files, mounted read-only at `/src` and copied by the run
+//!   into `/work`, a size-limited tmpfs (so filling the disk fills only that, and its pages
+//!   count against the run's memory), and a generated `/etc/passwd` and `/etc/group`;
+//! - bubblewrap: new user, PID, network, IPC, UTS and cgroup namespaces, no nested user
+//!   namespaces (`--disable-userns`), read-only `/usr` and the few `/etc` files toolchains
+//!   need (never `/etc/shadow`, `/root`, the server's data or its environment), a private
+//!   `/tmp`, `--die-with-parent`, `--new-session`, a clean environment, and seccomp filters
+//!   (see `seccomp`) denying ptrace, the keyring, BPF, io_uring, mounts, namespaces…;
+//! - a supervisor as PID 1 (see `supervisor`) that closes every inherited descriptor but
+//!   0–2, and reports the exact exit code or signal of the compile step and of the program
+//!   on a channel the program cannot reach;
+//! - an unprivileged host uid no other concurrent run on the host has (see `uids`), so
+//!   `RLIMIT_NPROC` is per run;
+//! - limits: memory, processes and CPU bandwidth through cgroups (see `cgroup`) when the
+//!   process may create them, else rlimits; the CPU time of the whole process tree from the
+//!   cgroup, watched here; file size and core dumps through rlimits; wall time and output
+//!   size watched here. A compile step has its own wall and CPU budget; the program's
+//!   limits start when it starts. Any limit kills the whole process tree.
 //!
-//! The wrapper chain is `sh` (joins the cgroups) -> `prlimit` -> `setpriv` (drops to the
-//! run's uid) -> `bwrap` -> `sh` (copies the files, compiles) -> the program. No `unsafe`.
+//! The wrapper chain is `sh` (joins the cgroups, opens the status file and the filters) ->
+//! `prlimit` -> `setpriv` (drops to the run's uid) -> `bwrap` -> the supervisor -> `sh`
+//! (copies the files, compiles) and then `sh` -> the program. No `unsafe`.
 
 mod cgroup;
 mod languages;
+mod seccomp;
+mod supervisor;
+mod uids;
 
-use std::collections::HashSet;
 use std::path::{Component, Path, PathBuf};
 use std::process::Stdio;
-use std::sync::{Mutex, OnceLock, PoisonError};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -31,11 +42,14 @@ use tokio::sync::{mpsc, watch};
 
 pub use cgroup::Isolation;
 pub use languages::{Language, LanguageInfo, is_available, languages};
+pub use seccomp::denied as denied_syscalls;
 
 /// What a run may use.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Limits {
+    /// Wall-clock time of the program, from its start (after any compile step).
     pub wall: Duration,
+    /// CPU time of the program's whole process tree.
     pub cpu: Duration,
     pub memory_bytes: u64,
     pub processes: u32,
@@ -43,9 +57,12 @@ pub struct Limits {
     pub file_bytes: u64,
     /// Output kept per stream; more kills the run (OUTPUT_LIMIT).
     pub output_bytes: u64,
-    /// Extra wall and CPU time for a compile step (C, C++, Rust, Java).
+    /// Wall and CPU time of the compile step (C, C++, Rust, Java, Go), which the program
+    /// cannot use.
     pub compile_wall: Duration,
     pub compile_cpu: Duration,
+    /// CPU bandwidth of the run, in cores (where cgroups bound it).
+    pub cpu_cores: f64,
 }
 
 impl Default for Limits {
@@ -59,6 +76,7 @@ impl Default for Limits {
             output_bytes: 64 * 1024,
             compile_wall: Duration::from_secs(20),
             compile_cpu: Duration::from_secs(15),
+            cpu_cores: 1.0,
         }
     }
 }
@@ -75,7 +93,8 @@ pub struct RunSpec {
     pub limits: Limits,
 }
 
-/// A piece of output, in the order it was read.
+/// A piece of output, in the order it was read. Chunks end on UTF-8 character boundaries
+/// (bytes that are not UTF-8 pass through as they are).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OutputChunk {
     pub stderr: bool,
@@ -86,7 +105,7 @@ pub struct OutputChunk {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Status {
     Succeeded,
-    /// A non-zero exit, a signal, or a compile error.
+    /// A non-zero exit, a signal, a compile error, or files that cannot be laid out.
     Failed,
     /// Wall or CPU time ran out.
     TimedOut,
@@ -98,13 +117,19 @@ pub enum Status {
 #[derive(Clone, Debug)]
 pub struct Outcome {
     pub status: Status,
+    /// The program's exit code (0–255) when it exited; the compiler's when compiling failed.
     pub exit_code: Option<i32>,
+    /// The signal that ended it, when one did.
     pub signal: Option<i32>,
+    /// The program's wall time (the whole run's when it never started).
     pub wall_time: Duration,
+    /// The program's CPU time, all its processes together where cgroups count it.
     pub cpu_time: Duration,
     pub peak_memory_bytes: Option<u64>,
     pub stdout_truncated: bool,
     pub stderr_truncated: bool,
+    /// Why the run ended without running the program, when that is the run's fault.
+    pub error: Option<String>,
 }
 
 /// The sandbox could not do its job (not the program's fault): worth retrying.
@@ -124,6 +149,31 @@ pub fn isolation() -> Isolation {
     *ISOLATION.get_or_init(cgroup::detect)
 }
 
+/// The protections runs get on this host, by name.
+pub fn protections() -> Vec<&'static str> {
+    let mut active = vec![
+        "user, PID, network, IPC, UTS and cgroup namespaces",
+        "no nested user namespaces",
+        "seccomp filter",
+        "inherited descriptors closed",
+        "exact exit status from a supervisor the program cannot reach",
+        "read-only system, private /tmp and /work",
+        "generated /etc/passwd and /etc/group",
+    ];
+    if runs_as_root() {
+        active.push("own host uid per run");
+        active.push("run directory private to the run's uid");
+    }
+    match isolation() {
+        Isolation::CgroupV2 | Isolation::CgroupV1 => {
+            active.push("cgroup memory, process and CPU limits");
+            active.push("CPU time of the whole process tree");
+        }
+        Isolation::Rlimits => active.push("rlimits only (no cgroups)"),
+    }
+    active
+}
+
 /// Whether this process may switch uids (and create cgroups): a worker is meant to run as
 /// root; unprivileged (a developer's `cargo run`), runs keep the worker's uid, still inside
 /// bubblewrap's namespaces, with rlimits only.
@@ -132,38 +182,33 @@ pub fn runs_as_root() -> bool {
     std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
 }
 
+/// Remove what workers that died left behind: run directories and cgroups whose worker pid
+/// is gone. Call once when a worker starts.
+pub fn remove_leftovers() {
+    let temp = std::env::temp_dir();
+    if let Ok(read) = std::fs::read_dir(&temp) {
+        for entry in read.filter_map(Result::ok) {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let dead = name
+                .strip_prefix(RUN_DIR_PREFIX)
+                .and_then(|rest| rest.split('-').next())
+                .filter(|pid| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()))
+                .is_some_and(|pid| !Path::new("/proc").join(pid).exists());
+            if dead && std::fs::remove_dir_all(entry.path()).is_ok() {
+                tracing::info!(dir = %entry.path().display(), "removed a dead worker's run directory");
+            }
+        }
+    }
+    cgroup::remove_leftovers();
+}
+
 /// Largest file a compile step may write (a statically linked binary, a build cache entry).
 const COMPILE_FILE_BYTES: u64 = 256 * 1024 * 1024;
 
-/// Host uids for runs: each concurrent run has its own.
-const UID_BASE: u32 = 20_000;
-const UID_COUNT: u32 = 10_000;
+const RUN_DIR_PREFIX: &str = "codecrafter-run-";
 
-struct Uid(u32);
-
-impl Uid {
-    fn take() -> Result<Self, SandboxError> {
-        let mut used = used_uids();
-        let free = (UID_BASE..UID_BASE + UID_COUNT)
-            .find(|uid| !used.contains(uid))
-            .ok_or_else(|| SandboxError::Start("no free sandbox uid".into()))?;
-        used.insert(free);
-        Ok(Self(free))
-    }
-}
-
-impl Drop for Uid {
-    fn drop(&mut self) {
-        used_uids().remove(&self.0);
-    }
-}
-
-fn used_uids() -> std::sync::MutexGuard<'static, HashSet<u32>> {
-    static USED: OnceLock<Mutex<HashSet<u32>>> = OnceLock::new();
-    USED.get_or_init(Default::default)
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-}
+/// How often the status file and the CPU time are looked at while a run goes.
+const WATCH: Duration = Duration::from_millis(10);
 
 /// A relative path that stays inside its directory.
 fn safe_path(path: &str) -> Result<PathBuf, SandboxError> {
@@ -181,21 +226,61 @@ fn safe_path(path: &str) -> Result<PathBuf, SandboxError> {
     }
 }
 
-/// Write the files into a new directory readable by the sandbox user.
-fn materialise(spec: &RunSpec) -> Result<tempfile::TempDir, SandboxError> {
+/// A file whose path is also a folder of another file (`a` and `a/b.py`), if any.
+fn conflicting_paths(files: &[(String, Vec<u8>)]) -> Option<(String, String)> {
+    let paths: std::collections::BTreeSet<PathBuf> =
+        files.iter().map(|(p, _)| PathBuf::from(p)).collect();
+    for (path, _) in files {
+        let mut ancestor = Path::new(path).parent();
+        while let Some(dir) = ancestor.filter(|d| !d.as_os_str().is_empty()) {
+            if paths.contains(dir) {
+                return Some((dir.display().to_string(), path.clone()));
+            }
+            ancestor = dir.parent();
+        }
+    }
+    None
+}
+
+/// The run's directory on the host and the files the launcher opens.
+struct RunDir {
+    dir: tempfile::TempDir,
+}
+
+impl RunDir {
+    fn src(&self) -> PathBuf {
+        self.dir.path().join("src")
+    }
+    fn file(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+}
+
+/// Write the files into a new directory private to the run's uid.
+fn materialise(spec: &RunSpec, uid: Option<u32>) -> Result<RunDir, SandboxError> {
     safe_path(&spec.entry)?;
     let dir = tempfile::Builder::new()
-        .prefix("codecrafter-run-")
+        .prefix(&format!("{RUN_DIR_PREFIX}{}-", std::process::id()))
         .tempdir()?;
-    set_mode(dir.path(), 0o755)?;
+    let own = |path: &Path, mode: u32| -> std::io::Result<()> {
+        set_mode(path, mode)?;
+        if let Some(uid) = uid {
+            std::os::unix::fs::chown(path, Some(uid), Some(uid))?;
+        }
+        Ok(())
+    };
+    own(dir.path(), 0o700)?;
+    let src = dir.path().join("src");
+    std::fs::create_dir(&src)?;
+    own(&src, 0o700)?;
     for (path, contents) in &spec.files {
         let relative = safe_path(path)?;
-        let target = dir.path().join(&relative);
+        let target = src.join(&relative);
         if let Some(parent) = target.parent() {
             std::fs::create_dir_all(parent)?;
             let mut ancestor = parent;
-            while ancestor != dir.path() {
-                set_mode(ancestor, 0o755)?;
+            while ancestor != src {
+                own(ancestor, 0o700)?;
                 match ancestor.parent() {
                     Some(up) => ancestor = up,
                     None => break,
@@ -208,9 +293,31 @@ fn materialise(spec: &RunSpec) -> Result<tempfile::TempDir, SandboxError> {
             .create_new(true)
             .open(&target)?;
         std::io::Write::write_all(&mut file, contents)?;
-        set_mode(&target, 0o644)?;
+        own(&target, 0o600)?;
     }
-    Ok(dir)
+    // Who the run is, for tools that look themselves up (and nothing about the host's users).
+    for (name, text) in [
+        (
+            "passwd",
+            "root:x:0:0:root:/nonexistent:/usr/sbin/nologin\nsandbox:x:1000:1000:sandbox:/work:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n",
+        ),
+        ("group", "root:x:0:\nsandbox:x:1000:\nnogroup:x:65534:\n"),
+    ] {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text)?;
+        own(&path, 0o644)?;
+    }
+    // Only the launcher (root) opens these; the run never sees the host's directory.
+    let filters = seccomp::filters().map_err(|e| SandboxError::Start(format!("seccomp: {e}")))?;
+    for (n, filter) in filters.iter().enumerate() {
+        let path = dir.path().join(format!("seccomp-{n}.bpf"));
+        std::fs::write(&path, filter)?;
+        set_mode(&path, 0o600)?;
+    }
+    let status = dir.path().join("status");
+    std::fs::write(&status, b"")?;
+    set_mode(&status, 0o600)?;
+    Ok(RunDir { dir })
 }
 
 fn set_mode(path: &Path, mode: u32) -> std::io::Result<()> {
@@ -218,9 +325,32 @@ fn set_mode(path: &Path, mode: u32) -> std::io::Result<()> {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
 }
 
+/// The descriptors the launcher opens: the supervisor's status file, then the filters.
+const STATUS_FD: u32 = 6;
+const FIRST_FILTER_FD: u32 = 7;
+
 /// Quote for `sh`.
 fn quote(text: &str) -> String {
     format!("'{}'", text.replace('\'', r"'\''"))
+}
+
+/// A run that ends before it starts, the run's own fault (files that cannot be laid out).
+fn refused(output: &mpsc::UnboundedSender<OutputChunk>, reason: String) -> Outcome {
+    let _ = output.send(OutputChunk {
+        stderr: true,
+        data: format!("{reason}\n").into_bytes(),
+    });
+    Outcome {
+        status: Status::Failed,
+        exit_code: None,
+        signal: None,
+        wall_time: Duration::ZERO,
+        cpu_time: Duration::ZERO,
+        peak_memory_bytes: None,
+        stdout_truncated: false,
+        stderr_truncated: false,
+        error: Some(reason),
+    }
 }
 
 /// Run `spec` with `bwrap`, sending output to `output` as it comes, until it ends, hits a
@@ -233,46 +363,81 @@ pub async fn run(
 ) -> Result<Outcome, SandboxError> {
     let plan = languages::plan(spec.language, &spec.entry)
         .ok_or_else(|| SandboxError::Start(format!("{:?} is not installed", spec.language)))?;
+    if !Path::new(supervisor::PERL).exists() {
+        return Err(SandboxError::Start(format!(
+            "{} (the sandbox's supervisor) is missing",
+            supervisor::PERL
+        )));
+    }
+    if let Some((file, inside)) = conflicting_paths(&spec.files) {
+        return Ok(refused(
+            &output,
+            format!(
+                "the project cannot be laid out: {file:?} is a file, but {inside:?} needs it to be a folder"
+            ),
+        ));
+    }
     let limits = spec.limits;
-    let (wall, cpu) = if plan.compile.is_some() {
-        (
-            limits.wall + limits.compile_wall,
-            limits.cpu + limits.compile_cpu,
-        )
+    let compiled = plan.compile.is_some();
+    // The prepare step (copy, compile) has its own budget when it compiles; a copy alone
+    // is counted against the program's.
+    let (prepare_wall, prepare_cpu) = if compiled {
+        (limits.compile_wall, limits.compile_cpu)
     } else {
         (limits.wall, limits.cpu)
     };
-    let dir = materialise(&spec)?;
-    let uid = Uid::take()?;
+    let uid = uids::Uid::take()?;
+    let root = runs_as_root();
+    let dir = materialise(&spec, root.then_some(uid.uid))?;
     let isolation = isolation();
-    let group = cgroup::Group::create(isolation, limits.memory_bytes, limits.processes)
-        .map_err(|e| SandboxError::Start(format!("cgroup: {e}")))?;
+    let group = cgroup::Group::create(cgroup::GroupLimits {
+        memory_bytes: limits.memory_bytes,
+        processes: limits.processes,
+        cpu_cores: limits.cpu_cores,
+    })
+    .map_err(|e| SandboxError::Start(format!("cgroup: {e}")))?;
 
-    // The program's own file-size limit is set (in 512-byte blocks) right before it starts,
-    // after a compile step that may write larger files (binaries, caches).
+    // The program's file-size limit (in 512-byte blocks) and, as a per-process backstop to
+    // the cgroup's count, its CPU limit are set right before it starts, after a compile step
+    // that may write larger files and use its own CPU budget.
     let blocks = limits.file_bytes.div_ceil(512).max(1);
-    let script = match &plan.compile {
-        Some(compile) => format!(
-            "cp -R /src/. /work/ && {compile} && ulimit -f {blocks} && exec {}",
-            plan.run
-        ),
-        None => format!("cp -R /src/. /work/ && exec {}", plan.run),
+    let program_cpu_secs = whole_secs(limits.cpu);
+    let prepare = match &plan.compile {
+        Some(compile) => format!("cp -R /src/. /work/ && {compile}"),
+        None => "cp -R /src/. /work/".to_owned(),
     };
-    let fsize = if plan.compile.is_some() {
+    let program = format!(
+        "ulimit -f {blocks} && ulimit -S -t {program_cpu_secs} && exec {}",
+        plan.run
+    );
+    let fsize = if compiled {
         limits.file_bytes.max(COMPILE_FILE_BYTES)
     } else {
         limits.file_bytes
     };
+    let filters = seccomp::filters()
+        .map_err(|e| SandboxError::Start(format!("seccomp: {e}")))?
+        .len();
     let mut command = Command::new("/bin/sh");
-    command.arg("-c").arg(
-        r#"while [ "$1" != "--" ]; do echo $$ > "$1" || exit 125; shift; done; shift; exec "$@""#,
-    );
+    let mut opens = format!("exec {STATUS_FD}>>\"$1\"");
+    for n in 0..filters {
+        opens.push_str(&format!(
+            " {}<\"$2/seccomp-{n}.bpf\"",
+            FIRST_FILTER_FD + n as u32
+        ));
+    }
+    command.arg("-c").arg(format!(
+        r#"{opens} || exit 125; shift 2; while [ "$1" != "--" ]; do echo $$ > "$1" || exit 125; shift; done; shift; exec "$@""#
+    ));
     command.arg("sh");
+    command.arg(dir.file("status"));
+    command.arg(dir.dir.path());
     for procs in group.procs_files() {
         command.arg(procs);
     }
     command.arg("--");
-    let cpu_secs = cpu.as_secs().max(1) + u64::from(cpu.subsec_nanos() > 0);
+    // Per process, a backstop: the cgroup counts the whole tree (watched below).
+    let cpu_secs = whole_secs(prepare_cpu + limits.cpu);
     command.args([
         "/usr/bin/prlimit".to_owned(),
         format!("--nproc={}", limits.processes),
@@ -288,11 +453,11 @@ pub async fn run(
         command.arg(format!("--as={}", limits.memory_bytes));
     }
     command.arg("--");
-    if runs_as_root() {
+    if root {
         command.args([
             "/usr/bin/setpriv",
-            &format!("--reuid={}", uid.0),
-            &format!("--regid={}", uid.0),
+            &format!("--reuid={}", uid.uid),
+            &format!("--regid={}", uid.uid),
             "--clear-groups",
             "--inh-caps=-all",
             "--bounding-set=-all",
@@ -300,8 +465,16 @@ pub async fn run(
         ]);
     }
     command.arg(bwrap);
-    command.args(bwrap_args(dir.path(), limits, &plan.extra_binds));
-    command.args(["/bin/sh", "-c", &script]);
+    command.args(bwrap_args(&dir, limits, &plan.extra_binds, filters));
+    command.args([
+        supervisor::PERL,
+        "-e",
+        supervisor::SCRIPT,
+        &libc::SYS_close.to_string(),
+        &libc::SYS_prctl.to_string(),
+        &prepare,
+        &program,
+    ]);
     command
         .env_clear()
         .env("PATH", "/usr/bin:/bin")
@@ -337,35 +510,70 @@ pub async fn run(
     });
     drop(over_tx);
 
-    #[derive(PartialEq)]
-    enum Ended {
+    #[derive(Clone, Copy, PartialEq)]
+    enum Stopped {
         Wall,
+        Cpu,
         Output,
         Cancelled,
     }
-    let deadline = tokio::time::sleep(wall);
-    tokio::pin!(deadline);
-    let mut ended = None;
-    let status = loop {
+    let status_path = dir.file("status");
+    let mut report = supervisor::Report::default();
+    // The CPU the prepare step used, once the program started.
+    let mut prepare_cpu_used: Option<Duration> = None;
+    let mut watch = tokio::time::interval(WATCH);
+    watch.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut stopped = None;
+    loop {
         tokio::select! {
-            status = child.wait() => break status?,
-            _ = &mut deadline, if ended.is_none() => {
-                ended = Some(Ended::Wall);
+            status = child.wait() => { status?; break; }
+            _ = watch.tick(), if stopped.is_none() => {
+                if let Ok(text) = std::fs::read(&status_path) {
+                    report.update(&text);
+                }
+                let cpu = group.cpu();
+                if report.run_started.is_some() && prepare_cpu_used.is_none() {
+                    prepare_cpu_used = Some(cpu.unwrap_or_default());
+                }
+                let over = match (report.run_started, prepare_cpu_used) {
+                    (Some(at), Some(before)) => {
+                        if at.elapsed() > limits.wall {
+                            Some(Stopped::Wall)
+                        } else if cpu.is_some_and(|c| c.saturating_sub(before) > limits.cpu) {
+                            Some(Stopped::Cpu)
+                        } else {
+                            None
+                        }
+                    }
+                    _ => {
+                        if started.elapsed() > prepare_wall {
+                            Some(Stopped::Wall)
+                        } else if cpu.is_some_and(|c| c > prepare_cpu) {
+                            Some(Stopped::Cpu)
+                        } else {
+                            None
+                        }
+                    }
+                };
+                if let Some(reason) = over {
+                    stopped = Some(reason);
+                    kill(&mut child, &group).await;
+                }
+            }
+            Some(()) = over_rx.recv(), if stopped.is_none() => {
+                stopped = Some(Stopped::Output);
                 kill(&mut child, &group).await;
             }
-            Some(()) = over_rx.recv(), if ended.is_none() => {
-                ended = Some(Ended::Output);
-                kill(&mut child, &group).await;
-            }
-            changed = cancel.changed(), if ended.is_none() => {
+            changed = cancel.changed(), if stopped.is_none() => {
                 if changed.is_err() || *cancel.borrow() {
-                    ended = Some(Ended::Cancelled);
+                    stopped = Some(Stopped::Cancelled);
                     kill(&mut child, &group).await;
                 }
             }
         }
-    };
-    let wall_time = started.elapsed();
+    }
+    let ended_at = Instant::now();
+    let cpu_total = group.cpu();
     group.kill_all().await;
     feeder.abort();
     let mut truncated = [false, false];
@@ -378,60 +586,84 @@ pub async fn run(
             }
         }
     }
+    if let Ok(text) = std::fs::read(&status_path) {
+        report.update(&text);
+    }
     let usage = group.usage();
     drop(group);
-    drop(uid);
     drop(dir);
+    drop(uid);
 
-    let (exit_code, signal) = exit_of(status);
-    // bubblewrap itself failed (not the program): an infrastructure failure.
-    let wrapper_failed = [&b"bwrap: "[..], b"setpriv: ", b"prlimit: ", b"sh: "]
-        .iter()
-        .any(|prefix| stderr_text.starts_with(prefix));
-    if ended.is_none() && matches!(exit_code, Some(1 | 126 | 127)) && wrapper_failed {
-        return Err(SandboxError::Start(
-            String::from_utf8_lossy(&stderr_text).trim().to_owned(),
-        ));
+    if !report.ready && stopped.is_none() {
+        // The sandbox never came up: its own failure (bubblewrap, setpriv, the cgroups),
+        // whatever a program would have printed, since none ran.
+        let said = String::from_utf8_lossy(&stderr_text).trim().to_owned();
+        return Err(SandboxError::Start(if said.is_empty() {
+            "the sandbox ended before its supervisor started".to_owned()
+        } else {
+            said
+        }));
     }
-    if exit_code == Some(125) && stderr_text.is_empty() && ended.is_none() {
-        return Err(SandboxError::Start(
-            "could not join the run's cgroup".into(),
-        ));
-    }
-    let status = match ended {
-        Some(Ended::Cancelled) => Status::Cancelled,
-        Some(Ended::Output) => Status::OutputLimit,
-        Some(Ended::Wall) => Status::TimedOut,
-        _ if usage.memory_limit_hit && signal == Some(9) => Status::MemoryLimit,
-        // SIGXCPU, or the hard CPU limit's SIGKILL once the soft one was ignored.
-        _ if signal == Some(24) || (signal == Some(9) && usage.cpu >= cpu.mul_f64(0.95)) => {
-            Status::TimedOut
+    let program_ran = report.run_started.is_some();
+    let ended = if program_ran {
+        report.ran
+    } else {
+        report.prepared
+    };
+    let (exit_code, signal) = match ended {
+        Some(supervisor::Ended::Exit(code)) => (Some(code), None),
+        Some(supervisor::Ended::Signal(signal)) => (None, Some(signal)),
+        None => (None, None),
+    };
+    let (wall_time, cpu_time) = match report.run_started {
+        Some(at) => (
+            ended_at.saturating_duration_since(at),
+            cpu_total
+                .zip(prepare_cpu_used)
+                .map_or(Duration::ZERO, |(total, before)| {
+                    total.saturating_sub(before)
+                }),
+        ),
+        None => (ended_at - started, cpu_total.unwrap_or_default()),
+    };
+    let cpu_used = cpu_time;
+    let status = match stopped {
+        Some(Stopped::Cancelled) => Status::Cancelled,
+        Some(Stopped::Output) => Status::OutputLimit,
+        Some(Stopped::Wall | Stopped::Cpu) => Status::TimedOut,
+        // The memory cgroup killed a process and the run did not succeed: whoever died
+        // (the program, a child of it, the compiler under its driver), memory is the cause.
+        None if usage.memory_limit_hit && ended != Some(supervisor::Ended::Exit(0)) => {
+            Status::MemoryLimit
         }
-        _ if exit_code == Some(0) => Status::Succeeded,
-        _ => Status::Failed,
+        // The supervisor vanished without a word and no limit explains it.
+        None if ended.is_none() => {
+            return Err(SandboxError::Start(
+                "the sandbox's supervisor ended without reporting".into(),
+            ));
+        }
+        // SIGXCPU, or the hard CPU limit's SIGKILL once the soft one was ignored.
+        None if signal == Some(24) => Status::TimedOut,
+        None if signal == Some(9) && cpu_used >= limits.cpu.mul_f64(0.95) => Status::TimedOut,
+        None if program_ran && exit_code == Some(0) => Status::Succeeded,
+        None => Status::Failed,
     };
     Ok(Outcome {
         status,
         exit_code,
         signal,
         wall_time,
-        cpu_time: usage.cpu,
+        cpu_time,
         peak_memory_bytes: usage.peak_memory,
         stdout_truncated: truncated[0],
         stderr_truncated: truncated[1],
+        error: None,
     })
 }
 
-/// bubblewrap reports a program killed by signal N as exit code 128 + N.
-fn exit_of(status: std::process::ExitStatus) -> (Option<i32>, Option<i32>) {
-    use std::os::unix::process::ExitStatusExt;
-    if let Some(signal) = status.signal() {
-        return (None, Some(signal));
-    }
-    match status.code() {
-        Some(code) if (129..=159).contains(&code) => (Some(code), Some(code - 128)),
-        code => (code, None),
-    }
+/// Whole seconds, rounded up, at least one (rlimits count seconds).
+fn whole_secs(d: Duration) -> u64 {
+    (d.as_secs() + u64::from(d.subsec_nanos() > 0)).max(1)
 }
 
 async fn kill(child: &mut tokio::process::Child, group: &cgroup::Group) {
@@ -439,9 +671,17 @@ async fn kill(child: &mut tokio::process::Child, group: &cgroup::Group) {
     group.kill_all().await;
 }
 
-fn bwrap_args(src: &Path, limits: Limits, extra: &[(PathBuf, String)]) -> Vec<String> {
+fn bwrap_args(
+    dir: &RunDir,
+    limits: Limits,
+    extra: &[(PathBuf, String)],
+    filters: usize,
+) -> Vec<String> {
     let mut args: Vec<String> = [
         "--unshare-all",
+        "--unshare-user",
+        "--disable-userns",
+        "--as-pid-1",
         "--die-with-parent",
         "--new-session",
         "--ro-bind",
@@ -478,6 +718,19 @@ fn bwrap_args(src: &Path, limits: Limits, extra: &[(PathBuf, String)]) -> Vec<St
             args.extend(["--ro-bind".into(), etc.into(), etc.into()]);
         }
     }
+    for name in ["passwd", "group"] {
+        args.extend([
+            "--ro-bind".into(),
+            dir.file(name).display().to_string(),
+            format!("/etc/{name}"),
+        ]);
+    }
+    for n in 0..filters {
+        args.extend([
+            "--add-seccomp-fd".into(),
+            (FIRST_FILTER_FD + n as u32).to_string(),
+        ]);
+    }
     for (host, inside) in extra {
         args.extend([
             "--ro-bind".into(),
@@ -498,7 +751,7 @@ fn bwrap_args(src: &Path, limits: Limits, extra: &[(PathBuf, String)]) -> Vec<St
         "--tmpfs".into(),
         "/work".into(),
         "--ro-bind".into(),
-        src.display().to_string(),
+        dir.src().display().to_string(),
         "/src".into(),
         "--chdir".into(),
         "/work".into(),
@@ -531,6 +784,26 @@ struct Read {
     head: Vec<u8>,
 }
 
+/// Where `bytes` can be cut without splitting a UTF-8 character: before a trailing
+/// sequence that is still incomplete (anything else, valid or not, is passed on).
+fn utf8_boundary(bytes: &[u8]) -> usize {
+    let len = bytes.len();
+    for i in (len.saturating_sub(4)..len).rev() {
+        let byte = bytes[i];
+        if byte & 0xC0 == 0x80 {
+            continue;
+        }
+        let needed = match byte {
+            0xF0..=0xF7 => 4,
+            0xE0..=0xEF => 3,
+            0xC0..=0xDF => 2,
+            _ => 1,
+        };
+        return if i + needed > len { i } else { len };
+    }
+    len
+}
+
 async fn read_stream(
     pipe: Option<Box<dyn tokio::io::AsyncRead + Unpin + Send>>,
     stderr: bool,
@@ -545,9 +818,19 @@ async fn read_stream(
     let Some(mut pipe) = pipe else { return read };
     let mut total = 0usize;
     let mut buffer = vec![0u8; 16 * 1024];
+    // The start of a character whose other bytes have not arrived yet.
+    let mut pending: Vec<u8> = Vec::new();
+    let send = |data: Vec<u8>| {
+        if !data.is_empty() {
+            let _ = output.send(OutputChunk { stderr, data });
+        }
+    };
     loop {
         let n = match pipe.read(&mut buffer).await {
-            Ok(0) | Err(_) => return read,
+            Ok(0) | Err(_) => {
+                send(std::mem::take(&mut pending));
+                return read;
+            }
             Ok(n) => n,
         };
         if read.head.len() < 256 {
@@ -556,11 +839,14 @@ async fn read_stream(
         }
         let room = cap.saturating_sub(total);
         if room > 0 {
-            let keep = n.min(room);
-            let _ = output.send(OutputChunk {
-                stderr,
-                data: buffer[..keep].to_vec(),
-            });
+            pending.extend_from_slice(&buffer[..n.min(room)]);
+            let cut = if n >= room {
+                pending.len()
+            } else {
+                utf8_boundary(&pending)
+            };
+            let rest = pending.split_off(cut);
+            send(std::mem::replace(&mut pending, rest));
         }
         total = total.saturating_add(n);
         if total > cap && !read.truncated {

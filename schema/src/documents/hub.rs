@@ -23,7 +23,7 @@ use uuid::Uuid;
 use super::limits::{CollabConfig, check_path};
 use super::store;
 use crate::error::{ApiError, ApiResult};
-use crate::realtime::{Bus, DocSignal, RemoteDoc};
+use crate::realtime::{Announced, Bus, DocSignal, RemoteDoc};
 
 /// The root map of every document: path -> LoroText.
 pub const FILES: &str = "files";
@@ -121,6 +121,9 @@ impl Documents {
             tokio::spawn(remote_loop(Arc::downgrade(&documents.hub), remote));
         }
         tokio::spawn(sweep_loop(Arc::downgrade(&documents.hub)));
+        if let Some(period) = documents.hub.bus.head_check() {
+            tokio::spawn(head_check_loop(Arc::downgrade(&documents.hub), period));
+        }
         documents
     }
 
@@ -182,7 +185,8 @@ impl Documents {
             self.hub.rebuild(&entry, &mut guard, &before).await;
             return Err(error);
         }
-        self.hub
+        let (applied, announced) = self
+            .hub
             .commit(
                 &entry,
                 &mut guard,
@@ -191,7 +195,11 @@ impl Documents {
                 Some(author),
                 client_id,
             )
-            .await
+            .await?;
+        // The next edit of this document need not wait for Redis; this answer does.
+        drop(guard);
+        announced.sent().await;
+        Ok(applied)
     }
 
     /// Change the document on the server's behalf (file operations, restores): `edit` works
@@ -226,10 +234,12 @@ impl Documents {
                 return Err(error);
             }
         };
-        let applied = self
+        let (applied, announced) = self
             .hub
             .commit(&entry, &mut guard, &before, update, Some(author), None)
             .await?;
+        drop(guard);
+        announced.sent().await;
         Ok((value, applied))
     }
 
@@ -468,7 +478,8 @@ impl Hub {
         Ok(guard)
     }
 
-    /// Store what was just imported into the copy and broadcast it; on failure, undo.
+    /// Store what was just imported into the copy and broadcast it; on failure, undo. The
+    /// caller answers once the update has left for the other nodes ([`Announced::sent`]).
     async fn commit(
         &self,
         entry: &Arc<Entry>,
@@ -477,7 +488,7 @@ impl Hub {
         update: Vec<u8>,
         author: Option<Uuid>,
         client_id: Option<String>,
-    ) -> ApiResult<Applied> {
+    ) -> ApiResult<(Applied, Announced)> {
         let appended = store::append(
             &self.db,
             entry.project,
@@ -502,7 +513,7 @@ impl Hub {
         // import idempotently, and missing it would be worse.)
         let loaded = loaded_mut(guard)?;
         self.broadcast(entry, loaded, seq, &update, author, client_id.clone());
-        self.bus.announce_doc(DocSignal {
+        let announced = self.bus.announce_doc(DocSignal {
             project: entry.project,
             seq,
             update,
@@ -530,7 +541,7 @@ impl Hub {
         {
             tracing::warn!(project = %entry.project, ?error, "compaction failed");
         }
-        Ok(applied)
+        Ok((applied, announced))
     }
 
     /// Record `seq` as applied and hand it to this node's subscribers.
@@ -769,5 +780,47 @@ async fn sweep_loop(hub: std::sync::Weak<Hub>) {
         ticker.tick().await;
         let Some(hub) = hub.upgrade() else { return };
         hub.sweep().await;
+    }
+}
+
+/// The safety net under the fan-out between nodes: every `period`, compare the documents
+/// loaded here with the heads in the database, and catch up those still behind a head read
+/// one period earlier (anything newer may still be on its way through Redis). It makes up for
+/// whatever Redis never delivered: a writer's node that died between storing an update and
+/// publishing it, a dropped publish, a Redis outage. One indexed query per period.
+async fn head_check_loop(hub: std::sync::Weak<Hub>, period: Duration) {
+    let mut ticker = tokio::time::interval(period);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut previous: HashMap<Uuid, i64> = HashMap::new();
+    loop {
+        ticker.tick().await;
+        let Some(hub) = hub.upgrade() else { return };
+        let entries: Vec<Arc<Entry>> = hub.lock_entries().values().cloned().collect();
+        if entries.is_empty() {
+            previous.clear();
+            continue;
+        }
+        let projects: Vec<Uuid> = entries.iter().map(|entry| entry.project).collect();
+        let heads = match store::heads(&hub.db, &projects).await {
+            Ok(heads) => heads,
+            Err(error) => {
+                tracing::warn!(?error, "head check: cannot read document heads");
+                continue;
+            }
+        };
+        for entry in &entries {
+            let Some(&head) = previous.get(&entry.project) else {
+                continue;
+            };
+            // A document in use right now is being brought up to date by that use anyway.
+            let Ok(mut guard) = entry.state.clone().try_lock_owned() else {
+                continue;
+            };
+            if guard.as_ref().is_some_and(|loaded| loaded.seq < head) {
+                tracing::info!(project = %entry.project, head, "head check: catching up a document the fan-out missed");
+                hub.catch_up(entry, &mut guard, None).await;
+            }
+        }
+        previous = heads.into_iter().collect();
     }
 }

@@ -6,7 +6,7 @@ use entity::{document, version};
 use sea_orm::sea_query::{Expr, ExprTrait, Query};
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection,
-    EntityTrait, QueryFilter, QueryOrder, TransactionTrait,
+    EntityTrait, QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
 };
 use uuid::Uuid;
 
@@ -65,6 +65,24 @@ pub async fn since(
         .order_by_asc(document_update::Column::Seq)
         .all(db)
         .await?)
+}
+
+/// The head (last sequence number) of each of `projects` that has a document.
+pub async fn heads(db: &DatabaseConnection, projects: &[Uuid]) -> ApiResult<Vec<(Uuid, i64)>> {
+    let mut heads = Vec::with_capacity(projects.len());
+    // Well under every backend's limit of bound parameters per statement.
+    for chunk in projects.chunks(1000) {
+        let rows: Vec<(Uuid, i64)> = Document::find()
+            .select_only()
+            .column(document::Column::ProjectId)
+            .column(document::Column::HeadSeq)
+            .filter(document::Column::ProjectId.is_in(chunk.iter().copied()))
+            .into_tuple()
+            .all(db)
+            .await?;
+        heads.extend(rows);
+    }
+    Ok(heads)
 }
 
 /// Append an update to the log, durably; returns its sequence number. The counter row is

@@ -48,6 +48,11 @@ pub enum Language {
     Java,
     /// Go.
     Go,
+    /// TypeScript, compiled by `tsc` and run on Node.js.
+    #[graphql(name = "TYPESCRIPT")]
+    TypeScript,
+    /// Ruby.
+    Ruby,
 }
 
 /// A shared workspace of files that its members edit together.

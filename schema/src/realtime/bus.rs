@@ -1,9 +1,10 @@
 //! The bus: local delivery plus, when Redis is configured, delivery to every other node.
 
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{broadcast, mpsc, oneshot};
 use uuid::Uuid;
 
 use super::redis_link::RedisLink;
@@ -15,6 +16,9 @@ use super::topics::Topics;
 const PROJECT_CHANNEL_CAPACITY: usize = 1024;
 /// Document updates from other nodes waiting for the document hub.
 const REMOTE_DOC_QUEUE: usize = 4096;
+/// The longest an edit's answer waits for Redis to take its update (a Redis that stopped
+/// answering is the head check's to make up for, not the writer's to wait on).
+const PUBLISH_WAIT: Duration = Duration::from_secs(1);
 
 /// What the document hub learns from other nodes.
 #[derive(Debug)]
@@ -39,6 +43,21 @@ pub struct Bus {
     remote_docs: mpsc::Sender<RemoteDoc>,
     remote_docs_rx: Mutex<Option<mpsc::Receiver<RemoteDoc>>>,
     redis: Option<RedisLink>,
+    head_check: Option<Duration>,
+}
+
+/// An update on its way to the other nodes; [`Announced::sent`] waits until Redis has it.
+#[must_use = "an edit is answered once its update has left for the other nodes"]
+pub struct Announced(Option<oneshot::Receiver<bool>>);
+
+impl Announced {
+    /// Wait until Redis has taken the update (and so has handed it to every node listening),
+    /// at most [`PUBLISH_WAIT`]; at once when there are no other nodes or Redis is away.
+    pub async fn sent(self) {
+        if let Some(confirmed) = self.0 {
+            let _ = tokio::time::timeout(PUBLISH_WAIT, confirmed).await;
+        }
+    }
 }
 
 impl Bus {
@@ -48,12 +67,20 @@ impl Bus {
     }
 
     /// A bus that shares signals with every node subscribed to `channel` on the Redis server
-    /// at `url`. Fails when Redis cannot be reached at start-up; later outages are survived
-    /// (reconnect, then [`RemoteDoc::Resync`]).
-    pub async fn redis(url: &str, channel: &str) -> anyhow::Result<Arc<Self>> {
+    /// at `url`. Fails only for a malformed URL: without Redis the node starts alone and
+    /// connects when Redis is back (then [`RemoteDoc::Resync`]), and so it does after any
+    /// outage. `head_check` is how often the document hub compares its documents with the
+    /// database, for what Redis never delivered (`None`: never).
+    pub async fn redis(
+        url: &str,
+        channel: &str,
+        head_check: Option<Duration>,
+    ) -> anyhow::Result<Arc<Self>> {
         let node = Uuid::new_v4();
         let (link, inbound) = RedisLink::connect(url, channel, node).await?;
-        let bus = Arc::new(Self::new(node, Some(link)));
+        let mut bus = Self::new(node, Some(link));
+        bus.head_check = head_check;
+        let bus = Arc::new(bus);
         tokio::spawn(deliver_inbound(Arc::downgrade(&bus), inbound));
         Ok(bus)
     }
@@ -67,7 +94,13 @@ impl Bus {
             remote_docs,
             remote_docs_rx: Mutex::new(Some(rx)),
             redis,
+            head_check: None,
         }
+    }
+
+    /// How often documents followed here are compared with the database (multi-node only).
+    pub fn head_check(&self) -> Option<Duration> {
+        self.head_check
     }
 
     /// Whether signals reach other nodes: `None` in embedded mode.
@@ -104,19 +137,35 @@ impl Bus {
     }
 
     /// Tell the other nodes about an update this node appended (its own subscribers are
-    /// served by the document hub directly).
-    pub fn announce_doc(&self, update: DocSignal) {
-        self.to_other_nodes(|| Signal::Doc(update));
+    /// served by the document hub directly). The edit is answered after [`Announced::sent`],
+    /// so a node dying right after answering has already handed the update on.
+    ///
+    /// Why pub/sub confirmed before the answer, plus the hub's periodic head check, rather
+    /// than Redis Streams: a node can die between its database commit and any Redis command,
+    /// so a check against the database is needed either way; with it, pub/sub is enough, and
+    /// Redis holds no second copy of the log to trim or replay.
+    pub fn announce_doc(&self, update: DocSignal) -> Announced {
+        Announced(self.send_to_other_nodes(|| Signal::Doc(update), true))
     }
 
     /// Send to the other nodes (through Redis); `signal` is only built when there are any.
     fn to_other_nodes(&self, signal: impl FnOnce() -> Signal) {
-        if let Some(redis) = &self.redis {
-            redis.publish(Envelope {
+        let _ = self.send_to_other_nodes(signal, false);
+    }
+
+    fn send_to_other_nodes(
+        &self,
+        signal: impl FnOnce() -> Signal,
+        confirm: bool,
+    ) -> Option<oneshot::Receiver<bool>> {
+        let redis = self.redis.as_ref()?;
+        redis.publish(
+            Envelope {
                 origin: self.node,
                 signal: signal(),
-            });
-        }
+            },
+            confirm,
+        )
     }
 
     /// The queue of document updates from other nodes; the document hub takes it once.

@@ -11,7 +11,7 @@ mod redis_link;
 mod signal;
 mod topics;
 
-pub use bus::{Bus, RemoteDoc};
+pub use bus::{Announced, Bus, RemoteDoc};
 pub use signal::{
     DocSignal, PresenceSignal, PresenceState, ProjectEvent, ProjectSignal, RunSignal, Signal,
 };

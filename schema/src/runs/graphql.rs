@@ -243,6 +243,11 @@ impl RunsQuery {
         }
     }
 
+    /// Each protection runs get on this host (namespaces, seccomp, cgroup limits…).
+    async fn sandbox_protections(&self) -> Vec<&'static str> {
+        jobs::sandbox::protections()
+    }
+
     /// A run, for whoever can read its project.
     async fn run(
         &self,

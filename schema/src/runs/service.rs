@@ -56,6 +56,8 @@ pub fn source_file(language: Language) -> &'static str {
         Language::Rust => "main.rs",
         Language::Java => "Main.java",
         Language::Go => "main.go",
+        Language::TypeScript => "main.ts",
+        Language::Ruby => "main.rb",
     }
 }
 

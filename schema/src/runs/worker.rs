@@ -30,6 +30,9 @@ use crate::time::now;
 const HEARTBEAT: Duration = Duration::from_secs(1);
 /// A run whose heartbeat is older than this lost its worker.
 const STALE_AFTER: ChronoDuration = ChronoDuration::seconds(10);
+/// A worker whose heartbeat has failed this long stops its run's sandbox: a reaper may soon
+/// hand the run to another worker (well before `STALE_AFTER`).
+const FENCE_AFTER: Duration = Duration::from_secs(6);
 /// A queued run this old without a worker taking it is enqueued again (a lost job).
 const FORGOTTEN_AFTER: ChronoDuration = ChronoDuration::seconds(30);
 
@@ -45,6 +48,8 @@ pub fn sandbox_language(language: Language) -> jobs::sandbox::Language {
         Language::Rust => L::Rust,
         Language::Java => L::Java,
         Language::Go => L::Go,
+        Language::TypeScript => L::TypeScript,
+        Language::Ruby => L::Ruby,
     }
 }
 
@@ -199,11 +204,19 @@ impl Executor {
         };
         let mut heartbeat = tokio::time::interval(HEARTBEAT);
         heartbeat.tick().await;
+        // Fencing: once the run may have been handed to another worker (its claim is gone, or
+        // the heartbeat failed for long enough that a reaper may think this worker dead), the
+        // sandbox is killed and nothing of this attempt is recorded.
+        let mut fenced: Option<String> = None;
+        let mut last_beat = std::time::Instant::now();
         loop {
             tokio::select! {
                 result = &mut sandbox => {
                     while let Ok(chunk) = chunks.try_recv() {
                         output.take(&self.services, run.id, chunk);
+                    }
+                    if let Some(reason) = fenced {
+                        return Err(reason);
                     }
                     return match result {
                         Ok(outcome) => Ok(Finished { outcome, output }),
@@ -213,33 +226,58 @@ impl Executor {
                 Some(chunk) = chunks.recv() => {
                     output.take(&self.services, run.id, chunk);
                 }
-                _ = heartbeat.tick() => {
-                    match self.beat(run.id, &output).await {
-                        Ok(true) => { let _ = cancel_tx.send(true); }
-                        Ok(false) => {}
-                        Err(error) => tracing::warn!(run = %run.id, ?error, "heartbeat failed"),
+                _ = heartbeat.tick(), if fenced.is_none() => {
+                    match self.beat(run.id, run.attempts, &output).await {
+                        Ok(Beat::Ours { cancel }) => {
+                            last_beat = std::time::Instant::now();
+                            if cancel {
+                                let _ = cancel_tx.send(true);
+                            }
+                        }
+                        Ok(Beat::Lost) => {
+                            tracing::warn!(run = %run.id, "the run was taken from this worker; stopping its sandbox");
+                            fenced = Some("the run was taken over by another worker".into());
+                            let _ = cancel_tx.send(true);
+                        }
+                        Err(error) => {
+                            tracing::warn!(run = %run.id, ?error, "heartbeat failed");
+                            if last_beat.elapsed() > FENCE_AFTER {
+                                fenced = Some(format!(
+                                    "no heartbeat for {}s",
+                                    last_beat.elapsed().as_secs()
+                                ));
+                                let _ = cancel_tx.send(true);
+                            }
+                        }
                     }
                 }
             }
         }
     }
 
-    /// Keep the run ours and its output so far in the row; answers whether a cancel was asked.
-    async fn beat(&self, id: Uuid, output: &Output) -> ApiResult<bool> {
-        Run::update_many()
+    /// Keep the run ours and its output so far in the row; answers whether it still is, and
+    /// whether a cancel was asked.
+    async fn beat(&self, id: Uuid, attempt: i32, output: &Output) -> ApiResult<Beat> {
+        let kept = Run::update_many()
             .col_expr(run::Column::HeartbeatAt, Expr::value(now()))
             .col_expr(run::Column::Stdout, Expr::value(output.text(false)))
             .col_expr(run::Column::Stderr, Expr::value(output.text(true)))
             .col_expr(run::Column::OutputSeq, Expr::value(output.seq))
             .filter(run::Column::Id.eq(id))
             .filter(run::Column::WorkerId.eq(self.worker_id.clone()))
+            // The attempt too: the same worker may hold a later claim of the same run.
+            .filter(run::Column::Attempts.eq(attempt))
             .filter(run::Column::Status.eq(RunStatus::Running))
             .exec(&self.services.db)
             .await?;
-        Ok(Run::find_by_id(id)
+        if kept.rows_affected == 0 {
+            return Ok(Beat::Lost);
+        }
+        let cancel = Run::find_by_id(id)
             .one(&self.services.db)
             .await?
-            .is_some_and(|r| r.cancel_requested))
+            .is_some_and(|r| r.cancel_requested);
+        Ok(Beat::Ours { cancel })
     }
 
     /// Record the result, once: only while the run is still ours and running.
@@ -281,9 +319,11 @@ impl Executor {
                         .map(|b| i64::try_from(b).unwrap_or(i64::MAX)),
                 ),
             )
+            .col_expr(run::Column::Error, Expr::value(outcome.error.clone()))
             .col_expr(run::Column::FinishedAt, Expr::value(now()))
             .filter(run::Column::Id.eq(run.id))
             .filter(run::Column::WorkerId.eq(self.worker_id.clone()))
+            .filter(run::Column::Attempts.eq(run.attempts))
             .filter(run::Column::Status.eq(RunStatus::Running))
             .exec(&self.services.db)
             .await?;
@@ -306,6 +346,7 @@ impl Executor {
             .col_expr(run::Column::Error, Expr::value(reason))
             .filter(run::Column::Id.eq(run.id))
             .filter(run::Column::WorkerId.eq(self.worker_id.clone()))
+            .filter(run::Column::Attempts.eq(run.attempts))
             .filter(run::Column::Status.eq(RunStatus::Running))
             .exec(&self.services.db)
             .await?;
@@ -418,6 +459,15 @@ impl jobs::queue::RunHandler for Executor {
     }
 }
 
+/// What a heartbeat found.
+enum Beat {
+    Ours {
+        cancel: bool,
+    },
+    /// The run is no longer this worker's (requeued by a reaper, or ended).
+    Lost,
+}
+
 /// A finished sandbox run and the output the worker kept.
 struct Finished {
     outcome: jobs::sandbox::Outcome,
@@ -449,7 +499,9 @@ impl Output {
         );
     }
 
+    /// The stream as stored: any bytes are safe on both databases (invalid UTF-8 becomes
+    /// U+FFFD, and so does NUL, which PostgreSQL's `text` refuses).
     fn text(&self, stderr: bool) -> String {
-        String::from_utf8_lossy(&self.streams[usize::from(stderr)]).into_owned()
+        String::from_utf8_lossy(&self.streams[usize::from(stderr)]).replace('\0', "\u{FFFD}")
     }
 }

@@ -1,0 +1,424 @@
+//! Several API nodes when things fail: a writer's node killed at any moment, Redis going away
+//! and coming back. Multi-node means PostgreSQL (SQLite is one process's database).
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use codecrafter_tests::TestApp;
+use serde_json::json;
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+use crate::documents::{APPLY, Peer, server_files, team};
+
+fn shared_redis(config: &mut api::Config) {
+    config.redis_url = Some(secrecy::SecretString::from("redis://127.0.0.1:6379"));
+    config.redis_channel = format!("cc-test-{}", uuid::Uuid::new_v4().simple());
+    config.in_process_workers = Some(false);
+}
+
+/// Not a test: an API node in a process of its own (`codecrafter serve`, as `main` runs it,
+/// configured from the environment), so that a test can kill it with SIGKILL. It prints the
+/// address it listens on.
+#[tokio::test]
+#[ignore = "the entry point of the server processes started by other tests"]
+async fn server_process() {
+    if std::env::var_os("CODECRAFTER_TEST_SERVER").is_none() {
+        return;
+    }
+    use clap::Parser;
+    let cli = api::Cli::try_parse_from(["codecrafter", "serve"]).unwrap();
+    let app = api::Application::build(&cli.config).await.unwrap();
+    println!("listening on {}", app.local_addr().unwrap());
+    app.run_until(std::future::pending()).await.unwrap();
+}
+
+/// An API node in its own process, on `app`'s database and Redis.
+struct NodeProcess {
+    child: tokio::process::Child,
+    addr: SocketAddr,
+    _data_dir: tempfile::TempDir,
+}
+
+impl NodeProcess {
+    async fn start(app: &TestApp) -> NodeProcess {
+        use secrecy::ExposeSecret;
+        let config = &app.config;
+        let data_dir = tempfile::tempdir().unwrap();
+        let mut child = tokio::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "fanout::server_process",
+                "--exact",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env("CODECRAFTER_TEST_SERVER", "1")
+            .env("BIND", "127.0.0.1:0")
+            .env(
+                "DATABASE_URL",
+                config.database_url.as_ref().unwrap().expose_secret(),
+            )
+            .env(
+                "JWT_SECRET",
+                config.jwt_secret.as_ref().unwrap().expose_secret(),
+            )
+            .env(
+                "REDIS_URL",
+                config.redis_url.as_ref().unwrap().expose_secret(),
+            )
+            .env("REDIS_CHANNEL", &config.redis_channel)
+            .env("IN_PROCESS_WORKERS", "false")
+            .env("DATABASE_MAX_CONNECTIONS", "2")
+            .env("CODECRAFTER_DATA_DIR", data_dir.path())
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let addr = tokio::time::timeout(Duration::from_secs(30), async {
+            while let Some(line) = lines.next_line().await.unwrap() {
+                // (After libtest's "test fanout::server_process ... ", on the same line.)
+                if let Some((_, addr)) = line.split_once("listening on ") {
+                    return addr.trim().parse().unwrap();
+                }
+            }
+            panic!("the server process ended before listening");
+        })
+        .await
+        .expect("the server process listens within 30 s");
+        NodeProcess {
+            child,
+            addr,
+            _data_dir: data_dir,
+        }
+    }
+
+    async fn kill(mut self) {
+        self.child.start_kill().unwrap();
+        self.child.wait().await.unwrap();
+    }
+}
+
+/// Whether `text` holds every one of `marks`.
+fn holds_all(text: &str, marks: &[String]) -> bool {
+    marks.iter().all(|mark| text.contains(mark.as_str()))
+}
+
+/// The writer's node is killed with SIGKILL at a random moment while it answers edits, over
+/// and over: every edit it acknowledged reaches the subscribers of the other node and that
+/// node's `files` within a few seconds (it is handed to Redis before the answer; what Redis
+/// never got is found by the other node's head check against the database).
+#[tokio::test]
+async fn acknowledged_edits_survive_the_writers_node_being_killed() {
+    codecrafter_tests::run_with(
+        codecrafter_tests::Backend::Postgres,
+        shared_redis,
+        |node_b| async move {
+            let team = team(&node_b).await;
+            node_b
+                .gql_as(
+                    &team.owner.access,
+                    "mutation($p: ID!) { createFile(projectId: $p, path: \"a.py\") { path } }",
+                    json!({ "p": team.project }),
+                )
+                .await
+                .data();
+            let mut observer = Peer::join(&node_b, &team.editor, &team.project, 7).await;
+            let mut acknowledged: Vec<String> = Vec::new();
+            let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+            let mut random = move || {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                seed
+            };
+            let started = Instant::now();
+            // The next writer's node starts while the current one is in use.
+            let mut spare = tokio::spawn(NodeProcess::start_owned(node_b.clone()));
+            let cycles = 25;
+            for cycle in 0..cycles {
+                let node_a = spare.await.unwrap();
+                spare = tokio::spawn(NodeProcess::start_owned(node_b.clone()));
+                let on_a = node_b.at(node_a.addr);
+                let mut writer =
+                    Peer::join(&on_a, &team.owner, &team.project, 1000 + cycle).await;
+                // Edits as fast as answers come, until the node dies under them.
+                let kill_after = Duration::from_millis(50 + random() % 300);
+                let project = team.project.clone();
+                let writing = async {
+                    let mut acked = Vec::new();
+                    for n in 0.. {
+                        let mark = format!("<{cycle}:{n}>");
+                        let before = writer.doc.oplog_vv();
+                        let text = writer.text("a.py");
+                        text.insert(text.len_unicode(), &mark).unwrap();
+                        writer.doc.commit();
+                        let update = writer.doc.export(loro::ExportMode::updates(&before)).unwrap();
+                        let answer = writer
+                            .ws
+                            .try_request(
+                                APPLY,
+                                json!({ "p": project, "u": base64::Engine::encode(&base64::engine::general_purpose::STANDARD, update), "c": writer.name }),
+                            )
+                            .await;
+                        match answer {
+                            Some(answer) if answer.get("errors").is_none() => acked.push(mark),
+                            Some(answer) => panic!("edit refused: {answer}"),
+                            None => break,
+                        }
+                    }
+                    acked
+                };
+                let killing = async {
+                    tokio::time::sleep(kill_after).await;
+                    node_a.kill().await;
+                };
+                let (acked, ()) = tokio::join!(writing, killing);
+                acknowledged.extend(acked);
+                // Every acknowledged edit reaches node B's subscriber and node B's files.
+                let deadline = Instant::now() + Duration::from_secs(5);
+                loop {
+                    let seen = observer.text("a.py").to_string();
+                    if holds_all(&seen, &acknowledged) {
+                        break;
+                    }
+                    assert!(
+                        Instant::now() < deadline,
+                        "cycle {cycle}: node B's subscriber lacks acknowledged edits {:?}",
+                        acknowledged
+                            .iter()
+                            .filter(|m| !seen.contains(m.as_str()))
+                            .collect::<Vec<_>>()
+                    );
+                    if !observer.ws.is_quiet(&observer.sub, Duration::from_millis(50)).await {
+                        let event = observer.ws.next(&observer.sub).await;
+                        observer.import(&event);
+                    }
+                }
+                let files = server_files(&node_b, &team.owner.access, &team.project).await;
+                assert!(
+                    holds_all(files["a.py"].as_str().unwrap(), &acknowledged),
+                    "cycle {cycle}: node B's files lack acknowledged edits"
+                );
+            }
+            spare.await.unwrap().kill().await;
+            // Edits stored but never answered (their node died in between) reach node B too:
+            // it ends holding what a node loading from the database holds.
+            let fresh = node_b.spawn_node().await;
+            let stored = server_files(&fresh, &team.owner.access, &team.project).await;
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while server_files(&node_b, &team.owner.access, &team.project).await != stored {
+                assert!(Instant::now() < deadline, "node B never caught up with the database");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            eprintln!(
+                "{cycles} kills, {} acknowledged edits, {:.1} s",
+                acknowledged.len(),
+                started.elapsed().as_secs_f64()
+            );
+            assert!(
+                acknowledged.len() >= cycles as usize / 2,
+                "too few edits got through to test anything"
+            );
+        },
+    )
+    .await;
+}
+
+impl NodeProcess {
+    async fn start_owned(app: TestApp) -> NodeProcess {
+        Self::start(&app).await
+    }
+}
+
+/// A Redis server of the test's own, to stop and start again without disturbing the other
+/// tests on the shared one.
+struct PrivateRedis {
+    port: u16,
+    server: Option<tokio::process::Child>,
+}
+
+impl PrivateRedis {
+    async fn start() -> PrivateRedis {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut redis = PrivateRedis { port, server: None };
+        redis.up().await;
+        redis
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    async fn up(&mut self) {
+        let server = tokio::process::Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--loglevel", "warning"])
+            .stdout(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("redis-server is installed");
+        self.server = Some(server);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.answers().await {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn answers(&self) -> bool {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let Ok(mut socket) = tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await else {
+            return false;
+        };
+        let mut answer = [0; 7];
+        socket.write_all(b"PING\r\n").await.is_ok()
+            && socket.read_exact(&mut answer).await.is_ok()
+            && &answer == b"+PONG\r\n"
+    }
+
+    async fn down(&mut self) {
+        if let Some(mut server) = self.server.take() {
+            server.start_kill().unwrap();
+            server.wait().await.unwrap();
+        }
+    }
+}
+
+/// `/readyz` of `node`: its HTTP status and body.
+async fn readiness(node: &TestApp) -> (u16, serde_json::Value) {
+    let answer = node.client.get(node.url("/readyz")).send().await.unwrap();
+    (answer.status().as_u16(), answer.json().await.unwrap())
+}
+
+/// Wait until `/readyz` of `node` says `status`; it answers 200 all along.
+async fn wait_until_ready_is(node: &TestApp, status: &str) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (code, body) = readiness(node).await;
+        assert_eq!(
+            code, 200,
+            "a node with its database is ready, Redis or not: {body}"
+        );
+        if body["status"] == status {
+            let redis = if status == "degraded" {
+                "unreachable"
+            } else {
+                "ok"
+            };
+            assert_eq!(
+                (&body["database"], &body["redis"]),
+                (&json!("ok"), &json!(redis)),
+                "{body}"
+            );
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "readiness stays {body}, expected {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// `writer` appends `mark` to `a.py`.
+async fn write(writer: &mut Peer, mark: &str) {
+    writer
+        .edit(|p| {
+            let text = p.text("a.py");
+            text.insert(text.len_unicode(), mark).unwrap();
+        })
+        .await;
+}
+
+/// Wait until `peer`'s copy of `a.py` holds `mark`.
+async fn wait_for_mark(peer: &mut Peer, mark: &str) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !peer.text("a.py").to_string().contains(mark) {
+        assert!(Instant::now() < deadline, "{mark} never arrived");
+        if !peer.ws.is_quiet(&peer.sub, Duration::from_millis(50)).await {
+            let event = peer.ws.next(&peer.sub).await;
+            peer.import(&event);
+        }
+    }
+}
+
+/// Redis going away degrades the nodes instead of stopping them: they stay ready (saying
+/// "degraded"), edits go on, a node starts without Redis; once Redis is back every node
+/// reconnects, and what was edited meanwhile reaches the other nodes' subscribers (from the
+/// database, on reconnecting: the periodic head check is off here).
+#[tokio::test]
+async fn nodes_survive_redis_going_away_and_catch_up_when_it_returns() {
+    let mut redis = PrivateRedis::start().await;
+    let url = redis.url();
+    let private = &mut redis;
+    codecrafter_tests::run_with(
+        codecrafter_tests::Backend::Postgres,
+        |config| {
+            shared_redis(config);
+            config.redis_url = Some(secrecy::SecretString::from(url));
+            config.document_head_check_ms = 0;
+        },
+        |node_a| async move {
+            let redis = private;
+            let node_b = node_a.spawn_node().await;
+            let team = team(&node_a).await;
+            node_a
+                .gql_as(
+                    &team.owner.access,
+                    "mutation($p: ID!) { createFile(projectId: $p, path: \"a.py\") { path } }",
+                    json!({ "p": team.project }),
+                )
+                .await
+                .data();
+            let mut on_b = Peer::join(&node_b, &team.editor, &team.project, 7).await;
+            let mut writer = Peer::join(&node_a, &team.owner, &team.project, 8).await;
+            wait_until_ready_is(&node_a, "ready").await;
+
+            redis.down().await;
+            wait_until_ready_is(&node_a, "degraded").await;
+            wait_until_ready_is(&node_b, "degraded").await;
+            let answered = Instant::now();
+            write(&mut writer, "<while Redis is down>").await;
+            assert!(
+                answered.elapsed() < Duration::from_secs(1),
+                "an edit waits for an absent Redis"
+            );
+            // A node starts without Redis, and serves what the database holds.
+            let node_c = node_a.spawn_node().await;
+            wait_until_ready_is(&node_c, "degraded").await;
+            let mut on_c = Peer::join(&node_c, &team.editor, &team.project, 9).await;
+            assert!(
+                on_c.text("a.py")
+                    .to_string()
+                    .contains("<while Redis is down>")
+            );
+
+            redis.up().await;
+            for node in [&node_a, &node_b, &node_c] {
+                wait_until_ready_is(node, "ready").await;
+            }
+            // What node B missed arrives, to its subscribers and its files.
+            wait_for_mark(&mut on_b, "<while Redis is down>").await;
+            let files = server_files(&node_b, &team.owner.access, &team.project).await;
+            assert!(
+                files["a.py"]
+                    .as_str()
+                    .unwrap()
+                    .contains("<while Redis is down>"),
+                "{files}"
+            );
+            // Node C, started without Redis, is connected now: live edits reach it.
+            write(&mut writer, "<Redis is back>").await;
+            wait_for_mark(&mut on_c, "<Redis is back>").await;
+            wait_for_mark(&mut on_b, "<Redis is back>").await;
+        },
+    )
+    .await;
+    redis.down().await;
+}
