@@ -11,7 +11,7 @@ import {
 import type { Notify } from './App';
 
 const PAGE = 20;
-export const LANGUAGES: Language[] = ['PYTHON', 'JAVASCRIPT', 'C', 'CPP', 'BASH', 'RUST', 'JAVA', 'GO'];
+export const LANGUAGES: Language[] = ['PYTHON', 'JAVASCRIPT', 'TYPESCRIPT', 'C', 'CPP', 'BASH', 'RUST', 'JAVA', 'GO', 'RUBY'];
 
 export function ProjectList({ api, notify, navigate }: { api: Api; notify: Notify; navigate(path: string): void }) {
   const [search, setSearch] = useState('');

@@ -31,8 +31,12 @@ export type Language =
   | 'JAVASCRIPT'
   /** Python 3. */
   | 'PYTHON'
+  /** Ruby. */
+  | 'RUBY'
   /** Rust. */
-  | 'RUST';
+  | 'RUST'
+  /** TypeScript, compiled by `tsc` and run on Node.js. */
+  | 'TYPESCRIPT';
 
 /** Output of a run. */
 export type OutputStream =

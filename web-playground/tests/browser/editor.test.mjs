@@ -35,11 +35,19 @@ async function storedText(_token, projectId, path) {
 
 /** Both pages show the same text, equal to what the server stores. */
 async function converged(pages, token, projectId, path, check = () => true) {
-  return until('both pages to converge with the server', async () => {
-    const texts = await Promise.all(pages.map(editorText));
-    const stored = await storedText(token, projectId, path);
-    return texts.every((t) => t === stored) && check(stored) ? stored : false;
-  }, 30_000);
+  let seen = '';
+  try {
+    return await until('both pages to converge with the server', async () => {
+      const texts = await Promise.all(pages.map(editorText));
+      const stored = await storedText(token, projectId, path);
+      const states = await Promise.all(pages.map((p) => p.getByTestId('connection').innerText()));
+      const notices = await Promise.all(pages.map((p) => p.getByTestId('notice').allTextContents()));
+      seen = JSON.stringify({ texts, stored, states, notices });
+      return texts.every((t) => t === stored) && check(stored) ? stored : false;
+    }, 60_000); // generous: CI machines are shared
+  } catch (error) {
+    throw new Error(`${error.message}: ${seen}`);
+  }
 }
 
 async function placeCursorAfter(page, marker) {
@@ -146,7 +154,11 @@ test('two people edit, see each other, run, go offline, and restore a version', 
     { p: projectId },
     await reader.evaluate(() => JSON.parse(localStorage.getItem('codecrafter.session')).accessToken),
   );
-  await until('the slow run on ada\'s page', async () => (await pageA.getByTestId('run-output').textContent()) === '1\n', 60_000);
+  await until('the slow run on ada\'s page', async () => {
+    const [status, output] = [await pageA.getByTestId('run-status').textContent(), await pageA.getByTestId('run-output').textContent()];
+    if (process.env.TEST_LOG) console.log('slow run:', status, JSON.stringify(output));
+    return status === 'RUNNING' && output === '1\n';
+  }, 60_000);
   await pageA.getByTestId('cancel-run').click();
   for (const page of [pageA, pageB]) {
     await until('the cancelled run on both pages', async () => (await page.getByTestId('run-status').textContent()) === 'CANCELLED', 30_000);

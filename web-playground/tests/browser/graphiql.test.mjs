@@ -84,6 +84,11 @@ test('GraphiQL loads offline, queries with the token, and receives a subscriptio
     return (await result(sub.page)).includes('hello from the test');
   }, 30_000);
   await sub.page.screenshot({ path: join(resultsDir, 'graphiql-subscription.png') });
+  // The docs explorer shows the SDL's descriptions (read by the standard introspection query).
+  await sub.page.getByRole('button', { name: /documentation explorer/i }).click();
+  await sub.page.locator('.graphiql-doc-explorer').getByText('Query', { exact: true }).first().click();
+  await until('the schema in the docs explorer', () => sub.page.getByText('The signed-in user.').first().isVisible(), 30_000);
+  await sub.page.screenshot({ path: join(resultsDir, 'graphiql-docs.png') });
 
   assert.deepEqual(sub.errors, []);
   await sub.context.close();
