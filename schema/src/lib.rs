@@ -119,7 +119,8 @@ pub fn validator(options: &SchemaOptions) -> AppSchema {
 
 /// The SDL that `schema/schema.graphql` must equal.
 pub fn sdl() -> String {
-    builder().finish().sdl()
+    let options = async_graphql::SDLExportOptions::new().include_specified_by();
+    builder().finish().sdl_with_options(options)
 }
 
 /// What one WebSocket connection's operations share: who is connected, and a batching loader.
