@@ -78,6 +78,19 @@ fn builder() -> async_graphql::SchemaBuilder<Query, Mutation, Subscription> {
         Subscription::default(),
     )
     .extension(extensions::ErrorCodes)
+    // Types async-graphql makes, described in this schema's words instead of the library's.
+    .override_output_type_description::<projects::ProjectConnection>(
+        "A page of projects, newest activity first (Relay cursor connection).",
+    )
+    .override_output_type_description::<chat::MessageConnection>(
+        "A page of a project's chat, newest first (Relay cursor connection).",
+    )
+    .override_output_type_description::<runs::RunConnection>(
+        "A page of a project's code runs, newest first (Relay cursor connection).",
+    )
+    .override_output_type_description::<chrono::DateTime<chrono::Utc>>(
+        "A moment in time, as an RFC 3339 string in UTC (`2026-12-01T10:17:00Z`).",
+    )
 }
 
 /// How the schema is served.

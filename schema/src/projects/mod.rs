@@ -7,4 +7,4 @@ pub mod invites;
 pub mod revocation;
 pub mod service;
 
-pub use graphql::{Language, ProjectRole, ProjectsMutation, ProjectsQuery};
+pub use graphql::{Language, ProjectConnection, ProjectRole, ProjectsMutation, ProjectsQuery};

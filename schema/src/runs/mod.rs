@@ -8,4 +8,4 @@ pub mod service;
 pub mod worker;
 
 pub use config::{RunLimits, RunsConfig};
-pub use graphql::{Run, RunsMutation, RunsQuery, RunsSubscription};
+pub use graphql::{Run, RunConnection, RunsMutation, RunsQuery, RunsSubscription};
