@@ -102,34 +102,50 @@ impl Queue {
         handler: Arc<dyn RunHandler>,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
+        use futures_util::FutureExt;
         let concurrency = concurrency.max(1);
         let handler = Handler(handler);
-        let outcome = match self.clone() {
-            Self::Sqlite(storage) => {
-                WorkerBuilder::new(name)
-                    .backend(storage.poll_with_interval(POLL))
-                    .concurrency(concurrency)
-                    .data(handler)
-                    .build(handle)
-                    .run_until(stopped(shutdown))
-                    .await
+        let shutdown = shutdown.boxed().shared();
+        // A worker whose backend fails (Redis went away: apalis gives up on the first failed
+        // poll) is started again once the backend may be back, until the stop is asked for.
+        loop {
+            let outcome = match self.clone() {
+                Self::Sqlite(storage) => {
+                    WorkerBuilder::new(name)
+                        .backend(storage.poll_with_interval(POLL))
+                        .concurrency(concurrency)
+                        .data(handler.clone())
+                        .build(handle)
+                        .run_until(stopped(shutdown.clone()))
+                        .await
+                }
+                Self::Redis(storage) => {
+                    WorkerBuilder::new(name)
+                        .backend(storage.poll_with_interval(POLL))
+                        .concurrency(concurrency)
+                        .data(handler.clone())
+                        .build(handle)
+                        .run_until(stopped(shutdown.clone()))
+                        .await
+                }
+            };
+            let Err(error) = outcome else {
+                return Ok(());
+            };
+            if shutdown.peek().is_some() {
+                return Ok(());
             }
-            Self::Redis(storage) => {
-                WorkerBuilder::new(name)
-                    .backend(storage.poll_with_interval(POLL))
-                    .concurrency(concurrency)
-                    .data(handler)
-                    .build(handle)
-                    .run_until(stopped(shutdown))
-                    .await
+            tracing::warn!(%error, "worker stopped with an error; starting it again");
+            tokio::select! {
+                () = shutdown.clone() => return Ok(()),
+                () = tokio::time::sleep(RESTART_AFTER) => {}
             }
-        };
-        if let Err(error) = outcome {
-            tracing::warn!(%error, "worker stopped with an error");
         }
-        Ok(())
     }
 }
+
+/// How long a failed worker waits before it starts again.
+const RESTART_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// `shutdown` as the worker's stop signal.
 async fn stopped(shutdown: impl Future<Output = ()>) -> Result<(), std::io::Error> {

@@ -422,3 +422,38 @@ async fn nodes_survive_redis_going_away_and_catch_up_when_it_returns() {
     .await;
     redis.down().await;
 }
+
+/// Workers on the Redis queue stop when Redis goes away (apalis gives up on a failed poll);
+/// they start again and take runs once it is back.
+#[tokio::test]
+async fn workers_take_runs_again_once_redis_is_back() {
+    let mut redis = PrivateRedis::start().await;
+    let url = redis.url();
+    let private = &mut redis;
+    codecrafter_tests::run_with(
+        codecrafter_tests::Backend::Postgres,
+        |config| {
+            shared_redis(config);
+            config.redis_url = Some(secrecy::SecretString::from(url));
+            config.in_process_workers = Some(true);
+        },
+        |app| async move {
+            let redis = private;
+            let owner = app.sign_up("owner").await;
+            let project = app.create_project(&owner, "runs", false).await;
+            let run = crate::runs::python(&app, &owner, &project, "print(1)").await;
+            assert_eq!(run["status"], "SUCCEEDED", "{run}");
+            redis.down().await;
+            wait_until_ready_is(&app, "degraded").await;
+            redis.up().await;
+            wait_until_ready_is(&app, "ready").await;
+            let run = crate::runs::python(&app, &owner, &project, "print(2)").await;
+            assert_eq!(
+                (&run["status"], &run["stdout"]),
+                (&json!("SUCCEEDED"), &json!("2\n")),
+                "{run}"
+            );
+        },
+    )
+    .await;
+}

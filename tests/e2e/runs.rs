@@ -35,7 +35,7 @@ async fn finished(app: &TestApp, user: &TestUser, id: &str) -> Value {
     panic!("run {id} did not finish");
 }
 
-async fn python(app: &TestApp, user: &TestUser, project: &str, source: &str) -> Value {
+pub(crate) async fn python(app: &TestApp, user: &TestUser, project: &str, source: &str) -> Value {
     let id = start(
         app,
         user,
