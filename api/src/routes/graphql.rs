@@ -50,7 +50,21 @@ pub async fn graphql(
     }
     let viewer = viewer_from(&headers, &state.services);
     let request = schema::prepare(request, &state.services, viewer);
-    media.respond(state.schema.execute(request).await)
+    // A task of its own: when the client goes away or the request times out, a mutation
+    // still finishes (stopping one between its commit and its broadcast would lose the
+    // broadcast); queries are cut off by their own timeout.
+    let schema = state.schema.clone();
+    match tokio::spawn(async move { schema.execute(request).await }).await {
+        Ok(response) => media.respond(response),
+        Err(error) => {
+            tracing::error!(%error, "a GraphQL execution failed");
+            coded_error_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                codes::INTERNAL,
+                "the server failed to answer; try again".into(),
+            )
+        }
+    }
 }
 
 /// The media type of the answer, from the request's `Accept` (GraphQL over HTTP): the new
@@ -227,11 +241,15 @@ fn is_query_only(request: &mut async_graphql::Request) -> bool {
 }
 
 pub(super) fn error_response(status: StatusCode, message: String) -> HttpResponse {
+    coded_error_response(status, codes::BAD_USER_INPUT, message)
+}
+
+fn coded_error_response(status: StatusCode, code: &str, message: String) -> HttpResponse {
     let mut error = ServerError::new(message, None);
     error
         .extensions
         .get_or_insert_with(Default::default)
-        .set("code", codes::BAD_USER_INPUT);
+        .set("code", code);
     let body = serde_json::json!({ "errors": [error] }).to_string();
     (
         status,
