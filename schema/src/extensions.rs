@@ -115,13 +115,10 @@ impl Extension for RequestLimitsExtension {
         if let Ok(document) = request.parsed_query() {
             let measured = limits::measure(document)?;
             if measured.introspection && !self.introspection {
-                let mut error =
-                    ServerError::new("introspection is turned off on this server", None);
-                error
-                    .extensions
-                    .get_or_insert_with(Default::default)
-                    .set("code", codes::BAD_USER_INPUT);
-                return Err(error);
+                return Err(limits::refuse(
+                    "introspection",
+                    "introspection is turned off on this server".into(),
+                ));
             }
             let only_queries = document
                 .operations
@@ -143,19 +140,13 @@ impl Extension for RequestLimitsExtension {
         }
         match tokio::time::timeout(QUERY_TIMEOUT, next.run(ctx, operation_name)).await {
             Ok(response) => null_failed_roots(response),
-            Err(_) => {
-                let mut error = ServerError::new(
-                    format!(
-                        "the query took longer than {} seconds and was stopped",
-                        QUERY_TIMEOUT.as_secs()
-                    ),
-                    None,
-                );
-                let extensions = error.extensions.get_or_insert_with(Default::default);
-                extensions.set("code", codes::BAD_USER_INPUT);
-                extensions.set("limit", "timeout");
-                Response::from_errors(vec![error])
-            }
+            Err(_) => Response::from_errors(vec![limits::refuse(
+                "timeout",
+                format!(
+                    "the query took longer than {} seconds and was stopped",
+                    QUERY_TIMEOUT.as_secs()
+                ),
+            )]),
         }
     }
 

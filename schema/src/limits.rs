@@ -56,7 +56,8 @@ const INTROSPECTION_LISTS: &[&str] = &[
     "directives",
 ];
 
-fn refuse(limit: &'static str, message: String) -> ServerError {
+/// A refusal: BAD_USER_INPUT, with `extensions.limit` naming what was exceeded.
+pub(crate) fn refuse(limit: &'static str, message: String) -> ServerError {
     let mut error = ServerError::new(message, None);
     let extensions = error.extensions.get_or_insert_with(Default::default);
     extensions.set("code", codes::BAD_USER_INPUT);
