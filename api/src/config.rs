@@ -331,6 +331,7 @@ impl Config {
             introspection: self.introspection,
             // An `applyUpdate` carries its update in the variables, in base64.
             max_variables_bytes: self.max_update_bytes / 3 * 4 + 64 * 1024,
+            query_timeout: Duration::from_millis(self.connections.query_timeout_ms.max(1)),
         }
     }
 
@@ -387,6 +388,10 @@ pub struct ConnectionLimits {
     #[arg(long, env = "HEADER_READ_TIMEOUT_SECS", default_value_t = ConnectionLimits::HEADER_READ_TIMEOUT_SECS, global = true)]
     pub header_read_timeout_secs: u64,
 
+    /// Milliseconds a query may execute (mutations are never cut off midway).
+    #[arg(long, env = "QUERY_TIMEOUT_MS", default_value_t = ConnectionLimits::QUERY_TIMEOUT_MS, global = true)]
+    pub query_timeout_ms: u64,
+
     /// Seconds an HTTP request (body read, execution, answer) may take.
     #[arg(long, env = "REQUEST_TIMEOUT_SECS", default_value_t = ConnectionLimits::REQUEST_TIMEOUT_SECS, global = true)]
     pub request_timeout_secs: u64,
@@ -417,6 +422,7 @@ pub struct ConnectionLimits {
 
 impl ConnectionLimits {
     pub const HEADER_READ_TIMEOUT_SECS: u64 = 10;
+    pub const QUERY_TIMEOUT_MS: u64 = 10_000;
     pub const REQUEST_TIMEOUT_SECS: u64 = 30;
     pub const MAX_CONNECTIONS: usize = 10_000;
     pub const MAX_CONNECTIONS_PER_IP: usize = 256;
@@ -429,6 +435,7 @@ impl Default for ConnectionLimits {
     fn default() -> Self {
         Self {
             header_read_timeout_secs: Self::HEADER_READ_TIMEOUT_SECS,
+            query_timeout_ms: Self::QUERY_TIMEOUT_MS,
             request_timeout_secs: Self::REQUEST_TIMEOUT_SECS,
             max_connections: Self::MAX_CONNECTIONS,
             max_connections_per_ip: Self::MAX_CONNECTIONS_PER_IP,

@@ -23,6 +23,7 @@ fn schema() -> &'static schema::AppSchema {
         schema::validator(&schema::SchemaOptions {
             introspection: true,
             max_variables_bytes: 1 << 20,
+            query_timeout: std::time::Duration::from_secs(10),
         })
     })
 }

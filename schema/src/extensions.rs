@@ -67,19 +67,18 @@ Accounts and sessions, projects and their members, live Loro CRDT documents with
 chat over graphql-ws, named versions, forks, and sandboxed code runs whose output streams to \
 everyone in the project.";
 
-/// Longest a query (a read) may execute. Mutations are not cut off midway: dropping one
-/// between its commit and its broadcast would lose the broadcast; their work is bounded by
-/// the limits on their input instead.
-pub const QUERY_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// Bounds the work of every request before it is parsed, validated and executed (see
-/// [`limits`]), cuts queries off after [`QUERY_TIMEOUT`], and answers the schema's description.
+/// [`limits`]), cuts queries off after `query_timeout`, and answers the schema's description.
 pub struct RequestLimits {
     /// Largest variables, in bytes (an `applyUpdate` carries its update there, in base64).
     pub max_variables_bytes: usize,
     /// Whether `__schema` and `__type` are answered; when not, asking is refused in words
     /// (async-graphql alone would answer `null`).
     pub introspection: bool,
+    /// Longest a query (a read) may execute. Mutations are not cut off midway: dropping one
+    /// between its commit and its broadcast would lose the broadcast; their work is bounded
+    /// by the limits on their input instead.
+    pub query_timeout: Duration,
 }
 
 impl ExtensionFactory for RequestLimits {
@@ -87,6 +86,7 @@ impl ExtensionFactory for RequestLimits {
         Arc::new(RequestLimitsExtension {
             max_variables_bytes: self.max_variables_bytes,
             introspection: self.introspection,
+            query_timeout: self.query_timeout,
             only_queries: AtomicBool::new(false),
         })
     }
@@ -95,6 +95,7 @@ impl ExtensionFactory for RequestLimits {
 struct RequestLimitsExtension {
     max_variables_bytes: usize,
     introspection: bool,
+    query_timeout: Duration,
     /// Set once the document is parsed: whether every operation in it is a query.
     only_queries: AtomicBool,
 }
@@ -138,13 +139,13 @@ impl Extension for RequestLimitsExtension {
         if !self.only_queries.load(Ordering::Relaxed) {
             return null_failed_roots(next.run(ctx, operation_name).await);
         }
-        match tokio::time::timeout(QUERY_TIMEOUT, next.run(ctx, operation_name)).await {
+        match tokio::time::timeout(self.query_timeout, next.run(ctx, operation_name)).await {
             Ok(response) => null_failed_roots(response),
             Err(_) => Response::from_errors(vec![limits::refuse(
                 "timeout",
                 format!(
-                    "the query took longer than {} seconds and was stopped",
-                    QUERY_TIMEOUT.as_secs()
+                    "the query took longer than {} ms and was stopped",
+                    self.query_timeout.as_millis()
                 ),
             )]),
         }

@@ -100,6 +100,8 @@ pub struct SchemaOptions {
     pub introspection: bool,
     /// Largest variables of one request, in bytes.
     pub max_variables_bytes: usize,
+    /// Longest a query may execute.
+    pub query_timeout: std::time::Duration,
 }
 
 /// The schema, serving `services`.
@@ -108,6 +110,7 @@ pub fn build(services: Services, options: &SchemaOptions) -> AppSchema {
         .extension(extensions::RequestLimits {
             max_variables_bytes: options.max_variables_bytes,
             introspection: options.introspection,
+            query_timeout: options.query_timeout,
         })
         .data(services);
     if options.introspection {
@@ -125,6 +128,7 @@ pub fn validator(options: &SchemaOptions) -> AppSchema {
         .extension(extensions::RequestLimits {
             max_variables_bytes: options.max_variables_bytes,
             introspection: options.introspection,
+            query_timeout: options.query_timeout,
         })
         .extension(extensions::ValidateOnly)
         .finish()

@@ -644,3 +644,27 @@ backend_tests! {
         still_serving(&app).await;
     }
 }
+
+#[tokio::test]
+async fn slow_queries_and_slow_requests_are_cut_off() {
+    run(Backend::Sqlite, |app| async move {
+        // A query that runs longer than QUERY_TIMEOUT_MS is stopped with a clear refusal
+        // (90 reads of the database, one after the other on SQLite's one connection).
+        let quick = app.restart_with(|c| c.connections.query_timeout_ms = 1).await;
+        let reads: String = (0..90).map(|n| format!("p{n}: projects(first: 5) {{ totalCount }} ")).collect();
+        let answer = post(&quick, &format!("{{ {reads} }}"), json!({})).await;
+        assert_eq!((answer.code(), limit_of(answer.error())), ("BAD_USER_INPUT", "timeout"), "{}", answer.body);
+
+        // A body that never finishes arriving: 408 within the request timeout, in words.
+        let slow = app.restart_with(|c| c.connections.request_timeout_secs = 1).await;
+        let mut tcp = TcpStream::connect(slow.addr).await.unwrap();
+        tcp.write_all(b"POST /graphql HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{\"query\":")
+            .await
+            .unwrap();
+        let answer = read_until_closed(&mut tcp, Duration::from_secs(10)).await.unwrap_or_default();
+        assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+        assert!(answer.contains("BAD_USER_INPUT"), "{answer}");
+        still_serving(&slow).await;
+    })
+    .await;
+}
