@@ -215,11 +215,6 @@ impl Application {
         &self.services
     }
 
-    /// The connections open now.
-    pub fn open_connections(&self) -> crate::server::ConnectionCount {
-        self.connections.clone()
-    }
-
     /// Serve until `shutdown` resolves, then finish in-flight requests, complete every
     /// WebSocket's operations and close it (1001), stop the workers and close the pool.
     pub async fn run_until(
