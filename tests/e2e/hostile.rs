@@ -7,7 +7,7 @@ use std::time::Duration;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use codecrafter_tests::ws::{Event, WsClient};
-use codecrafter_tests::{Backend, Gql, TestApp, backend_tests, run};
+use codecrafter_tests::{Backend, Gql, TestApp, backend_tests, run, run_with};
 use loro::{ExportMode, LoroDoc};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -150,13 +150,13 @@ async fn standard_introspection_is_answered_and_can_be_turned_off() {
 
 #[tokio::test]
 async fn graphql_ws_misuse_closes_with_the_protocol_codes() {
-    run(Backend::Sqlite, |app| async move {
-        let app = app
-            .restart_with(|c| {
+    run_with(
+        Backend::Sqlite,
+        |c| {
                 c.connections.ws_init_timeout_secs = 1;
                 c.connections.ws_ping_interval_secs = 1;
-            })
-            .await;
+        },
+        |app| async move {
         // No connection_init in time: 4408.
         let mut late = WsClient::open(&app).await;
         assert_eq!(late.close_code().await, Some(4408));
@@ -244,133 +244,135 @@ async fn read_until_closed(tcp: &mut TcpStream, within: Duration) -> Option<Stri
 
 #[tokio::test]
 async fn slow_and_surplus_connections_are_reclaimed_or_refused() {
-    run(Backend::Sqlite, |app| async move {
-        let app = app
-            .restart_with(|c| {
-                c.connections.header_read_timeout_secs = 1;
-                c.connections.max_connections_per_ip = 4;
-            })
-            .await;
-        // Headers never finished: the connection is closed.
-        let mut slow = TcpStream::connect(app.addr).await.unwrap();
-        slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
-            .await
-            .unwrap();
-        assert!(
-            read_until_closed(&mut slow, Duration::from_secs(10))
-                .await
-                .is_some(),
-            "closed by the server"
-        );
-        // Nothing sent at all: closed too.
-        let mut mute = TcpStream::connect(app.addr).await.unwrap();
-        assert!(
-            read_until_closed(&mut mute, Duration::from_secs(10))
-                .await
-                .is_some()
-        );
-
-        // A fifth connection from one address is refused in words, with Retry-After.
-        let mut held = Vec::new();
-        for _ in 0..4 {
-            let mut tcp = TcpStream::connect(app.addr).await.unwrap();
-            // Keep them busy: a request that is answered, on a kept-alive connection.
-            tcp.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    run_with(
+        Backend::Sqlite,
+        |c| {
+            c.connections.header_read_timeout_secs = 1;
+            c.connections.max_connections_per_ip = 4;
+        },
+        |app| async move {
+            // Headers never finished: the connection is closed.
+            let mut slow = TcpStream::connect(app.addr).await.unwrap();
+            slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
                 .await
                 .unwrap();
-            let mut buffer = [0u8; 512];
-            let n = tcp.read(&mut buffer).await.unwrap();
-            assert!(String::from_utf8_lossy(&buffer[..n]).starts_with("HTTP/1.1 200"));
-            held.push(tcp);
-        }
-        let mut surplus = TcpStream::connect(app.addr).await.unwrap();
-        let refusal = read_until_closed(&mut surplus, Duration::from_secs(5))
-            .await
-            .unwrap();
-        assert!(refusal.starts_with("HTTP/1.1 429"), "{refusal}");
-        assert!(
-            refusal.to_ascii_lowercase().contains("retry-after: 1"),
-            "{refusal}"
-        );
-        assert!(refusal.contains("RATE_LIMITED"), "{refusal}");
-        // Their kept-alive connections idle out (header timeout), and room comes back.
-        drop(held);
-        codecrafter_tests::eventually(Duration::from_secs(10), || async {
-            app.client
-                .get(app.url("/healthz"))
-                .send()
-                .await
-                .is_ok_and(|r| r.status() == 200)
-        })
-        .await;
+            assert!(
+                read_until_closed(&mut slow, Duration::from_secs(10))
+                    .await
+                    .is_some(),
+                "closed by the server"
+            );
+            // Nothing sent at all: closed too.
+            let mut mute = TcpStream::connect(app.addr).await.unwrap();
+            assert!(
+                read_until_closed(&mut mute, Duration::from_secs(10))
+                    .await
+                    .is_some()
+            );
 
-        let full = app
-            .restart_with(|c| c.connections.max_connections = 2)
+            // A fifth connection from one address is refused in words, with Retry-After.
+            let mut held = Vec::new();
+            for _ in 0..4 {
+                let mut tcp = TcpStream::connect(app.addr).await.unwrap();
+                // Keep them busy: a request that is answered, on a kept-alive connection.
+                tcp.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+                    .await
+                    .unwrap();
+                let mut buffer = [0u8; 512];
+                let n = tcp.read(&mut buffer).await.unwrap();
+                assert!(String::from_utf8_lossy(&buffer[..n]).starts_with("HTTP/1.1 200"));
+                held.push(tcp);
+            }
+            let mut surplus = TcpStream::connect(app.addr).await.unwrap();
+            let refusal = read_until_closed(&mut surplus, Duration::from_secs(5))
+                .await
+                .unwrap();
+            assert!(refusal.starts_with("HTTP/1.1 429"), "{refusal}");
+            assert!(
+                refusal.to_ascii_lowercase().contains("retry-after: 1"),
+                "{refusal}"
+            );
+            assert!(refusal.contains("RATE_LIMITED"), "{refusal}");
+            // Their kept-alive connections idle out (header timeout), and room comes back.
+            drop(held);
+            codecrafter_tests::eventually(Duration::from_secs(10), || async {
+                app.client
+                    .get(app.url("/healthz"))
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status() == 200)
+            })
             .await;
-        let _a = TcpStream::connect(full.addr).await.unwrap();
-        let _b = TcpStream::connect(full.addr).await.unwrap();
-        let mut third = TcpStream::connect(full.addr).await.unwrap();
-        let refusal = read_until_closed(&mut third, Duration::from_secs(5))
-            .await
-            .unwrap();
-        assert!(refusal.starts_with("HTTP/1.1 503"), "{refusal}");
-    })
+
+            let full = app
+                .restart_with(|c| c.connections.max_connections = 2)
+                .await;
+            let _a = TcpStream::connect(full.addr).await.unwrap();
+            let _b = TcpStream::connect(full.addr).await.unwrap();
+            let mut third = TcpStream::connect(full.addr).await.unwrap();
+            let refusal = read_until_closed(&mut third, Duration::from_secs(5))
+                .await
+                .unwrap();
+            assert!(refusal.starts_with("HTTP/1.1 503"), "{refusal}");
+        },
+    )
     .await;
 }
 
 #[tokio::test]
 async fn a_subscriber_that_stops_reading_is_closed_and_freed() {
-    run(Backend::Sqlite, |app| async move {
-        let app = app
-            .restart_with(|c| c.connections.ws_stall_timeout_secs = 1)
-            .await;
-        let owner = app.sign_up("owner").await;
-        let project = app.create_project(&owner, "stall", false).await;
-        let connections = || {
-            app.services
-                .metrics
-                .websocket_connections
-                .load(std::sync::atomic::Ordering::Relaxed)
-        };
-        let mut reader = WsClient::connect(&app, Some(&owner.access)).await;
-        let sub = reader
-            .subscribe(
-                "subscription($p: ID!) { documentUpdates(projectId: $p) { update } }",
-                json!({ "p": project }),
-            )
-            .await;
-        assert!(matches!(reader.next(&sub).await, Event::Next(_)));
-        assert_eq!(connections(), 1);
-        // The reader stops reading; edits of 500 KB each pile up far past the socket buffers.
-        let doc = LoroDoc::new();
-        let text = doc
-            .get_map("files")
-            .ensure_mergeable_text("big.txt")
-            .unwrap();
-        let chunk = "x".repeat(500_000);
-        let mut sent = loro::VersionVector::default();
-        for n in 0..40 {
-            text.delete(0, text.len_unicode()).unwrap();
-            text.insert(0, &format!("{n}{chunk}")).unwrap();
-            doc.commit();
-            let update = doc.export(ExportMode::updates(&sent)).unwrap();
-            sent = doc.oplog_vv();
-            app.gql_as(
-                &owner.access,
-                APPLY,
-                json!({ "p": project, "u": STANDARD.encode(update) }),
-            )
-            .await
-            .data();
-            if connections() == 0 {
-                break;
+    run_with(
+        Backend::Sqlite,
+        |c| c.connections.ws_stall_timeout_secs = 1,
+        |app| async move {
+            let owner = app.sign_up("owner").await;
+            let project = app.create_project(&owner, "stall", false).await;
+            let connections = || {
+                app.services
+                    .metrics
+                    .websocket_connections
+                    .load(std::sync::atomic::Ordering::Relaxed)
+            };
+            let mut reader = WsClient::connect(&app, Some(&owner.access)).await;
+            let sub = reader
+                .subscribe(
+                    "subscription($p: ID!) { documentUpdates(projectId: $p) { update } }",
+                    json!({ "p": project }),
+                )
+                .await;
+            assert!(matches!(reader.next(&sub).await, Event::Next(_)));
+            assert_eq!(connections(), 1);
+            // The reader stops reading; edits of 500 KB each pile up far past the socket buffers.
+            let doc = LoroDoc::new();
+            let text = doc
+                .get_map("files")
+                .ensure_mergeable_text("big.txt")
+                .unwrap();
+            let chunk = "x".repeat(500_000);
+            let mut sent = loro::VersionVector::default();
+            for n in 0..40 {
+                text.delete(0, text.len_unicode()).unwrap();
+                text.insert(0, &format!("{n}{chunk}")).unwrap();
+                doc.commit();
+                let update = doc.export(ExportMode::updates(&sent)).unwrap();
+                sent = doc.oplog_vv();
+                app.gql_as(
+                    &owner.access,
+                    APPLY,
+                    json!({ "p": project, "u": STANDARD.encode(update) }),
+                )
+                .await
+                .data();
+                if connections() == 0 {
+                    break;
+                }
             }
-        }
-        codecrafter_tests::eventually(Duration::from_secs(15), || async { connections() == 0 })
-            .await;
-        drop(reader);
-        still_serving(&app).await;
-    })
+            codecrafter_tests::eventually(Duration::from_secs(15), || async { connections() == 0 })
+                .await;
+            drop(reader);
+            still_serving(&app).await;
+        },
+    )
     .await;
 }
 
