@@ -307,6 +307,23 @@ impl TestApp {
             .to_owned()
     }
 
+    /// `user` creates an empty file at `path` in `project` (through `createFile`).
+    pub async fn create_file(&self, user: &TestUser, project: &str, path: &str) {
+        self.gql_as(
+            &user.access,
+            "mutation($p: ID!, $path: String!) { createFile(projectId: $p, path: $path) { path } }",
+            json!({ "p": project, "path": path }),
+        )
+        .await
+        .data();
+    }
+
+    /// The body of `GET path` on this server.
+    pub async fn get_text(&self, path: &str) -> String {
+        let response = self.client.get(self.url(path)).send().await.unwrap();
+        response.text().await.unwrap()
+    }
+
     /// `owner` adds `user` to `project` with `role` (OWNER, EDITOR or VIEWER).
     pub async fn add_member(&self, owner: &TestUser, project: &str, user: &TestUser, role: &str) {
         self.gql_as(
@@ -487,13 +504,21 @@ macro_rules! backend_tests {
 }
 
 /// Wait until `condition` holds, checking every 20 ms; panics after `deadline`.
-pub async fn eventually<F, Fut>(deadline: std::time::Duration, mut condition: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
+pub async fn eventually(deadline: std::time::Duration, mut condition: impl AsyncFnMut() -> bool) {
+    eventually_some(deadline, async || condition().await.then_some(())).await
+}
+
+/// Wait until `probe` yields a value and return it, checking every 20 ms; panics after
+/// `deadline`. For conditions that need what they found ("the run once it has ended").
+pub async fn eventually_some<T>(
+    deadline: std::time::Duration,
+    mut probe: impl AsyncFnMut() -> Option<T>,
+) -> T {
     let until = tokio::time::Instant::now() + deadline;
-    while !condition().await {
+    loop {
+        if let Some(found) = probe().await {
+            return found;
+        }
         assert!(
             tokio::time::Instant::now() < until,
             "the condition did not hold within {deadline:?}"

@@ -581,36 +581,21 @@ backend_tests! {
             .await;
         let team = team(&app).await;
         apply_http(&app, &team.editor.access, &team.project, &new_file_update("a.txt", "draft")).await.data();
-        let mut versions = Value::Null;
-        for _ in 0..100 {
-            versions = app
+        let versions = codecrafter_tests::eventually_some(Duration::from_secs(10), || async {
+            let versions = app
                 .gql_as(&team.owner.access, "query($p: ID!) { versions(projectId: $p) { title isAuto author { id } files { content } } }", json!({ "p": team.project }))
                 .await
                 .data()["versions"]
                 .clone();
-            if versions.as_array().is_some_and(|v| !v.is_empty()) {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+            versions.as_array().is_some_and(|v| !v.is_empty()).then_some(versions)
+        })
+        .await;
         assert_eq!(versions, json!([{ "title": "Auto-save", "isAuto": true, "author": null, "files": [{ "content": "draft" }] }]));
         // An idle document is compacted: its log is folded into the snapshot.
-        for _ in 0..100 {
-            if app.count("document_updates").await == 0 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        assert_eq!(app.count("document_updates").await, 0);
+        codecrafter_tests::eventually(Duration::from_secs(10), || async { app.count("document_updates").await == 0 }).await;
         // Nobody follows it, so it leaves memory; the next reader loads it again.
         let project = uuid::Uuid::parse_str(&team.project).unwrap();
-        for _ in 0..100 {
-            if !app.services.documents.is_loaded(project) {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        assert!(!app.services.documents.is_loaded(project));
+        codecrafter_tests::eventually(Duration::from_secs(10), || async { !app.services.documents.is_loaded(project) }).await;
         assert_eq!(server_files(&app, &team.owner.access, &team.project).await, json!({ "a.txt": "draft" }));
         assert!(app.services.documents.is_loaded(project));
     }
@@ -624,13 +609,7 @@ backend_tests! {
             let id = uuid::Uuid::parse_str(&project).unwrap();
             assert!(app.services.documents.is_loaded(id));
         }
-        for _ in 0..100 {
-            if app.services.documents.loaded_count() == 0 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        assert_eq!(app.services.documents.loaded_count(), 0);
+        codecrafter_tests::eventually(Duration::from_secs(10), || async { app.services.documents.loaded_count() == 0 }).await;
     }
 
     async fn forks_copy_the_files_and_then_go_their_own_way(app) {
@@ -689,6 +668,47 @@ backend_tests! {
         assert_eq!(watcher.files(), json!({ "ok.py": "still here" }));
     }
 
+    async fn pipelined_edits_are_all_applied_whatever_order_they_arrive_in(app) {
+        let team = team(&app).await;
+        let token = &team.editor.access;
+        let doc = LoroDoc::new();
+        doc.set_peer_id(41).unwrap();
+        let mut from = VersionVector::default();
+        let text = doc.get_map("files").insert_container("fast.py", LoroText::new()).unwrap();
+        let updates: Vec<String> = (0..250)
+            .map(|i| {
+                text.insert(text.len_unicode(), &format!("{i} ")).unwrap();
+                doc.commit();
+                let update = doc.export(ExportMode::updates(&from)).unwrap();
+                from = doc.oplog_vv();
+                STANDARD.encode(update)
+            })
+            .collect();
+        // A fast typist on one socket: every edit sent before the first answer is read, more
+        // of them than the socket runs at once.
+        let mut ws = WsClient::connect(&app, Some(token)).await;
+        let mut ids = Vec::new();
+        for update in &updates[..200] {
+            ids.push(ws.subscribe(APPLY, json!({ "p": team.project, "u": update })).await);
+        }
+        let mut seqs = Vec::new();
+        for id in &ids {
+            seqs.push(ws.next(id).await.data()["applyUpdate"]["seq"].as_i64().unwrap());
+        }
+        seqs.sort_unstable();
+        seqs.dedup();
+        assert_eq!(seqs.len(), 200, "each edit got its own place in the log");
+        // Concurrent HTTP requests, the newest sent first.
+        let answers = futures_util::future::join_all(updates[200..].iter().rev().map(|update| {
+            app.gql_as(token, APPLY, json!({ "p": team.project, "u": update }))
+        }))
+        .await;
+        for answer in &answers {
+            answer.data();
+        }
+        assert_eq!(server_files(&app, token, &team.project).await["fast.py"], text.to_string());
+    }
+
     async fn a_connection_holds_a_bounded_number_of_subscriptions(app) {
         let team = team(&app).await;
         let mut ws = WsClient::connect(&app, Some(&team.viewer.access)).await;
@@ -702,9 +722,18 @@ backend_tests! {
         assert_eq!(ws.next(&refused).await.code(), "RATE_LIMITED");
         // Giving one back makes room; other connections were never affected.
         ws.complete(&subs.pop().unwrap()).await;
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        let again = ws.subscribe(SUBSCRIBE, json!({ "p": team.project })).await;
-        assert_eq!(ws.next(&again).await.data()["documentUpdates"]["catchUp"], true);
+        // (The server frees the place once the completed stream is dropped: a moment later.)
+        codecrafter_tests::eventually(Duration::from_secs(5), async || {
+            let again = ws.subscribe(SUBSCRIBE, json!({ "p": team.project })).await;
+            match ws.next(&again).await {
+                Event::Next(payload) if payload["data"]["documentUpdates"]["catchUp"] == true => true,
+                other => {
+                    assert_eq!(other.code(), "RATE_LIMITED");
+                    false
+                }
+            }
+        })
+        .await;
         let mut other = WsClient::connect(&app, Some(&team.viewer.access)).await;
         let fine = other.subscribe(SUBSCRIBE, json!({ "p": team.project })).await;
         assert_eq!(other.next(&fine).await.data()["documentUpdates"]["catchUp"], true);
@@ -717,7 +746,10 @@ backend_tests! {
         let mut ws = WsClient::connect(&app, Some(&editor.access)).await;
         let fresh = ws.request(FILES, json!({ "p": team.project })).await;
         assert!(fresh.get("errors").is_none(), "{fresh}");
-        tokio::time::sleep(Duration::from_millis(3100)).await;
+        codecrafter_tests::eventually(Duration::from_secs(5), async || {
+            ws.request(FILES, json!({ "p": team.project })).await.get("errors").is_some()
+        })
+        .await;
         let update = STANDARD.encode(new_file_update("late.py", "x"));
         let stale = ws.request(APPLY, json!({ "p": team.project, "u": update })).await;
         assert_eq!(stale["errors"][0]["extensions"]["code"], "UNAUTHENTICATED", "{stale}");
@@ -850,17 +882,11 @@ async fn concurrent_edits_on_two_nodes_converge() {
                 assert_eq!(peer.files(), expected);
             }
             // Both nodes hold the same, and so does a server started afresh from the database.
-            let mut same_on_both = false;
-            for _ in 0..100 {
-                let a = server_files(&app, &team.owner.access, &team.project).await;
-                let b = server_files(&node_b, &team.owner.access, &team.project).await;
-                if a == expected && b == expected {
-                    same_on_both = true;
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            assert!(same_on_both, "the nodes differ from the clients");
+            codecrafter_tests::eventually(Duration::from_secs(5), || async {
+                server_files(&app, &team.owner.access, &team.project).await == expected
+                    && server_files(&node_b, &team.owner.access, &team.project).await == expected
+            })
+            .await;
             let fresh = app.restart().await;
             assert_eq!(
                 server_files(&fresh, &team.owner.access, &team.project).await,

@@ -116,14 +116,7 @@ async fn acknowledged_edits_survive_the_writers_node_being_killed() {
         shared_redis,
         |node_b| async move {
             let team = team(&node_b).await;
-            node_b
-                .gql_as(
-                    &team.owner.access,
-                    "mutation($p: ID!) { createFile(projectId: $p, path: \"a.py\") { path } }",
-                    json!({ "p": team.project }),
-                )
-                .await
-                .data();
+            node_b.create_file(&team.owner, &team.project, "a.py").await;
             let mut observer = Peer::join(&node_b, &team.editor, &team.project, 7).await;
             let mut acknowledged: Vec<String> = Vec::new();
             let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
@@ -207,11 +200,10 @@ async fn acknowledged_edits_survive_the_writers_node_being_killed() {
             // it ends holding what a node loading from the database holds.
             let fresh = node_b.spawn_node().await;
             let stored = server_files(&fresh, &team.owner.access, &team.project).await;
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while server_files(&node_b, &team.owner.access, &team.project).await != stored {
-                assert!(Instant::now() < deadline, "node B never caught up with the database");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
+            codecrafter_tests::eventually(Duration::from_secs(5), async || {
+                server_files(&node_b, &team.owner.access, &team.project).await == stored
+            })
+            .await;
             eprintln!(
                 "{cycles} kills, {} acknowledged edits, {:.1} s",
                 acknowledged.len(),
@@ -264,11 +256,7 @@ impl PrivateRedis {
             .spawn()
             .expect("redis-server is installed");
         self.server = Some(server);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !self.answers().await {
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        codecrafter_tests::eventually(Duration::from_secs(10), async || self.answers().await).await;
     }
 
     async fn answers(&self) -> bool {
@@ -298,32 +286,25 @@ async fn readiness(node: &TestApp) -> (u16, serde_json::Value) {
 
 /// Wait until `/readyz` of `node` says `status`; it answers 200 all along.
 async fn wait_until_ready_is(node: &TestApp, status: &str) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
+    let body = codecrafter_tests::eventually_some(Duration::from_secs(15), async || {
         let (code, body) = readiness(node).await;
         assert_eq!(
             code, 200,
             "a node with its database is ready, Redis or not: {body}"
         );
-        if body["status"] == status {
-            let redis = if status == "degraded" {
-                "unreachable"
-            } else {
-                "ok"
-            };
-            assert_eq!(
-                (&body["database"], &body["redis"]),
-                (&json!("ok"), &json!(redis)),
-                "{body}"
-            );
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "readiness stays {body}, expected {status}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        (body["status"] == status).then_some(body)
+    })
+    .await;
+    let redis = if status == "degraded" {
+        "unreachable"
+    } else {
+        "ok"
+    };
+    assert_eq!(
+        (&body["database"], &body["redis"]),
+        (&json!("ok"), &json!(redis)),
+        "{body}"
+    );
 }
 
 /// `writer` appends `mark` to `a.py`.
@@ -368,14 +349,7 @@ async fn nodes_survive_redis_going_away_and_catch_up_when_it_returns() {
             let redis = private;
             let node_b = node_a.spawn_node().await;
             let team = team(&node_a).await;
-            node_a
-                .gql_as(
-                    &team.owner.access,
-                    "mutation($p: ID!) { createFile(projectId: $p, path: \"a.py\") { path } }",
-                    json!({ "p": team.project }),
-                )
-                .await
-                .data();
+            node_a.create_file(&team.owner, &team.project, "a.py").await;
             let mut on_b = Peer::join(&node_b, &team.editor, &team.project, 7).await;
             let mut writer = Peer::join(&node_a, &team.owner, &team.project, 8).await;
             wait_until_ready_is(&node_a, "ready").await;

@@ -444,7 +444,7 @@ backend_tests! {
     async fn updates_may_touch_only_the_files_map(app) {
         let owner = app.sign_up("owner").await;
         let project = app.create_project(&owner, "roots", false).await;
-        app.gql_as(&owner.access, "mutation($p: ID!) { createFile(projectId: $p, path: \"a.py\") { path } }", json!({ "p": project })).await.data();
+        app.create_file(&owner, &project, "a.py").await;
         let files_before = app.gql_as(&owner.access, FILES, json!({ "p": project })).await.data().clone();
         let updates_before = app.gql_as(&owner.access, "query($p: ID!) { documentVersion(projectId: $p) { seq } }", json!({ "p": project })).await;
 

@@ -72,29 +72,13 @@ async fn pages_and_assets_are_served_with_types_and_caching() {
 #[tokio::test]
 async fn the_wasm_of_the_editor_has_its_type() {
     run(Backend::Sqlite, |app| async move {
-        let html = app
-            .client
-            .get(app.url("/"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let html = app.get_text("/").await;
         let script = html
             .split("src=\"")
             .nth(1)
             .and_then(|r| r.split('"').next())
             .unwrap();
-        let js = app
-            .client
-            .get(app.url(script))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let js = app.get_text(script).await;
         let wasm = js
             .split("assets/")
             .filter_map(|rest| rest.split(['"', '\'', '`']).next())

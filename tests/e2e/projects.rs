@@ -148,6 +148,47 @@ async fn list_titles(app: &TestApp, user: Option<&TestUser>, filter: Value) -> V
     titles(&list(app, user, filter, 100, None).await)
 }
 
+/// An owner, an editor and a viewer-to-be, an outsider and an admin.
+struct Cast {
+    alice: TestUser,
+    editor: TestUser,
+    viewer: TestUser,
+    outsider: TestUser,
+    admin: TestUser,
+}
+
+async fn cast(app: &TestApp) -> Cast {
+    let alice = app.sign_up("alice").await;
+    let editor = app.sign_up("editor").await;
+    let viewer = app.sign_up("viewer").await;
+    let outsider = app.sign_up("outsider").await;
+    let admin = app.sign_up("admin").await;
+    let admin = app.make_admin(&admin).await;
+    Cast {
+        alice,
+        editor,
+        viewer,
+        outsider,
+        admin,
+    }
+}
+
+/// `editor` and `viewer` join each of `owner`'s `projects` in those roles.
+async fn with_editor_and_viewer<const N: usize>(
+    app: &TestApp,
+    owner: &TestUser,
+    projects: [&String; N],
+) {
+    for id in projects {
+        add_member(app, Some(owner), id, "editor", "EDITOR")
+            .await
+            .data();
+        add_member(app, Some(owner), id, "viewer", "VIEWER")
+            .await
+            .data();
+    }
+}
+
 fn strings(expected: &[&str]) -> Vec<String> {
     expected.iter().map(|s| (*s).to_owned()).collect()
 }
@@ -310,18 +351,10 @@ backend_tests! {
     }
 
     async fn update_project_is_for_owners_only(app) {
-        let alice = app.sign_up("alice").await;
-        let editor = app.sign_up("editor").await;
-        let viewer = app.sign_up("viewer").await;
-        let outsider = app.sign_up("outsider").await;
-        let admin = app.sign_up("admin").await;
-        let admin = app.make_admin(&admin).await;
+        let Cast { alice, editor, viewer, outsider, admin } = cast(&app).await;
         let private = new_project(&app, &alice, "private", false).await;
         let public = new_project(&app, &alice, "public", true).await;
-        for id in [&private, &public] {
-            add_member(&app, Some(&alice), id, "editor", "EDITOR").await.data();
-            add_member(&app, Some(&alice), id, "viewer", "VIEWER").await.data();
-        }
+        with_editor_and_viewer(&app, &alice, [&private, &public]).await;
         let change = json!({ "title": "hijacked", "isPublic": true });
         for id in [&private, &public] {
             update_project(&app, Some(&editor), id, change.clone()).await.assert_error("FORBIDDEN", None);
@@ -370,18 +403,10 @@ backend_tests! {
     }
 
     async fn delete_project_is_for_owners_and_takes_the_members_along(app) {
-        let alice = app.sign_up("alice").await;
-        let editor = app.sign_up("editor").await;
-        let viewer = app.sign_up("viewer").await;
-        let outsider = app.sign_up("outsider").await;
-        let admin = app.sign_up("admin").await;
-        let admin = app.make_admin(&admin).await;
+        let Cast { alice, editor, viewer, outsider, admin } = cast(&app).await;
         let doomed = new_project(&app, &alice, "doomed", false).await;
         let kept = new_project(&app, &alice, "kept", false).await;
-        for id in [&doomed, &kept] {
-            add_member(&app, Some(&alice), id, "editor", "EDITOR").await.data();
-            add_member(&app, Some(&alice), id, "viewer", "VIEWER").await.data();
-        }
+        with_editor_and_viewer(&app, &alice, [&doomed, &kept]).await;
         assert_eq!(app.count("projects").await, 2);
         assert_eq!(app.count("project_members").await, 6);
 

@@ -22,17 +22,14 @@ async fn start(app: &TestApp, user: &TestUser, vars: Value) -> String {
     run["id"].as_str().unwrap().to_owned()
 }
 
-/// Poll `run(id)` until it has ended (a test of behaviour, not timing: the wait is generous).
+/// `run(id)` once it has ended (a test of behaviour, not timing: the wait is generous).
 async fn finished(app: &TestApp, user: &TestUser, id: &str) -> Value {
-    for _ in 0..600 {
+    codecrafter_tests::eventually_some(Duration::from_secs(60), || async {
         let answer = app.gql_as(&user.access, GET, json!({ "id": id })).await;
         let run = answer.data()["run"].clone();
-        if !matches!(run["status"].as_str(), Some("QUEUED" | "RUNNING")) {
-            return run;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("run {id} did not finish");
+        (!matches!(run["status"].as_str(), Some("QUEUED" | "RUNNING"))).then_some(run)
+    })
+    .await
 }
 
 pub(crate) async fn python(app: &TestApp, user: &TestUser, project: &str, source: &str) -> Value {
@@ -112,15 +109,11 @@ backend_tests! {
         let id = start(&app, &owner, json!({ "p": project, "l": "PYTHON", "s": "import time\nprint('start', flush=True)\ntime.sleep(3)\nprint('end')" })).await;
         // Running, its output in the row (the heartbeat wrote it). Generous: on a loaded
         // host a job is sometimes taken only when the reaper enqueues it again (30 s).
-        let deadline = std::time::Instant::now() + Duration::from_secs(60);
-        loop {
+        codecrafter_tests::eventually(Duration::from_secs(60), || async {
             let run = app.gql_as(&owner.access, GET, json!({ "id": id })).await.data()["run"].clone();
-            if run["status"] == "RUNNING" && run["stdout"] == "start\n" {
-                break;
-            }
-            assert!(std::time::Instant::now() < deadline, "{run}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+            run["status"] == "RUNNING" && run["stdout"] == "start\n"
+        })
+        .await;
         // What a reaper does when it believes the worker dead: back to the queue, enqueued.
         let requeued_at = chrono::Utc::now();
         let uuid: uuid::Uuid = id.parse().unwrap();
@@ -325,7 +318,9 @@ backend_tests! {
         let run = finished(&app, &owner, &running).await;
         assert_eq!(run["status"], "CANCELLED");
         assert_eq!(run["stdout"], "started\n");
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        // A run queued after it is taken and done: the worker has been past the cancelled one.
+        let after = python(&app, &owner, &project, "print('after')").await;
+        assert_eq!(after["stdout"], "after\n", "{after}");
         assert_eq!(finished(&app, &owner, &queued).await["status"], "CANCELLED");
         assert_eq!(finished(&app, &owner, &queued).await["attempts"], 0);
     }

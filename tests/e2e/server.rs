@@ -12,12 +12,12 @@ backend_tests! {
                 .and_then(|v| v.parse().ok())
                 .unwrap_or_else(|| panic!("no {name} in {text}"))
         };
-        let read = || async { app.client.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap() };
+        let read = || app.get_text("/metrics");
         let before = read().await;
         assert_eq!(metric(&before, "codecrafter_websocket_connections"), 0.0);
         let owner = app.sign_up("owner").await;
         let project = app.create_project(&owner, "m", false).await;
-        app.gql_as(&owner.access, "mutation($p: ID!) { createFile(projectId: $p, path: \"a.py\") { path } }", json!({ "p": project })).await.data();
+        app.create_file(&owner, &project, "a.py").await;
         let socket = codecrafter_tests::ws::WsClient::connect(&app, Some(&owner.access)).await;
         let after = read().await;
         assert_eq!(metric(&after, "codecrafter_websocket_connections"), 1.0);

@@ -17,7 +17,6 @@ use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures_util::stream::{BoxStream, SplitSink};
 use futures_util::{SinkExt, StreamExt};
 use schema::Viewer;
-use schema::error::codes;
 use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::mpsc;
@@ -31,8 +30,10 @@ use super::graphql::viewer_from_bearer;
 /// The subprotocol spoken here.
 pub const PROTOCOL: &str = "graphql-transport-ws";
 
-/// Most operations (queries, mutations and subscriptions) in flight on one socket; beyond,
-/// a `subscribe` gets an `error` with RATE_LIMITED.
+/// Most operations (queries, mutations and subscriptions) in flight on one socket. At the
+/// bound the server stops reading the socket until one ends (back-pressure through TCP), so a
+/// client that pipelines edits is slowed, never refused. (Subscriptions alone cannot fill it:
+/// a connection holds at most `MAX_SUBSCRIPTIONS_PER_CONNECTION` of them.)
 const MAX_OPERATIONS: usize = 128;
 /// Frames waiting for the socket; when full, operations wait (back-pressure).
 const OUTGOING_QUEUE: usize = 64;
@@ -139,12 +140,16 @@ pub async fn serve(
                 break Closing::new(close::INIT_TIMEOUT, "Connection initialisation timeout");
             }
             _ = pings.tick() => {
+                if connection.operations.len() >= MAX_OPERATIONS {
+                    // Not reading (see MAX_OPERATIONS): the client's silence is ours.
+                    last_heard = Instant::now();
+                }
                 if last_heard.elapsed() > settings.ping_interval * 2 {
                     break Closing::new(close::TIMEOUT, "no answer to pings");
                 }
                 connection.send(json!({ "type": "ping" })).await;
             }
-            message = incoming.next() => {
+            message = incoming.next(), if connection.operations.len() < MAX_OPERATIONS => {
                 let text = match message {
                     None | Some(Err(_)) | Some(Ok(Message::Close(_))) => break Closing::new(0, ""),
                     Some(Ok(Message::Text(text))) => text,
@@ -267,15 +272,6 @@ impl Connection {
                         close::SUBSCRIBER_EXISTS,
                         format!("Subscriber for {id} already exists"),
                     ));
-                }
-                if self.operations.len() >= MAX_OPERATIONS {
-                    let error = json!({
-                        "message": format!("at most {MAX_OPERATIONS} operations may run at once on one connection"),
-                        "extensions": { "code": codes::RATE_LIMITED, "retryAfter": 1 },
-                    });
-                    self.send(json!({ "id": id, "type": "error", "payload": [error] }))
-                        .await;
-                    return Ok(());
                 }
                 let responses = self
                     .state

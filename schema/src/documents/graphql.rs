@@ -231,8 +231,11 @@ impl DocumentsMutation {
     /// Apply a Loro update (`ExportMode::Updates`, base64) to a project's document. EDITOR or
     /// OWNER. Stored durably before the answer, then sent to every subscriber. An update that
     /// does not decode, breaks the limits, or touches anything but `files` is refused with
-    /// BAD_USER_INPUT; one that depends on changes the server lacks gets CONFLICT with the
-    /// server's version vector in `extensions.versionVector`. Either way nothing changes.
+    /// BAD_USER_INPUT. Updates may be sent without waiting for the previous answer (over one
+    /// socket or concurrent requests): one that depends on changes the server lacks waits for
+    /// them while the document moves, and gets CONFLICT with the server's version vector in
+    /// `extensions.versionVector` when they do not come (5 s without progress, at most 30 s).
+    /// Either way nothing changes.
     async fn apply_update(
         &self,
         ctx: &Context<'_>,

@@ -31,6 +31,11 @@ pub const FILES: &str = "files";
 const ACTIVITY_RESOLUTION: Duration = Duration::from_secs(60);
 /// How many updates a slow subscriber may fall behind before it is resynchronised.
 const SUBSCRIBER_QUEUE: usize = 512;
+/// How long an update whose dependencies have not arrived waits for the document to move
+/// (pipelined edits arriving out of order) before it is refused with CONFLICT.
+pub const DEPENDENCY_WAIT: Duration = Duration::from_secs(5);
+/// The longest an update waits for its dependencies while the document moves.
+pub const DEPENDENCY_WAIT_MAX: Duration = Duration::from_secs(30);
 
 /// One update as subscribers receive it, encoded once for all of them.
 #[derive(Debug)]
@@ -85,6 +90,15 @@ struct Loaded {
     last_change: Instant,
     /// When this node last moved the project's `last_activity_at` for an edit.
     activity_marked: Option<Instant>,
+    /// Updates waiting for their dependencies, woken once the copy includes them (or when
+    /// the copy is rebuilt: dropping it drops their senders).
+    waiting: Vec<Waiting>,
+}
+
+/// An update that arrived before what it depends on.
+struct Waiting {
+    needs: VersionVector,
+    wake: tokio::sync::oneshot::Sender<()>,
 }
 
 /// A subscription's start: what the subscriber lacks, then the live feed.
@@ -163,28 +177,58 @@ impl Documents {
             ));
         }
         let entry = self.hub.entry(project);
-        let mut guard = self.hub.lock_loaded(&entry).await?;
-        let loaded = loaded_mut(&mut guard)?;
-        let before = loaded.doc.oplog_vv();
-        let missing = meta
-            .partial_start_vv
-            .iter()
-            .any(|(peer, counter)| before.get(peer).copied().unwrap_or(0) < *counter);
-        if missing {
-            return Err(missing_dependencies(&before));
-        }
-        if before.includes_vv(&meta.partial_end_vv) {
-            return Ok(loaded.head());
-        }
-        let outcome = match loaded.doc.import(update) {
-            Err(_) => Err(ApiError::bad_input("update", "not a valid Loro update")),
-            Ok(status) if status.pending.is_some() => Err(missing_dependencies(&before)),
-            Ok(_) => check_shape(&loaded.doc, &before, config),
+        // A client may send its next update before the answer to the previous one, and
+        // requests (or operations on one socket) may reach the lock in any order: an update
+        // whose dependencies are missing waits for them, as long as the document does not
+        // stand still for DEPENDENCY_WAIT, and at most DEPENDENCY_WAIT_MAX.
+        let mut waiting_until = tokio::time::Instant::now() + DEPENDENCY_WAIT;
+        let give_up_at = tokio::time::Instant::now() + DEPENDENCY_WAIT_MAX;
+        let mut seen_seq = None;
+        let (mut guard, before) = loop {
+            let mut guard = self.hub.lock_loaded(&entry).await?;
+            let loaded = loaded_mut(&mut guard)?;
+            let before = loaded.doc.oplog_vv();
+            if before.includes_vv(&meta.partial_start_vv) {
+                if before.includes_vv(&meta.partial_end_vv) {
+                    return Ok(loaded.head());
+                }
+                let outcome = match loaded.doc.import(update) {
+                    Err(_) => Err(ApiError::bad_input("update", "not a valid Loro update")),
+                    Ok(status) if status.pending.is_some() => Err(missing_dependencies(&before)),
+                    Ok(_) => check_shape(&loaded.doc, &before, config),
+                };
+                match outcome {
+                    Ok(()) => break (guard, before),
+                    Err(error @ ApiError::OutOfDate { .. }) => {
+                        self.hub.rebuild(&entry, &mut guard, &before).await;
+                        if guard.is_none() {
+                            return Err(error);
+                        }
+                    }
+                    Err(error) => {
+                        self.hub.rebuild(&entry, &mut guard, &before).await;
+                        return Err(error);
+                    }
+                }
+            }
+            let loaded = loaded_mut(&mut guard)?;
+            let now = tokio::time::Instant::now();
+            if seen_seq.is_some_and(|seen| seen != loaded.seq) {
+                // The document moves: what this update needs may be on its way.
+                waiting_until = now + DEPENDENCY_WAIT;
+            }
+            if now >= waiting_until || now >= give_up_at {
+                return Err(missing_dependencies(&before));
+            }
+            seen_seq = Some(loaded.seq);
+            let (wake, woken) = tokio::sync::oneshot::channel();
+            loaded.waiting.push(Waiting {
+                needs: meta.partial_start_vv.clone(),
+                wake,
+            });
+            drop(guard);
+            let _ = tokio::time::timeout_at(waiting_until.min(give_up_at), woken).await;
         };
-        if let Err(error) = outcome {
-            self.hub.rebuild(&entry, &mut guard, &before).await;
-            return Err(error);
-        }
         let (applied, announced) = self
             .hub
             .commit(
@@ -434,6 +478,7 @@ async fn load(db: &DatabaseConnection, project: Uuid) -> ApiResult<Loaded> {
         changed_since_checkpoint: false,
         last_change: Instant::now(),
         activity_marked: None,
+        waiting: Vec::new(),
     })
 }
 
@@ -562,6 +607,13 @@ impl Hub {
             client_id,
             version_vector: encode_vv(&loaded.doc.oplog_vv()),
         }));
+        let now = loaded.doc.oplog_vv();
+        for waiting in loaded
+            .waiting
+            .extract_if(.., |w| now.includes_vv(&w.needs) || w.wake.is_closed())
+        {
+            let _ = waiting.wake.send(());
+        }
     }
 
     /// Throw the copy away and build it again from the database; whatever the database
