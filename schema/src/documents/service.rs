@@ -167,6 +167,16 @@ fn loro_failed(error: impl std::fmt::Display) -> ApiError {
     ApiError::internal(anyhow::anyhow!("document edit failed: {error}"))
 }
 
+/// Add a text at `path` holding `content` (the path is free and checked).
+fn new_file(doc: &LoroDoc, path: &str, content: &str) -> ApiResult<File> {
+    let text = doc
+        .get_map(FILES)
+        .insert_container(path, LoroText::new())
+        .map_err(loro_failed)?;
+    text.insert(0, content).map_err(loro_failed)?;
+    Ok(File::new(path, &text))
+}
+
 /// BAD_USER_INPUT when a file at `path` could not sit beside the files of `doc` (other than
 /// `ignoring`) on a disk: a file `a` beside `a/b.py`, in either order. A run would have to
 /// make `a` both a file and a folder.
@@ -222,11 +232,7 @@ pub async fn create_file(
                 ));
             }
             check_no_clash(doc, "path", path, None)?;
-            let text = files
-                .insert_container(path, LoroText::new())
-                .map_err(loro_failed)?;
-            text.insert(0, content).map_err(loro_failed)?;
-            Ok(File::new(path, &text))
+            new_file(doc, path, content)
         })
         .await?;
     Ok(file)
@@ -257,13 +263,9 @@ pub async fn rename_file(
                 ));
             }
             check_no_clash(doc, "newPath", new_path, Some(path))?;
-            let content = old.to_string();
-            let text = files
-                .insert_container(new_path, LoroText::new())
-                .map_err(loro_failed)?;
-            text.insert(0, &content).map_err(loro_failed)?;
+            let file = new_file(doc, new_path, &old.to_string())?;
             files.delete(path).map_err(loro_failed)?;
-            Ok(File::new(new_path, &text))
+            Ok(file)
         })
         .await?;
     Ok(file)

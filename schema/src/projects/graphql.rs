@@ -309,6 +309,7 @@ impl ProjectsMutation {
         input: UpdateProjectInput,
     ) -> Result<Project> {
         let viewer = ctx.viewer().require()?;
+        let services = ctx.data_unchecked::<Services>();
         let id = project_id(&id)?;
         let changes = ProjectChanges {
             title: input.title,
@@ -317,14 +318,7 @@ impl ProjectsMutation {
             is_public: input.is_public,
         };
         Ok(Project(
-            service::update(
-                &ctx.data_unchecked::<Services>().db,
-                &ctx.data_unchecked::<Services>().bus,
-                viewer,
-                id,
-                changes,
-            )
-            .await?,
+            service::update(&services.db, &services.bus, viewer, id, changes).await?,
         ))
     }
 
@@ -376,14 +370,9 @@ impl ProjectsMutation {
         #[graphql(desc = "The id of the public project to join.")] id: ID,
     ) -> Result<Project> {
         let viewer = ctx.viewer().require()?;
+        let services = ctx.data_unchecked::<Services>();
         Ok(Project(
-            service::join(
-                &ctx.data_unchecked::<Services>().db,
-                &ctx.data_unchecked::<Services>().bus,
-                viewer,
-                project_id(&id)?,
-            )
-            .await?,
+            service::join(&services.db, &services.bus, viewer, project_id(&id)?).await?,
         ))
     }
 
@@ -394,13 +383,8 @@ impl ProjectsMutation {
         #[graphql(desc = "The project's id.")] id: ID,
     ) -> Result<ID> {
         let viewer = ctx.viewer().require()?;
-        service::leave(
-            &ctx.data_unchecked::<Services>().db,
-            &ctx.data_unchecked::<Services>().bus,
-            viewer,
-            project_id(&id)?,
-        )
-        .await?;
+        let services = ctx.data_unchecked::<Services>();
+        service::leave(&services.db, &services.bus, viewer, project_id(&id)?).await?;
         Ok(id)
     }
 
@@ -510,16 +494,10 @@ impl ProjectsMutation {
         #[graphql(desc = "The member's user id.")] user_id: ID,
     ) -> Result<Project> {
         let viewer = ctx.viewer().require()?;
+        let services = ctx.data_unchecked::<Services>();
         let (id, user_id) = membership_ids(&project_id, &user_id)?;
         Ok(Project(
-            service::remove_member(
-                &ctx.data_unchecked::<Services>().db,
-                &ctx.data_unchecked::<Services>().bus,
-                viewer,
-                id,
-                user_id,
-            )
-            .await?,
+            service::remove_member(&services.db, &services.bus, viewer, id, user_id).await?,
         ))
     }
 
@@ -531,16 +509,10 @@ impl ProjectsMutation {
         #[graphql(desc = "The user id of the member who becomes the primary OWNER.")] user_id: ID,
     ) -> Result<Project> {
         let viewer = ctx.viewer().require()?;
+        let services = ctx.data_unchecked::<Services>();
         let (id, user_id) = membership_ids(&project_id, &user_id)?;
         Ok(Project(
-            service::transfer_ownership(
-                &ctx.data_unchecked::<Services>().db,
-                &ctx.data_unchecked::<Services>().bus,
-                viewer,
-                id,
-                user_id,
-            )
-            .await?,
+            service::transfer_ownership(&services.db, &services.bus, viewer, id, user_id).await?,
         ))
     }
 }
