@@ -216,7 +216,8 @@ impl Application {
     }
 
     /// Serve until `shutdown` resolves, then finish in-flight requests, complete every
-    /// WebSocket's operations and close it (1001), stop the workers and close the pool.
+    /// WebSocket's operations and close it (1001), stop the workers, stop the document hub
+    /// (writing its pending auto-saves) and close the pool.
     pub async fn run_until(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
@@ -244,6 +245,7 @@ impl Application {
         if let Some(workers) = self.workers {
             workers.stop(self.grace).await;
         }
+        self.services.shutdown().await;
         self.services.db.close().await?;
         Ok(())
     }

@@ -13,6 +13,7 @@ mod extensions;
 pub mod limits;
 pub mod loaders;
 pub mod metrics;
+pub mod paging;
 pub mod presence;
 pub mod projects;
 pub mod realtime;

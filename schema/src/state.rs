@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use sea_orm::{DatabaseBackend, DatabaseConnection};
+use sea_orm::DatabaseConnection;
 
 use crate::auth::revocations::RevokedSessions;
 use crate::auth::tokens::TokenIssuer;
@@ -62,8 +62,11 @@ impl Services {
         }
     }
 
-    pub fn is_postgres(&self) -> bool {
-        self.db.get_database_backend() == DatabaseBackend::Postgres
+    /// Stop the background tasks of the document hub and of presence, and write the
+    /// documents' pending auto-saves (a graceful stop, once no more requests arrive).
+    pub async fn shutdown(&self) {
+        self.presence.shutdown().await;
+        self.documents.shutdown().await;
     }
 
     /// Tell everybody following `project`, on every node.

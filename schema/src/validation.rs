@@ -8,6 +8,8 @@ pub const DISPLAY_NAME_MAX: usize = 64;
 pub const EMAIL_MAX: usize = 254;
 pub const TITLE_MAX: usize = 120;
 pub const DESCRIPTION_MAX: usize = 2_000;
+/// How long a client id may be, in bytes.
+pub const CLIENT_ID_LEN: std::ops::RangeInclusive<usize> = 1..=64;
 
 /// 3–32 characters of `[a-z0-9_-]`.
 pub fn username(field: &'static str, raw: &str) -> ApiResult<String> {
@@ -114,6 +116,22 @@ pub fn id(field: &'static str, raw: &str) -> ApiResult<uuid::Uuid> {
         .map_err(|_| ApiError::bad_input(field, format!("{field} is not a valid id")))
 }
 
+/// A client's own id (one per editor tab), as `applyUpdate` echoes it to subscribers and
+/// presence lists it: 1–64 bytes. An empty id would name no client, so it is refused.
+pub fn client_id(raw: &str) -> ApiResult<()> {
+    if !CLIENT_ID_LEN.contains(&raw.len()) {
+        return Err(ApiError::bad_input(
+            "clientId",
+            format!(
+                "clientId must be {} to {} bytes",
+                CLIENT_ID_LEN.start(),
+                CLIENT_ID_LEN.end()
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// A value within an inclusive range.
 pub fn in_range(
     field: &'static str,
@@ -167,6 +185,17 @@ mod tests {
         ] {
             assert!(email("e", bad).is_err(), "{bad} accepted");
         }
+    }
+
+    #[test]
+    fn client_ids_are_1_to_64_bytes() {
+        assert!(client_id("").is_err());
+        assert!(client_id("a").is_ok());
+        assert!(client_id(&"a".repeat(64)).is_ok());
+        assert!(client_id(&"a".repeat(65)).is_err());
+        // Bytes, not characters: 32 two-byte characters fit, 33 do not.
+        assert!(client_id(&"é".repeat(32)).is_ok());
+        assert!(client_id(&"é".repeat(33)).is_err());
     }
 
     #[test]

@@ -517,6 +517,94 @@ backend_tests! {
         assert_eq!(watcher.files(), expected);
     }
 
+    async fn a_file_and_a_folder_of_the_same_path_are_refused(app) {
+        let team = team(&app).await;
+        let token = &team.editor.access;
+        const CREATE: &str = "mutation($p: ID!, $path: String!) { createFile(projectId: $p, path: $path) { path } }";
+        const RENAME: &str = "mutation($p: ID!, $path: String!, $to: String!) { renameFile(projectId: $p, path: $path, newPath: $to) { path } }";
+        let create = |path: &'static str| app.gql_as(token, CREATE, json!({ "p": team.project, "path": path }));
+        create("a").await.data();
+        create("b/c.py").await.data();
+        let log = app.count("document_updates").await;
+        // A file inside a file, then a file where a folder is.
+        let inside = create("a/b.py").await;
+        inside.assert_error("BAD_USER_INPUT", Some("path"));
+        assert!(inside.message().contains("a/b.py would be inside a"), "{}", inside.message());
+        let over = create("b").await;
+        over.assert_error("BAD_USER_INPUT", Some("path"));
+        assert!(over.message().contains("b is a folder of b/c.py"), "{}", over.message());
+        // The same by renaming, in both directions.
+        let rename = |path: &'static str, to: &'static str| app.gql_as(token, RENAME, json!({ "p": team.project, "path": path, "to": to }));
+        rename("b/c.py", "a/c.py").await.assert_error("BAD_USER_INPUT", Some("newPath"));
+        rename("a", "b").await.assert_error("BAD_USER_INPUT", Some("newPath"));
+        // Nothing changed.
+        assert_eq!(app.count("document_updates").await, log);
+        assert_eq!(server_files(&app, token, &team.project).await, json!({ "a": "", "b/c.py": "" }));
+        // A file may take the name of the folder it leaves empty.
+        rename("b/c.py", "b").await.data();
+        assert_eq!(server_files(&app, token, &team.project).await, json!({ "a": "", "b": "" }));
+    }
+
+    async fn a_run_of_a_project_holding_clashing_paths_fails_with_the_reason(app) {
+        // Edits from a client can still make such a project (only the file operations refuse).
+        let team = team(&app).await;
+        let token = &team.editor.access;
+        let doc = LoroDoc::new();
+        let files = doc.get_map("files");
+        files.insert_container("a", LoroText::new()).unwrap().insert(0, "x").unwrap();
+        files.insert_container("a/b.py", LoroText::new()).unwrap().insert(0, "print(1)").unwrap();
+        doc.commit();
+        apply_http(&app, token, &team.project, &doc.export(ExportMode::all_updates()).unwrap()).await.data();
+        let run = app
+            .gql_as(token, "mutation($p: ID!) { runCode(projectId: $p, language: PYTHON, entry: \"a/b.py\") { id } }", json!({ "p": team.project }))
+            .await;
+        let id = run.data()["runCode"]["id"].as_str().unwrap().to_owned();
+        let ended = std::sync::Mutex::new(Value::Null);
+        let (app_ref, ended_ref, id) = (&app, &ended, id.as_str());
+        codecrafter_tests::eventually(Duration::from_secs(60), move || async move {
+            let run = app_ref.gql_as(token, "query($id: ID!) { run(id: $id) { status attempts error stderr } }", json!({ "id": id })).await.data()["run"].clone();
+            let done = !matches!(run["status"].as_str(), Some("QUEUED" | "RUNNING"));
+            *ended_ref.lock().unwrap() = run;
+            done
+        })
+        .await;
+        let ended = ended.into_inner().unwrap();
+        assert_eq!((&ended["status"], &ended["attempts"]), (&json!("FAILED"), &json!(1)), "{ended}");
+        assert!(ended["stderr"].as_str().unwrap().contains("\"a\" is a file"), "{ended}");
+    }
+
+    async fn client_ids_are_1_to_64_bytes_for_edits_and_presence(app) {
+        let team = team(&app).await;
+        let token = &team.editor.access;
+        let update = STANDARD.encode(new_file_update("a.txt", "x"));
+        const PRESENCE: &str = "mutation($p: ID!, $c: String!) { updatePresence(projectId: $p, clientId: $c) }";
+        for (client_id, ok) in [(String::new(), false), ("c".repeat(65), false), ("c".repeat(64), true), ("c".to_owned(), true)] {
+            let applied = app.gql_as(token, APPLY, json!({ "p": team.project, "u": update, "c": client_id })).await;
+            let presence = app.gql_as(token, PRESENCE, json!({ "p": team.project, "c": client_id })).await;
+            if ok {
+                applied.data();
+                presence.data();
+            } else {
+                applied.assert_error("BAD_USER_INPUT", Some("clientId"));
+                presence.assert_error("BAD_USER_INPUT", Some("clientId"));
+                assert_eq!(applied.message(), "clientId must be 1 to 64 bytes");
+            }
+        }
+        assert_eq!(app.count("document_updates").await, 1);
+    }
+
+    async fn an_edit_just_before_a_stop_is_kept_with_its_auto_save(app) {
+        let team = team(&app).await;
+        apply_http(&app, &team.editor.access, &team.project, &new_file_update("last.txt", "final words")).await.data();
+        // The auto-save is ten minutes away (the default idle delay): only the stop writes it.
+        let app = app.restart().await;
+        assert_eq!(server_files(&app, &team.owner.access, &team.project).await, json!({ "last.txt": "final words" }));
+        let versions = app
+            .gql_as(&team.owner.access, "query($p: ID!) { versions(projectId: $p) { title isAuto files { path content } } }", json!({ "p": team.project }))
+            .await;
+        assert_eq!(versions.data()["versions"], json!([{ "title": "Auto-save", "isAuto": true, "files": [{ "path": "last.txt", "content": "final words" }] }]));
+    }
+
     async fn versions_read_and_restore_as_a_new_edit(app) {
         let team = team(&app).await;
         let token = &team.owner.access;

@@ -5,16 +5,13 @@ use entity::message;
 use entity::prelude::*;
 use entity::project;
 use sea_orm::sea_query::Expr;
-use sea_orm::{
-    ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set,
-    TransactionTrait,
-};
+use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, Set, TransactionTrait};
 use uuid::Uuid;
 
 use crate::context::{AuthUser, Viewer};
 use crate::error::{ApiError, ApiResult};
+use crate::paging::{self, Page};
 use crate::projects::access::{self, ProjectAction};
-use crate::projects::cursor;
 use crate::realtime::ProjectEvent;
 use crate::state::Services;
 use crate::time::now;
@@ -124,32 +121,26 @@ pub async fn list(
 ) -> ApiResult<MessagePage> {
     let viewer = viewer.user()?;
     let first = validation::in_range("first", first, 1..=PAGE_MAX)?;
-    let before = before.map(|c| cursor::decode("before", c)).transpose()?;
+    let before = before.map(|c| paging::decode("before", c)).transpose()?;
     access::check(&services.db, viewer, project_id, ProjectAction::Read).await?;
-
-    let mut query = Message::find().filter(message::Column::ProjectId.eq(project_id));
-    if let Some((at, id)) = before {
-        query = query.filter(cursor::older_than(
-            message::Column::CreatedAt,
-            message::Column::Id,
-            (at, id),
-        ));
-    }
-    let limit = usize::try_from(first).unwrap_or(0);
-    let rows = query
-        .order_by_desc(message::Column::CreatedAt)
-        .order_by_desc(message::Column::Id)
-        .limit(u64::try_from(limit + 1).unwrap_or(u64::MAX))
-        .all(&services.db)
-        .await?;
-    let (rows, has_next_page) = cursor::page(rows, limit);
-    Ok(MessagePage {
-        messages: rows
-            .into_iter()
-            .map(|m| (cursor::encode(m.created_at, m.id), m))
-            .collect(),
+    let Page {
+        rows: messages,
         has_next_page,
-        has_previous_page: before.is_some(),
+        has_previous_page,
+    } = paging::newest_first(
+        &services.db,
+        Message::find().filter(message::Column::ProjectId.eq(project_id)),
+        message::Column::CreatedAt,
+        message::Column::Id,
+        before,
+        usize::try_from(first).unwrap_or(0),
+        |m| (m.created_at, m.id),
+    )
+    .await?;
+    Ok(MessagePage {
+        messages,
+        has_next_page,
+        has_previous_page,
     })
 }
 

@@ -6,28 +6,25 @@ use async_graphql::{Context, ID, Object, Result, SimpleObject, Subscription};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use futures_util::Stream;
-use loro::{Container, LoroDoc, LoroText, ValueOrContainer, VersionVector};
+use loro::VersionVector;
 use tokio::sync::broadcast::error::RecvError;
 use uuid::Uuid;
 
-use super::hub::{Applied, DocUpdate, FILES, decode_vv};
-use super::limits::check_path;
-use crate::context::{AuthUser, ViewerExt};
+use super::hub::{Applied, DocUpdate, decode_vv};
+use super::service::{self, File};
+use crate::context::ViewerExt;
 use crate::error::{ApiError, ApiResult};
 use crate::loaders::load_user_opt;
-use crate::projects::access::{self, ProjectAction};
 use crate::projects::revocation::Revocation;
 use crate::scalars::{Base64, EncodedVersionVector};
 use crate::state::Services;
 use crate::users::User;
 use crate::validation;
 
-/// The longest client id, in bytes.
-const CLIENT_ID_MAX: usize = 64;
-
 /// A file of a project, at the head of its document or at a version.
 #[derive(SimpleObject)]
-pub struct File {
+#[graphql(name = "File")]
+pub struct FileObject {
     /// Relative path, `/`-separated.
     pub path: String,
     /// The text.
@@ -36,13 +33,12 @@ pub struct File {
     pub size: usize,
 }
 
-impl File {
-    fn new(path: &str, text: &LoroText) -> Self {
-        let content = text.to_string();
+impl From<File> for FileObject {
+    fn from(file: File) -> Self {
         Self {
-            path: path.to_owned(),
-            size: content.len(),
-            content,
+            path: file.path,
+            content: file.content,
+            size: file.size,
         }
     }
 }
@@ -107,67 +103,6 @@ fn services_of(ctx: &Context<'_>) -> ApiResult<Services> {
         .map_err(|e| ApiError::internal(anyhow::anyhow!(e.message)))
 }
 
-/// The services, once the viewer (if any) may read `project`.
-async fn authorize_read(
-    ctx: &Context<'_>,
-    project: Uuid,
-) -> ApiResult<(Services, Option<AuthUser>)> {
-    let services = services_of(ctx)?;
-    let viewer = ctx.viewer().user()?.cloned();
-    access::check(&services.db, viewer.as_ref(), project, ProjectAction::Read).await?;
-    Ok((services, viewer))
-}
-
-/// The services and the signed-in viewer's id, once they may edit `project`.
-async fn authorize_edit(ctx: &Context<'_>, project: Uuid) -> ApiResult<(Services, Uuid)> {
-    let services = services_of(ctx)?;
-    let viewer = ctx.viewer().require()?;
-    access::check(&services.db, Some(viewer), project, ProjectAction::Edit).await?;
-    Ok((services, viewer.id))
-}
-
-/// The text at `path` in `doc`'s file map.
-fn text_at(doc: &LoroDoc, path: &str) -> Option<LoroText> {
-    match doc.get_map(FILES).get(path) {
-        Some(ValueOrContainer::Container(Container::Text(text))) => Some(text),
-        _ => None,
-    }
-}
-
-/// Every file of `doc`, sorted by path.
-pub fn list_files(doc: &LoroDoc) -> Vec<File> {
-    let mut files = Vec::new();
-    doc.get_map(FILES).for_each(|path, value| {
-        if let ValueOrContainer::Container(Container::Text(text)) = value {
-            files.push(File::new(path, &text));
-        }
-    });
-    files.sort_by(|a, b| a.path.cmp(&b.path));
-    files
-}
-
-/// One file of `doc`, or NOT_FOUND.
-pub fn read_file(doc: &LoroDoc, path: &str) -> ApiResult<File> {
-    text_at(doc, path)
-        .map(|text| File::new(path, &text))
-        .ok_or(ApiError::NotFound("file"))
-}
-
-fn check_content(services: &Services, content: &str) -> ApiResult<()> {
-    let max = services.documents.config().max_file_bytes;
-    if content.len() > max {
-        return Err(ApiError::bad_input(
-            "content",
-            format!("a file holds at most {max} bytes"),
-        ));
-    }
-    Ok(())
-}
-
-fn loro_failed(error: impl std::fmt::Display) -> ApiError {
-    ApiError::internal(anyhow::anyhow!("document edit failed: {error}"))
-}
-
 #[derive(Default)]
 pub struct DocumentsQuery;
 
@@ -178,10 +113,17 @@ impl DocumentsQuery {
         &self,
         ctx: &Context<'_>,
         #[graphql(desc = "The project's id.")] project_id: ID,
-    ) -> Result<Vec<File>> {
+    ) -> Result<Vec<FileObject>> {
         let project = project_id_arg(&project_id)?;
-        let (services, _) = authorize_read(ctx, project).await?;
-        Ok(services.documents.read(project, list_files).await?)
+        let services = services_of(ctx)?;
+        let files = service::files(
+            &services.db,
+            &services.documents,
+            ctx.viewer().user()?,
+            project,
+        )
+        .await?;
+        Ok(files.into_iter().map(FileObject::from).collect())
     }
 
     /// Where a project's document stands on the server now; a client holding this version
@@ -192,8 +134,15 @@ impl DocumentsQuery {
         #[graphql(desc = "The project's id.")] project_id: ID,
     ) -> Result<DocumentVersion> {
         let project = project_id_arg(&project_id)?;
-        let (services, _) = authorize_read(ctx, project).await?;
-        Ok(services.documents.head(project).await?.into())
+        let services = services_of(ctx)?;
+        let head = service::head(
+            &services.db,
+            &services.documents,
+            ctx.viewer().user()?,
+            project,
+        )
+        .await?;
+        Ok(head.into())
     }
 
     /// One file, at the head or, given `version`, as it was at that version.
@@ -203,19 +152,22 @@ impl DocumentsQuery {
         #[graphql(desc = "The project's id.")] project_id: ID,
         #[graphql(desc = "The file's path.")] path: String,
         #[graphql(desc = "A version's id: the file as it was then; the head when absent.")] version: Option<ID>,
-    ) -> Result<File> {
+    ) -> Result<FileObject> {
         let project = project_id_arg(&project_id)?;
-        let (services, _) = authorize_read(ctx, project).await?;
-        match version {
-            None => Ok(services
-                .documents
-                .read(project, |doc| read_file(doc, &path))
-                .await??),
-            Some(version) => {
-                let version = validation::id("version", &version)?;
-                Ok(crate::versions::file_at(&services, project, version, &path).await?)
-            }
-        }
+        let version = version
+            .map(|version| validation::id("version", &version))
+            .transpose()?;
+        let services = services_of(ctx)?;
+        let file = service::file(
+            &services.db,
+            &services.documents,
+            ctx.viewer().user()?,
+            project,
+            &path,
+            version,
+        )
+        .await?;
+        Ok(file.into())
     }
 }
 
@@ -241,23 +193,23 @@ impl DocumentsMutation {
         ctx: &Context<'_>,
         #[graphql(desc = "The project's id.")] project_id: ID,
         #[graphql(desc = "A Loro update (`doc.export({mode: \"update\", from})`), base64.")] update: Base64,
-        #[graphql(desc = "The sender's own id, echoed to subscribers (at most 64 bytes).")]
+        #[graphql(desc = "The sender's own id, echoed to subscribers (1–64 bytes).")]
         client_id: Option<String>,
     ) -> Result<DocumentVersion> {
         let project = project_id_arg(&project_id)?;
-        if client_id.as_ref().is_some_and(|c| c.len() > CLIENT_ID_MAX) {
-            return Err(
-                ApiError::bad_input("clientId", "clientId must be at most 64 bytes").into(),
-            );
-        }
-        let (services, author) = authorize_edit(ctx, project).await?;
+        let services = services_of(ctx)?;
         let bytes = update
             .into_bytes()
             .ok_or_else(|| ApiError::bad_input("update", "not valid base64"))?;
-        let applied = services
-            .documents
-            .apply(project, author, client_id, &bytes)
-            .await?;
+        let applied = service::apply_update(
+            &services.db,
+            &services.documents,
+            ctx.viewer().user()?,
+            project,
+            client_id,
+            &bytes,
+        )
+        .await?;
         services
             .metrics
             .document_updates
@@ -272,30 +224,19 @@ impl DocumentsMutation {
         #[graphql(desc = "The project's id.")] project_id: ID,
         #[graphql(desc = "The new file's path, such as `src/main.py`.")] path: String,
         #[graphql(desc = "The initial text (empty when absent).")] content: Option<String>,
-    ) -> Result<File> {
-        let content = content.unwrap_or_default();
+    ) -> Result<FileObject> {
         let project = project_id_arg(&project_id)?;
-        check_path("path", &path)?;
-        let (services, author) = authorize_edit(ctx, project).await?;
-        check_content(&services, &content)?;
-        let (file, _) = services
-            .documents
-            .edit(project, author, |doc| {
-                let files = doc.get_map(FILES);
-                if files.get(&path).is_some() {
-                    return Err(ApiError::conflict(
-                        Some("path"),
-                        "a file with this path exists",
-                    ));
-                }
-                let text = files
-                    .insert_container(&path, LoroText::new())
-                    .map_err(loro_failed)?;
-                text.insert(0, &content).map_err(loro_failed)?;
-                Ok(File::new(&path, &text))
-            })
-            .await?;
-        Ok(file)
+        let services = services_of(ctx)?;
+        let file = service::create_file(
+            &services.db,
+            &services.documents,
+            ctx.viewer().user()?,
+            project,
+            &path,
+            content.as_deref().unwrap_or_default(),
+        )
+        .await?;
+        Ok(file.into())
     }
 
     /// Move a file to a new path (its text is carried over). EDITOR or OWNER.
@@ -305,34 +246,19 @@ impl DocumentsMutation {
         #[graphql(desc = "The project's id.")] project_id: ID,
         #[graphql(desc = "The file's current path.")] path: String,
         #[graphql(desc = "The path it moves to.")] new_path: String,
-    ) -> Result<File> {
+    ) -> Result<FileObject> {
         let project = project_id_arg(&project_id)?;
-        check_path("newPath", &new_path)?;
-        let (services, author) = authorize_edit(ctx, project).await?;
-        let (file, _) = services
-            .documents
-            .edit(project, author, |doc| {
-                let files = doc.get_map(FILES);
-                let old = text_at(doc, &path).ok_or(ApiError::NotFound("file"))?;
-                if path == new_path {
-                    return Ok(File::new(&path, &old));
-                }
-                if files.get(&new_path).is_some() {
-                    return Err(ApiError::conflict(
-                        Some("newPath"),
-                        "a file with this path exists",
-                    ));
-                }
-                let content = old.to_string();
-                let text = files
-                    .insert_container(&new_path, LoroText::new())
-                    .map_err(loro_failed)?;
-                text.insert(0, &content).map_err(loro_failed)?;
-                files.delete(&path).map_err(loro_failed)?;
-                Ok(File::new(&new_path, &text))
-            })
-            .await?;
-        Ok(file)
+        let services = services_of(ctx)?;
+        let file = service::rename_file(
+            &services.db,
+            &services.documents,
+            ctx.viewer().user()?,
+            project,
+            &path,
+            &new_path,
+        )
+        .await?;
+        Ok(file.into())
     }
 
     /// Delete a file. EDITOR or OWNER.
@@ -343,14 +269,15 @@ impl DocumentsMutation {
         #[graphql(desc = "The path of the file to delete.")] path: String,
     ) -> Result<bool> {
         let project = project_id_arg(&project_id)?;
-        let (services, author) = authorize_edit(ctx, project).await?;
-        services
-            .documents
-            .edit(project, author, |doc| {
-                text_at(doc, &path).ok_or(ApiError::NotFound("file"))?;
-                doc.get_map(FILES).delete(&path).map_err(loro_failed)
-            })
-            .await?;
+        let services = services_of(ctx)?;
+        service::delete_file(
+            &services.db,
+            &services.documents,
+            ctx.viewer().user()?,
+            project,
+            &path,
+        )
+        .await?;
         Ok(true)
     }
 }
@@ -382,9 +309,18 @@ impl DocumentsSubscription {
             }
             None => None,
         };
-        let (services, viewer) = authorize_read(ctx, project).await?;
-        let revocation = Revocation::watch(&services.bus, services.db.clone(), project, viewer);
-        let subscription = services.documents.subscribe(project, since).await?;
+        let services = services_of(ctx)?;
+        let viewer = ctx.viewer().user()?.cloned();
+        let revocation =
+            Revocation::watch(&services.bus, services.db.clone(), project, viewer.clone());
+        let subscription = service::follow(
+            &services.db,
+            &services.documents,
+            viewer.as_ref(),
+            project,
+            since,
+        )
+        .await?;
         Ok(crate::context::budgeted(
             ctx,
             updates_stream(services, subscription, revocation),

@@ -25,20 +25,6 @@ pub struct CollabConfig {
     pub presence_ttl: Duration,
 }
 
-impl Default for CollabConfig {
-    fn default() -> Self {
-        Self {
-            max_update_bytes: 1024 * 1024,
-            max_file_bytes: 1024 * 1024,
-            max_files: 1000,
-            compact_after_updates: 500,
-            idle_unload: Duration::from_secs(120),
-            autosave_idle: Duration::from_secs(600),
-            presence_ttl: Duration::from_secs(30),
-        }
-    }
-}
-
 /// Longest path, in bytes.
 pub const MAX_PATH_BYTES: usize = 255;
 

@@ -1,8 +1,9 @@
-//! A document in the database: a snapshot plus the log of updates appended since.
+//! The log store: a document in the database is a snapshot plus the log of updates
+//! appended since. (Checkpoints are version rows: `versions/store.rs`.)
 
+use entity::document;
 use entity::document_update;
 use entity::prelude::*;
-use entity::{document, version};
 use sea_orm::sea_query::{Expr, ExprTrait, Query};
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection,
@@ -175,40 +176,4 @@ pub async fn seed(db: &impl ConnectionTrait, project: Uuid, snapshot: Vec<u8>) -
     .insert(db)
     .await?;
     Ok(())
-}
-
-/// Record a checkpoint at `frontiers`.
-pub async fn insert_version(
-    db: &impl ConnectionTrait,
-    project: Uuid,
-    title: String,
-    message: String,
-    frontiers: Vec<u8>,
-    author: Option<Uuid>,
-) -> ApiResult<version::Model> {
-    Ok(version::ActiveModel {
-        id: Set(Uuid::new_v4()),
-        project_id: Set(project),
-        title: Set(title),
-        message: Set(message),
-        frontiers: Set(frontiers),
-        is_auto: Set(author.is_none()),
-        author_id: Set(author),
-        created_at: Set(now()),
-    }
-    .insert(db)
-    .await?)
-}
-
-/// The frontiers of the newest checkpoint of `project`, if any.
-pub async fn latest_version_frontiers(
-    db: &impl ConnectionTrait,
-    project: Uuid,
-) -> ApiResult<Option<Vec<u8>>> {
-    Ok(Version::find()
-        .filter(version::Column::ProjectId.eq(project))
-        .order_by_desc(version::Column::CreatedAt)
-        .one(db)
-        .await?
-        .map(|v| v.frontiers))
 }

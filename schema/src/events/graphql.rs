@@ -11,7 +11,6 @@ use crate::chat::Message;
 use crate::context::{AuthUser, ViewerExt};
 use crate::loaders::load_user;
 use crate::projects::ProjectRole;
-use crate::projects::access::{self, ProjectAction};
 use crate::projects::revocation::{lost_access, recheck};
 use crate::realtime::{self, ProjectSignal};
 use crate::state::Services;
@@ -226,9 +225,8 @@ impl EventsSubscription {
         let project = validation::id("projectId", &project_id)?;
         let services = ctx.data_unchecked::<Services>().clone();
         let viewer = ctx.viewer().user()?.cloned();
-        // Listen before checking access, so nothing between the check and the stream is lost.
-        let signals = services.bus.subscribe_project(project);
-        access::check(&services.db, viewer.as_ref(), project, ProjectAction::Read).await?;
+        let signals =
+            super::service::follow(&services.db, &services.bus, viewer.as_ref(), project).await?;
         Ok(crate::context::budgeted(
             ctx,
             event_stream(services, project, viewer, signals),

@@ -2,5 +2,6 @@
 //! (runs will join them), from the bus of [`crate::realtime`].
 
 mod graphql;
+pub mod service;
 
 pub use graphql::{EventsSubscription, ProjectEvent};

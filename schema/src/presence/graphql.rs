@@ -5,12 +5,10 @@ use chrono::{DateTime, Utc};
 use futures_util::Stream;
 use uuid::Uuid;
 
-use super::service::{CLIENT_ID_MAX, LeaveGuard, Snapshot};
+use super::service::{self, Snapshot};
 use crate::context::ViewerExt;
-use crate::documents::check_path;
 use crate::error::{ApiError, ApiResult};
 use crate::loaders::load_user;
-use crate::projects::access::{self, ProjectAction};
 use crate::projects::revocation::Revocation;
 use crate::realtime::PresenceState;
 use crate::state::Services;
@@ -110,16 +108,6 @@ pub fn color_of(user: Uuid) -> String {
     format!("#{:02x}{:02x}{:02x}", byte(r), byte(g), byte(b))
 }
 
-fn check_client_id(client_id: &str) -> ApiResult<()> {
-    if client_id.is_empty() || client_id.len() > CLIENT_ID_MAX {
-        return Err(ApiError::bad_input(
-            "clientId",
-            format!("clientId must be 1 to {CLIENT_ID_MAX} bytes"),
-        ));
-    }
-    Ok(())
-}
-
 fn offset(field: &'static str, value: i32) -> ApiResult<u32> {
     u32::try_from(value)
         .map_err(|_| ApiError::bad_input(field, format!("{field} must not be negative")))
@@ -154,10 +142,6 @@ impl PresenceMutation {
     ) -> Result<bool> {
         let viewer = ctx.viewer().require()?;
         let project = validation::id("projectId", &project_id)?;
-        check_client_id(&client_id)?;
-        if let Some(file) = &file {
-            check_path("file", file)?;
-        }
         let cursor = cursor.map(|c| offset("cursor", c)).transpose()?;
         let selection = selection
             .map(|s| -> ApiResult<(u32, u32)> {
@@ -167,16 +151,11 @@ impl PresenceMutation {
                 ))
             })
             .transpose()?;
-        if file.is_none() && (cursor.is_some() || selection.is_some()) {
-            return Err(ApiError::bad_input(
-                "file",
-                "a cursor or selection needs the file it is in",
-            )
-            .into());
-        }
         let services = ctx.data_unchecked::<Services>();
-        access::load_member(&services.db, viewer, project, "share presence").await?;
-        services.presence.publish(
+        service::share(
+            &services.db,
+            &services.presence,
+            viewer,
             project,
             PresenceState {
                 user: viewer.id,
@@ -187,7 +166,8 @@ impl PresenceMutation {
                 typing: typing.unwrap_or(false),
                 at: now(),
             },
-        );
+        )
+        .await?;
         Ok(true)
     }
 }
@@ -212,20 +192,18 @@ impl PresenceSubscription {
         client_id: Option<String>,
     ) -> Result<impl Stream<Item = Result<Vec<PresenceEntry>>> + use<>> {
         let project = validation::id("projectId", &project_id)?;
-        if let Some(client_id) = &client_id {
-            check_client_id(client_id)?;
-        }
         let services = ctx.data_unchecked::<Services>().clone();
         let viewer = ctx.viewer().user()?.cloned();
         let mut revocation =
             Revocation::watch(&services.bus, services.db.clone(), project, viewer.clone());
-        access::check(&services.db, viewer.as_ref(), project, ProjectAction::Read).await?;
-        let mut snapshots = services.presence.watch(project);
-        let guard = client_id
-            .zip(viewer.map(|v| v.id))
-            .map(|(client_id, user)| {
-                LeaveGuard::new(services.presence.clone(), project, user, client_id)
-            });
+        let (mut snapshots, guard) = service::follow(
+            &services.db,
+            &services.presence,
+            viewer.as_ref(),
+            project,
+            client_id,
+        )
+        .await?;
         let stream = async_stream::stream! {
             // Dropped with the stream: a closed socket or a completed subscription.
             let _guard = guard;

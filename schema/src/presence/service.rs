@@ -22,12 +22,19 @@ use std::time::Duration;
 use tokio::sync::broadcast::{self, error::RecvError};
 use tokio::sync::watch;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
-use crate::realtime::{Bus, PresenceSignal, PresenceState, ProjectEvent, ProjectSignal};
+use sea_orm::DatabaseConnection;
 
-/// The longest client id, in bytes.
-pub const CLIENT_ID_MAX: usize = 64;
+use crate::context::AuthUser;
+use crate::documents::check_path;
+use crate::error::{ApiError, ApiResult};
+use crate::projects::access::{self, Live};
+use crate::realtime::{Bus, PresenceSignal, PresenceState, ProjectEvent, ProjectSignal};
+use crate::validation;
+
 /// A replica keeps at most this many clients of one user…
 const MAX_CLIENTS_PER_USER: usize = 32;
 /// …and this many clients in all; further clients are ignored until some leave.
@@ -45,6 +52,9 @@ pub struct Presence {
 struct Inner {
     bus: Arc<Bus>,
     ttl: Duration,
+    /// The replicas' tasks, stopped and awaited by [`Presence::shutdown`].
+    tasks: TaskTracker,
+    stop: CancellationToken,
     /// The replicas, by project; each is owned by its task, which removes it from here.
     rooms: Mutex<HashMap<Uuid, Arc<watch::Sender<Snapshot>>>>,
 }
@@ -62,6 +72,8 @@ impl Presence {
             inner: Arc::new(Inner {
                 bus,
                 ttl: ttl.max(Duration::from_millis(100)),
+                tasks: TaskTracker::new(),
+                stop: CancellationToken::new(),
                 rooms: Mutex::new(HashMap::new()),
             }),
         }
@@ -95,8 +107,9 @@ impl Presence {
         let room = Arc::new(watch::Sender::new(Snapshot::default()));
         let receiver = room.subscribe();
         rooms.insert(project, room.clone());
-        tokio::spawn(replicate(
+        self.inner.tasks.spawn(replicate(
             Arc::downgrade(&self.inner),
+            self.inner.stop.clone(),
             project,
             self.inner.ttl,
             room,
@@ -112,6 +125,57 @@ impl Presence {
     pub fn replica_count(&self) -> usize {
         self.inner.rooms().len()
     }
+
+    /// Stop every replica's task and wait for them (on shutdown): their watchers' streams
+    /// end. Replicas started afterwards stop at once.
+    pub async fn shutdown(&self) {
+        self.inner.stop.cancel();
+        self.inner.tasks.close();
+        self.inner.tasks.wait().await;
+    }
+}
+
+/// Say where a client of `viewer` is in `project` (again: a heartbeat). Members of any role.
+pub async fn share(
+    db: &DatabaseConnection,
+    presence: &Presence,
+    viewer: &AuthUser,
+    project: Uuid,
+    state: PresenceState,
+) -> ApiResult<()> {
+    validation::client_id(&state.client_id)?;
+    if let Some(file) = &state.file {
+        check_path("file", file)?;
+    }
+    if state.file.is_none() && (state.cursor.is_some() || state.selection.is_some()) {
+        return Err(ApiError::bad_input(
+            "file",
+            "a cursor or selection needs the file it is in",
+        ));
+    }
+    access::check_live(db, Some(viewer), project, Live::SharePresence).await?;
+    presence.publish(project, state);
+    Ok(())
+}
+
+/// Follow who is present in `project`: whoever may read it. Given the client's id (a
+/// signed-in viewer's), the client leaves the list when the returned guard is dropped.
+pub async fn follow(
+    db: &DatabaseConnection,
+    presence: &Presence,
+    viewer: Option<&AuthUser>,
+    project: Uuid,
+    client_id: Option<String>,
+) -> ApiResult<(watch::Receiver<Snapshot>, Option<LeaveGuard>)> {
+    if let Some(client_id) = &client_id {
+        validation::client_id(client_id)?;
+    }
+    access::check_live(db, viewer, project, Live::Follow).await?;
+    let snapshots = presence.watch(project);
+    let guard = client_id
+        .zip(viewer.map(|v| v.id))
+        .map(|(client_id, user)| LeaveGuard::new(presence.clone(), project, user, client_id));
+    Ok((snapshots, guard))
 }
 
 /// Removes a client from presence when dropped: the guard of a `presence` subscription that
@@ -236,6 +300,7 @@ impl Room {
 /// reconnects quickly finds the list intact).
 async fn replicate(
     presence: Weak<Inner>,
+    stop: CancellationToken,
     project: Uuid,
     ttl: Duration,
     room_tx: Arc<watch::Sender<Snapshot>>,
@@ -249,6 +314,7 @@ async fn replicate(
         let expiry = room.next_expiry(ttl);
         let retire_at = unwatched_since.map(|since| since + ttl);
         let changed = tokio::select! {
+            () = stop.cancelled() => break,
             received = signals.recv() => match received {
                 Ok(signal) => {
                     if matches!(*signal, ProjectSignal::Presence(PresenceSignal::Sync))
@@ -294,7 +360,7 @@ async fn replicate(
             unwatched_since = None;
         }
     }
-    // The bus is gone: so is the node.
+    // The bus is gone, or the node is stopping.
     if let Some(presence) = presence.upgrade() {
         let mut rooms = presence.rooms();
         if rooms

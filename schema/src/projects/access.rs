@@ -154,6 +154,41 @@ pub async fn load_member(
     Ok(access)
 }
 
+/// What somebody does with a project's live state: its document, its presence and its
+/// events. The one place that decides who may follow, edit or appear in a project live;
+/// the documents, presence and events services ask here, and so does a subscription that
+/// checks again whether its viewer still has access ([`super::revocation::recheck`]).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Live {
+    /// Read the document and follow its updates, the presence list and the events: whoever
+    /// may read the project.
+    Follow,
+    /// Change the document: editors and owners.
+    Edit,
+    /// Appear in the presence list: members of any role.
+    SharePresence,
+}
+
+/// Load a project and check `live` for `viewer`.
+pub async fn check_live(
+    db: &impl ConnectionTrait,
+    viewer: Option<&AuthUser>,
+    project_id: Uuid,
+    live: Live,
+) -> ApiResult<ProjectAccess> {
+    match live {
+        Live::Follow => check(db, viewer, project_id, ProjectAction::Read).await,
+        Live::Edit => {
+            let viewer = viewer.ok_or_else(|| ApiError::unauthenticated("sign in first"))?;
+            check(db, Some(viewer), project_id, ProjectAction::Edit).await
+        }
+        Live::SharePresence => {
+            let viewer = viewer.ok_or_else(|| ApiError::unauthenticated("sign in first"))?;
+            load_member(db, viewer, project_id, "share presence").await
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

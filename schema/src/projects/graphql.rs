@@ -108,7 +108,7 @@ impl Project {
             return Ok(None);
         };
         let services = ctx.data_unchecked::<Services>();
-        match service::get(services, ctx.viewer(), source).await {
+        match service::get(&services.db, ctx.viewer(), source).await {
             Ok(access) => Ok(Some(Project(access))),
             Err(ApiError::NotFound(_)) => Ok(None),
             Err(error) => Err(error.into()),
@@ -116,11 +116,12 @@ impl Project {
     }
     /// How many forks of this project exist.
     async fn forks_count(&self, ctx: &Context<'_>) -> Result<u64> {
-        Ok(service::forks_count(ctx.data_unchecked::<Services>(), self.0.project.id).await?)
+        Ok(service::forks_count(&ctx.data_unchecked::<Services>().db, self.0.project.id).await?)
     }
     /// Everyone in the project, longest-standing first.
     async fn members(&self, ctx: &Context<'_>) -> Result<Vec<ProjectMember>> {
-        let members = service::members(ctx.data_unchecked::<Services>(), self.0.project.id).await?;
+        let members =
+            service::members(&ctx.data_unchecked::<Services>().db, self.0.project.id).await?;
         Ok(members.into_iter().map(ProjectMember).collect())
     }
 }
@@ -231,7 +232,7 @@ impl ProjectsQuery {
     ) -> Result<Project> {
         let id = project_id(&id)?;
         Ok(Project(
-            service::get(ctx.data_unchecked::<Services>(), ctx.viewer(), id).await?,
+            service::get(&ctx.data_unchecked::<Services>().db, ctx.viewer(), id).await?,
         ))
     }
 
@@ -252,7 +253,7 @@ impl ProjectsQuery {
             search: filter.search,
         };
         let page = service::list(
-            ctx.data_unchecked::<Services>(),
+            &ctx.data_unchecked::<Services>().db,
             ctx.viewer(),
             filter,
             first,
@@ -295,7 +296,7 @@ impl ProjectsMutation {
             is_public: input.is_public,
         };
         Ok(Project(
-            service::create(ctx.data_unchecked::<Services>(), viewer, input).await?,
+            service::create(&ctx.data_unchecked::<Services>().db, viewer, input).await?,
         ))
     }
 
@@ -308,6 +309,7 @@ impl ProjectsMutation {
         input: UpdateProjectInput,
     ) -> Result<Project> {
         let viewer = ctx.viewer().require()?;
+        let services = ctx.data_unchecked::<Services>();
         let id = project_id(&id)?;
         let changes = ProjectChanges {
             title: input.title,
@@ -316,7 +318,7 @@ impl ProjectsMutation {
             is_public: input.is_public,
         };
         Ok(Project(
-            service::update(ctx.data_unchecked::<Services>(), viewer, id, changes).await?,
+            service::update(&services.db, &services.bus, viewer, id, changes).await?,
         ))
     }
 
@@ -327,7 +329,15 @@ impl ProjectsMutation {
         #[graphql(desc = "The project's id.")] id: ID,
     ) -> Result<ID> {
         let viewer = ctx.viewer().require()?;
-        service::delete(ctx.data_unchecked::<Services>(), viewer, project_id(&id)?).await?;
+        let services = ctx.data_unchecked::<Services>();
+        service::delete(
+            &services.db,
+            &services.documents,
+            &services.bus,
+            viewer,
+            project_id(&id)?,
+        )
+        .await?;
         Ok(id)
     }
 
@@ -342,7 +352,14 @@ impl ProjectsMutation {
         let viewer = ctx.viewer().require()?;
         let services = ctx.data_unchecked::<Services>();
         Ok(Project(
-            service::fork(services, viewer, project_id(&id)?, title.as_deref()).await?,
+            service::fork(
+                &services.db,
+                &services.documents,
+                viewer,
+                project_id(&id)?,
+                title.as_deref(),
+            )
+            .await?,
         ))
     }
 
@@ -353,8 +370,9 @@ impl ProjectsMutation {
         #[graphql(desc = "The id of the public project to join.")] id: ID,
     ) -> Result<Project> {
         let viewer = ctx.viewer().require()?;
+        let services = ctx.data_unchecked::<Services>();
         Ok(Project(
-            service::join(ctx.data_unchecked::<Services>(), viewer, project_id(&id)?).await?,
+            service::join(&services.db, &services.bus, viewer, project_id(&id)?).await?,
         ))
     }
 
@@ -365,7 +383,8 @@ impl ProjectsMutation {
         #[graphql(desc = "The project's id.")] id: ID,
     ) -> Result<ID> {
         let viewer = ctx.viewer().require()?;
-        service::leave(ctx.data_unchecked::<Services>(), viewer, project_id(&id)?).await?;
+        let services = ctx.data_unchecked::<Services>();
+        service::leave(&services.db, &services.bus, viewer, project_id(&id)?).await?;
         Ok(id)
     }
 
@@ -431,8 +450,10 @@ impl ProjectsMutation {
     ) -> Result<ProjectMember> {
         let viewer = ctx.viewer().require()?;
         let id = validation::id("projectId", &project_id)?;
+        let services = ctx.data_unchecked::<Services>();
         let member = service::add_member(
-            ctx.data_unchecked::<Services>(),
+            &services.db,
+            &services.bus,
             viewer,
             id,
             &username,
@@ -452,8 +473,10 @@ impl ProjectsMutation {
     ) -> Result<ProjectMember> {
         let viewer = ctx.viewer().require()?;
         let (id, user_id) = membership_ids(&project_id, &user_id)?;
+        let services = ctx.data_unchecked::<Services>();
         let member = service::set_member_role(
-            ctx.data_unchecked::<Services>(),
+            &services.db,
+            &services.bus,
             viewer,
             id,
             user_id,
@@ -471,9 +494,10 @@ impl ProjectsMutation {
         #[graphql(desc = "The member's user id.")] user_id: ID,
     ) -> Result<Project> {
         let viewer = ctx.viewer().require()?;
+        let services = ctx.data_unchecked::<Services>();
         let (id, user_id) = membership_ids(&project_id, &user_id)?;
         Ok(Project(
-            service::remove_member(ctx.data_unchecked::<Services>(), viewer, id, user_id).await?,
+            service::remove_member(&services.db, &services.bus, viewer, id, user_id).await?,
         ))
     }
 
@@ -485,10 +509,10 @@ impl ProjectsMutation {
         #[graphql(desc = "The user id of the member who becomes the primary OWNER.")] user_id: ID,
     ) -> Result<Project> {
         let viewer = ctx.viewer().require()?;
+        let services = ctx.data_unchecked::<Services>();
         let (id, user_id) = membership_ids(&project_id, &user_id)?;
         Ok(Project(
-            service::transfer_ownership(ctx.data_unchecked::<Services>(), viewer, id, user_id)
-                .await?,
+            service::transfer_ownership(&services.db, &services.bus, viewer, id, user_id).await?,
         ))
     }
 }

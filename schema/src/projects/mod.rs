@@ -1,7 +1,6 @@
 //! Projects and their members.
 
 pub mod access;
-pub(crate) mod cursor;
 mod graphql;
 pub mod invites;
 pub mod revocation;

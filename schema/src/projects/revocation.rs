@@ -6,7 +6,7 @@ use sea_orm::DatabaseConnection;
 use tokio::sync::broadcast::{self, error::RecvError};
 use uuid::Uuid;
 
-use super::access::{self, ProjectAction};
+use super::access::{self, Live};
 use crate::context::AuthUser;
 use crate::error::ApiError;
 use crate::realtime::{Bus, ProjectSignal};
@@ -31,7 +31,7 @@ pub async fn recheck(
     project: Uuid,
     viewer: Option<&AuthUser>,
 ) -> Option<ApiError> {
-    match access::check(db, viewer, project, ProjectAction::Read).await {
+    match access::check_live(db, viewer, project, Live::Follow).await {
         Ok(_) => None,
         Err(ApiError::NotFound(_) | ApiError::Forbidden(_)) => Some(lost_access()),
         Err(error) => Some(error),

@@ -6,17 +6,17 @@ use entity::project_member::{self, ProjectRole};
 use entity::user;
 use sea_orm::sea_query::{Expr, ExprTrait, Func, LikeExpr, Query};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, EntityTrait, ModelTrait,
-    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Set, TransactionTrait,
+    ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, DatabaseConnection, EntityTrait,
+    ModelTrait, PaginatorTrait, QueryFilter, QueryOrder, Set, TransactionTrait,
 };
 use uuid::Uuid;
 
 use super::access::{self, ProjectAccess, ProjectAction};
-use super::cursor;
 use crate::context::{AuthUser, Viewer};
+use crate::documents::Documents;
 use crate::error::{ApiError, ApiResult};
-use crate::realtime::ProjectEvent;
-use crate::state::Services;
+use crate::paging;
+use crate::realtime::{Bus, ProjectEvent, ProjectSignal};
 use crate::time::now;
 use crate::validation;
 
@@ -56,8 +56,13 @@ pub struct ProjectPage {
     pub total_count: u64,
 }
 
+/// Tell everybody following `project`, on every node.
+fn announce(bus: &Bus, project: Uuid, event: ProjectEvent) {
+    bus.publish_project(project, ProjectSignal::Event(event));
+}
+
 pub async fn create(
-    services: &Services,
+    db: &DatabaseConnection,
     viewer: &AuthUser,
     input: NewProject,
 ) -> ApiResult<ProjectAccess> {
@@ -67,7 +72,7 @@ pub async fn create(
         input.description.as_deref().unwrap_or(""),
         validation::DESCRIPTION_MAX,
     )?;
-    let txn = services.db.begin().await?;
+    let txn = db.begin().await?;
     let project = insert_project(
         &txn,
         viewer,
@@ -115,22 +120,22 @@ async fn insert_project(
 /// Copy a project the viewer can read, files and their history included, into a new private
 /// project the viewer owns.
 pub async fn fork(
-    services: &Services,
+    db: &DatabaseConnection,
+    documents: &Documents,
     viewer: &AuthUser,
     id: Uuid,
     title: Option<&str>,
 ) -> ApiResult<ProjectAccess> {
-    let source = access::check(&services.db, Some(viewer), id, ProjectAction::Read).await?;
+    let source = access::check(db, Some(viewer), id, ProjectAction::Read).await?;
     let title = match title {
         Some(title) => validation::single_line("title", title, validation::TITLE_MAX)?,
         None => source.project.title.clone(),
     };
-    let snapshot = services
-        .documents
+    let snapshot = documents
         .read(id, |doc| doc.export(loro::ExportMode::Snapshot))
         .await?
         .map_err(ApiError::internal)?;
-    let txn = services.db.begin().await?;
+    let txn = db.begin().await?;
     let project = insert_project(
         &txn,
         viewer,
@@ -153,19 +158,20 @@ pub async fn fork(
 }
 
 /// How many forks of `id` exist.
-pub async fn forks_count(services: &Services, id: Uuid) -> ApiResult<u64> {
+pub async fn forks_count(db: &DatabaseConnection, id: Uuid) -> ApiResult<u64> {
     Ok(Project::find()
         .filter(project::Column::ForkedFrom.eq(id))
-        .count(&services.db)
+        .count(db)
         .await?)
 }
 
-pub async fn get(services: &Services, viewer: &Viewer, id: Uuid) -> ApiResult<ProjectAccess> {
-    access::check(&services.db, viewer.user()?, id, ProjectAction::Read).await
+pub async fn get(db: &DatabaseConnection, viewer: &Viewer, id: Uuid) -> ApiResult<ProjectAccess> {
+    access::check(db, viewer.user()?, id, ProjectAction::Read).await
 }
 
 pub async fn update(
-    services: &Services,
+    db: &DatabaseConnection,
+    bus: &Bus,
     viewer: &AuthUser,
     id: Uuid,
     changes: ProjectChanges,
@@ -179,7 +185,7 @@ pub async fn update(
         .map(|d| validation::text("description", &d, validation::DESCRIPTION_MAX))
         .transpose()?;
     let ProjectAccess { project, role } =
-        access::check(&services.db, Some(viewer), id, ProjectAction::Update).await?;
+        access::check(db, Some(viewer), id, ProjectAction::Update).await?;
     let was_public = project.is_public;
     let mut active: project::ActiveModel = project.into();
     if let Some(title) = title {
@@ -197,9 +203,10 @@ pub async fn update(
     let at = now();
     active.updated_at = Set(at);
     active.last_activity_at = Set(at);
-    let project = active.update(&services.db).await?;
+    let project = active.update(db).await?;
     if project.is_public != was_public {
-        services.announce(
+        announce(
+            bus,
             id,
             ProjectEvent::VisibilityChanged {
                 public: project.is_public,
@@ -209,19 +216,25 @@ pub async fn update(
     Ok(ProjectAccess { project, role })
 }
 
-pub async fn delete(services: &Services, viewer: &AuthUser, id: Uuid) -> ApiResult<()> {
-    let txn = services.db.begin().await?;
+pub async fn delete(
+    db: &DatabaseConnection,
+    documents: &Documents,
+    bus: &Bus,
+    viewer: &AuthUser,
+    id: Uuid,
+) -> ApiResult<()> {
+    let txn = db.begin().await?;
     let ProjectAccess { project, .. } =
         access::load(&txn, Some(viewer), id, ProjectAction::Delete, true).await?;
     project.delete(&txn).await?;
     txn.commit().await?;
-    services.documents.forget(id);
-    services.announce(id, ProjectEvent::ProjectDeleted);
+    documents.forget(id);
+    announce(bus, id, ProjectEvent::ProjectDeleted);
     Ok(())
 }
 
 pub async fn list(
-    services: &Services,
+    db: &DatabaseConnection,
     viewer: &Viewer,
     filter: ProjectListFilter,
     first: i32,
@@ -234,7 +247,7 @@ pub async fn list(
             format!("first must be between 0 and {PAGE_MAX}"),
         ));
     }
-    let after = after.map(|c| cursor::decode("after", c)).transpose()?;
+    let after = after.map(|c| paging::decode("after", c)).transpose()?;
 
     let mut query = Project::find();
     let memberships_of = |user: Uuid| {
@@ -298,66 +311,65 @@ pub async fn list(
         );
     }
 
-    let total_count = query.clone().count(&services.db).await?;
-    if let Some((at, id)) = after {
-        query = query.filter(cursor::older_than(
-            project::Column::LastActivityAt,
-            project::Column::Id,
-            (at, id),
-        ));
-    }
-    let rows = query
-        .order_by_desc(project::Column::LastActivityAt)
-        .order_by_desc(project::Column::Id)
-        .limit(u64::try_from(first).unwrap_or(0) + 1)
-        .all(&services.db)
-        .await?;
-    let (rows, has_next_page) = cursor::page(rows, usize::try_from(first).unwrap_or(0));
+    let total_count = query.clone().count(db).await?;
+    let page = paging::newest_first(
+        db,
+        query,
+        project::Column::LastActivityAt,
+        project::Column::Id,
+        after,
+        usize::try_from(first).unwrap_or(0),
+        |p| (p.last_activity_at, p.id),
+    )
+    .await?;
 
     let roles = match viewer {
-        Some(v) if !rows.is_empty() => ProjectMember::find()
+        Some(v) if !page.rows.is_empty() => ProjectMember::find()
             .filter(project_member::Column::UserId.eq(v.id))
-            .filter(project_member::Column::ProjectId.is_in(rows.iter().map(|p| p.id)))
-            .all(&services.db)
+            .filter(project_member::Column::ProjectId.is_in(page.rows.iter().map(|(_, p)| p.id)))
+            .all(db)
             .await?
             .into_iter()
             .map(|m| (m.project_id, m.role))
             .collect(),
         _ => std::collections::HashMap::new(),
     };
-    let projects = rows
+    let projects = page
+        .rows
         .into_iter()
-        .map(|project| {
+        .map(|(cursor, project)| {
             let role = roles.get(&project.id).copied();
-            (
-                cursor::encode(project.last_activity_at, project.id),
-                ProjectAccess { project, role },
-            )
+            (cursor, ProjectAccess { project, role })
         })
         .collect();
     Ok(ProjectPage {
         projects,
-        has_next_page,
-        has_previous_page: after.is_some(),
+        has_next_page: page.has_next_page,
+        has_previous_page: page.has_previous_page,
         total_count,
     })
 }
 
 pub async fn members(
-    services: &Services,
+    db: &DatabaseConnection,
     project_id: Uuid,
 ) -> ApiResult<Vec<project_member::Model>> {
     Ok(ProjectMember::find()
         .filter(project_member::Column::ProjectId.eq(project_id))
         .order_by_asc(project_member::Column::JoinedAt)
         .order_by_asc(project_member::Column::UserId)
-        .all(&services.db)
+        .all(db)
         .await?)
 }
 
 /// Join a public project as VIEWER. Joining a project one already belongs to changes nothing.
-pub async fn join(services: &Services, viewer: &AuthUser, id: Uuid) -> ApiResult<ProjectAccess> {
-    let txn = services.db.begin().await?;
+pub async fn join(
+    db: &DatabaseConnection,
+    bus: &Bus,
+    viewer: &AuthUser,
+    id: Uuid,
+) -> ApiResult<ProjectAccess> {
+    let txn = db.begin().await?;
     let access = access::load(&txn, Some(viewer), id, ProjectAction::Read, true).await?;
     if access.role.is_some() {
         return Ok(access);
@@ -370,7 +382,8 @@ pub async fn join(services: &Services, viewer: &AuthUser, id: Uuid) -> ApiResult
     insert_member(&txn, id, viewer.id, ProjectRole::Viewer).await?;
     let project = touch(&txn, access.project).await?;
     txn.commit().await?;
-    services.announce(
+    announce(
+        bus,
         id,
         ProjectEvent::MemberJoined {
             user: viewer.id,
@@ -384,24 +397,30 @@ pub async fn join(services: &Services, viewer: &AuthUser, id: Uuid) -> ApiResult
 }
 
 /// Leave a project. The last owner cannot leave: transfer ownership or delete it instead.
-pub async fn leave(services: &Services, viewer: &AuthUser, id: Uuid) -> ApiResult<()> {
-    let txn = services.db.begin().await?;
+pub async fn leave(
+    db: &DatabaseConnection,
+    bus: &Bus,
+    viewer: &AuthUser,
+    id: Uuid,
+) -> ApiResult<()> {
+    let txn = db.begin().await?;
     let access = access::load(&txn, Some(viewer), id, ProjectAction::Read, true).await?;
     let member = find_member(&txn, id, viewer.id).await?;
     remove(&txn, access.project, member).await?;
     txn.commit().await?;
-    services.announce(id, ProjectEvent::MemberLeft { user: viewer.id });
+    announce(bus, id, ProjectEvent::MemberLeft { user: viewer.id });
     Ok(())
 }
 
 pub async fn add_member(
-    services: &Services,
+    db: &DatabaseConnection,
+    bus: &Bus,
     viewer: &AuthUser,
     id: Uuid,
     username: &str,
     role: ProjectRole,
 ) -> ApiResult<project_member::Model> {
-    let txn = services.db.begin().await?;
+    let txn = db.begin().await?;
     let access = access::load(&txn, Some(viewer), id, ProjectAction::ManageMembers, true).await?;
     let user = User::find()
         .filter(user::Column::Username.eq(username.trim().to_lowercase()))
@@ -421,7 +440,8 @@ pub async fn add_member(
     let member = insert_member(&txn, id, user.id, role).await?;
     touch(&txn, access.project).await?;
     txn.commit().await?;
-    services.announce(
+    announce(
+        bus,
         id,
         ProjectEvent::MemberJoined {
             user: user.id,
@@ -432,13 +452,14 @@ pub async fn add_member(
 }
 
 pub async fn set_member_role(
-    services: &Services,
+    db: &DatabaseConnection,
+    bus: &Bus,
     viewer: &AuthUser,
     id: Uuid,
     user_id: Uuid,
     role: ProjectRole,
 ) -> ApiResult<project_member::Model> {
-    let txn = services.db.begin().await?;
+    let txn = db.begin().await?;
     let access = access::load(&txn, Some(viewer), id, ProjectAction::ManageMembers, true).await?;
     let member = find_member(&txn, id, user_id).await?;
     if member.role == role {
@@ -453,7 +474,8 @@ pub async fn set_member_role(
     let project = touch(&txn, access.project).await?;
     ensure_primary_owner(&txn, project).await?;
     txn.commit().await?;
-    services.announce(
+    announce(
+        bus,
         id,
         ProjectEvent::MemberRoleChanged {
             user: user_id,
@@ -464,12 +486,13 @@ pub async fn set_member_role(
 }
 
 pub async fn remove_member(
-    services: &Services,
+    db: &DatabaseConnection,
+    bus: &Bus,
     viewer: &AuthUser,
     id: Uuid,
     user_id: Uuid,
 ) -> ApiResult<ProjectAccess> {
-    let txn = services.db.begin().await?;
+    let txn = db.begin().await?;
     let access = access::load(&txn, Some(viewer), id, ProjectAction::ManageMembers, true).await?;
     let member = find_member(&txn, id, user_id).await?;
     let project = remove(&txn, access.project, member).await?;
@@ -479,7 +502,8 @@ pub async fn remove_member(
         access.role
     };
     txn.commit().await?;
-    services.announce(
+    announce(
+        bus,
         id,
         if user_id == viewer.id {
             ProjectEvent::MemberLeft { user: user_id }
@@ -492,7 +516,8 @@ pub async fn remove_member(
 
 /// Make another member the primary owner; the caller stays on as EDITOR.
 pub async fn transfer_ownership(
-    services: &Services,
+    db: &DatabaseConnection,
+    bus: &Bus,
     viewer: &AuthUser,
     id: Uuid,
     user_id: Uuid,
@@ -503,7 +528,7 @@ pub async fn transfer_ownership(
             "you already own this project",
         ));
     }
-    let txn = services.db.begin().await?;
+    let txn = db.begin().await?;
     let access = access::load(
         &txn,
         Some(viewer),
@@ -527,14 +552,16 @@ pub async fn transfer_ownership(
     project.last_activity_at = Set(at);
     let project = project.update(&txn).await?;
     txn.commit().await?;
-    services.announce(
+    announce(
+        bus,
         id,
         ProjectEvent::MemberRoleChanged {
             user: user_id,
             role: ProjectRole::Owner,
         },
     );
-    services.announce(
+    announce(
+        bus,
         id,
         ProjectEvent::MemberRoleChanged {
             user: viewer.id,

@@ -16,8 +16,8 @@ use super::config::RunLimits;
 use crate::context::{AuthUser, Viewer};
 use crate::documents::{check_path, list_files};
 use crate::error::{ApiError, ApiResult};
+use crate::paging::{self, Page};
 use crate::projects::access::{self, ProjectAction};
-use crate::projects::cursor;
 use crate::realtime::RunSignal;
 use crate::state::Services;
 use crate::time::now;
@@ -294,7 +294,7 @@ pub async fn list(
     after: Option<&str>,
 ) -> ApiResult<RunPage> {
     let first = validation::in_range("first", first, 1..=PAGE_MAX)?;
-    let after = after.map(|c| cursor::decode("after", c)).transpose()?;
+    let after = after.map(|c| paging::decode("after", c)).transpose()?;
     access::check(
         &services.db,
         viewer.user()?,
@@ -302,29 +302,24 @@ pub async fn list(
         ProjectAction::Read,
     )
     .await?;
-    let mut query = Run::find().filter(run::Column::ProjectId.eq(project_id));
-    if let Some((at, id)) = after {
-        query = query.filter(cursor::older_than(
-            run::Column::CreatedAt,
-            run::Column::Id,
-            (at, id),
-        ));
-    }
-    let limit = usize::try_from(first).unwrap_or(0);
-    let rows = query
-        .order_by_desc(run::Column::CreatedAt)
-        .order_by_desc(run::Column::Id)
-        .limit(u64::try_from(limit + 1).unwrap_or(u64::MAX))
-        .all(&services.db)
-        .await?;
-    let (rows, has_next_page) = cursor::page(rows, limit);
-    Ok(RunPage {
-        runs: rows
-            .into_iter()
-            .map(|r| (cursor::encode(r.created_at, r.id), r))
-            .collect(),
+    let Page {
+        rows: runs,
         has_next_page,
-        has_previous_page: after.is_some(),
+        has_previous_page,
+    } = paging::newest_first(
+        &services.db,
+        Run::find().filter(run::Column::ProjectId.eq(project_id)),
+        run::Column::CreatedAt,
+        run::Column::Id,
+        after,
+        usize::try_from(first).unwrap_or(0),
+        |r| (r.created_at, r.id),
+    )
+    .await?;
+    Ok(RunPage {
+        runs,
+        has_next_page,
+        has_previous_page,
     })
 }
 

@@ -6,8 +6,7 @@ use entity::version;
 
 use super::service;
 use crate::context::ViewerExt;
-use crate::documents::DocumentVersion;
-use crate::documents::File;
+use crate::documents::{DocumentVersion, FileObject};
 use crate::loaders::load_user_opt;
 use crate::state::Services;
 use crate::users::User;
@@ -44,9 +43,16 @@ impl Version {
         self.0.created_at
     }
     /// The files as they were at this version, sorted by path.
-    async fn files(&self, ctx: &Context<'_>) -> Result<Vec<File>> {
+    async fn files(&self, ctx: &Context<'_>) -> Result<Vec<FileObject>> {
         let services = ctx.data::<Services>()?;
-        Ok(service::files_at(services, self.0.project_id, self.0.id).await?)
+        let files = service::files_at(
+            &services.db,
+            &services.documents,
+            self.0.project_id,
+            self.0.id,
+        )
+        .await?;
+        Ok(files.into_iter().map(FileObject::from).collect())
     }
 }
 
@@ -63,7 +69,7 @@ impl VersionsQuery {
     ) -> Result<Vec<Version>> {
         let services = ctx.data::<Services>()?;
         let project = validation::id("projectId", &project_id)?;
-        let versions = service::list(services, ctx.viewer().user()?, project).await?;
+        let versions = service::list(&services.db, ctx.viewer().user()?, project).await?;
         Ok(versions.into_iter().map(Version).collect())
     }
 }
@@ -84,8 +90,15 @@ impl VersionsMutation {
         let services = ctx.data::<Services>()?;
         let viewer = ctx.viewer().require()?;
         let project = validation::id("projectId", &project_id)?;
-        let version =
-            service::create(services, viewer, project, &title, message.as_deref()).await?;
+        let version = service::create(
+            &services.db,
+            &services.documents,
+            viewer,
+            project,
+            &title,
+            message.as_deref(),
+        )
+        .await?;
         Ok(Version(version))
     }
 
@@ -101,8 +114,10 @@ impl VersionsMutation {
         let viewer = ctx.viewer().require()?;
         let project = validation::id("projectId", &project_id)?;
         let version = validation::id("versionId", &version_id)?;
-        Ok(service::restore(services, viewer, project, version)
-            .await?
-            .into())
+        Ok(
+            service::restore(&services.db, &services.documents, viewer, project, version)
+                .await?
+                .into(),
+        )
     }
 }

@@ -2,6 +2,7 @@
 
 mod graphql;
 mod service;
+pub mod store;
 
 pub use graphql::{VersionsMutation, VersionsQuery};
 pub use service::file_at;

@@ -2,18 +2,17 @@
 
 use std::collections::HashMap;
 
-use entity::prelude::*;
 use entity::version;
 use loro::{Container, Frontiers, LoroDoc, LoroText, UpdateOptions, ValueOrContainer};
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
+use sea_orm::DatabaseConnection;
 use uuid::Uuid;
 
+use super::store;
+
 use crate::context::AuthUser;
-use crate::documents::{Applied, FILES, store};
-use crate::documents::{File, list_files, read_file};
+use crate::documents::{Applied, Documents, FILES, File, list_files, read_file};
 use crate::error::{ApiError, ApiResult};
-use crate::projects::access::{self, ProjectAction};
-use crate::state::Services;
+use crate::projects::access::{self, Live, ProjectAction};
 use crate::validation;
 
 /// Longest version title and message, in characters.
@@ -22,7 +21,8 @@ pub const MESSAGE_MAX: usize = 2000;
 
 /// Save the document's current state as a named checkpoint. EDITOR or OWNER.
 pub async fn create(
-    services: &Services,
+    db: &DatabaseConnection,
+    documents: &Documents,
     viewer: &AuthUser,
     project: Uuid,
     title: &str,
@@ -30,90 +30,79 @@ pub async fn create(
 ) -> ApiResult<version::Model> {
     let title = validation::single_line("title", title, TITLE_MAX)?;
     let message = validation::text("message", message.unwrap_or(""), MESSAGE_MAX)?;
-    access::check(&services.db, Some(viewer), project, ProjectAction::Edit).await?;
-    let frontiers = services
-        .documents
+    access::check_live(db, Some(viewer), project, Live::Edit).await?;
+    let frontiers = documents
         .read(project, |doc| doc.oplog_frontiers().encode())
         .await?;
-    store::insert_version(
-        &services.db,
-        project,
-        title,
-        message,
-        frontiers,
-        Some(viewer.id),
-    )
-    .await
+    store::insert(db, project, title, message, frontiers, Some(viewer.id)).await
 }
 
 /// A project's checkpoints, newest first.
 pub async fn list(
-    services: &Services,
+    db: &DatabaseConnection,
     viewer: Option<&AuthUser>,
     project: Uuid,
 ) -> ApiResult<Vec<version::Model>> {
-    access::check(&services.db, viewer, project, ProjectAction::Read).await?;
-    Ok(Version::find()
-        .filter(version::Column::ProjectId.eq(project))
-        .order_by_desc(version::Column::CreatedAt)
-        .order_by_desc(version::Column::Id)
-        .all(&services.db)
-        .await?)
-}
-
-/// One checkpoint of `project` (access already checked by the caller).
-async fn find(services: &Services, project: Uuid, id: Uuid) -> ApiResult<version::Model> {
-    Version::find_by_id(id)
-        .filter(version::Column::ProjectId.eq(project))
-        .one(&services.db)
-        .await?
-        .ok_or(ApiError::NotFound("version"))
+    access::check(db, viewer, project, ProjectAction::Read).await?;
+    store::list(db, project).await
 }
 
 /// The document as it was at `version`.
 async fn document_at(
-    services: &Services,
+    documents: &Documents,
     project: Uuid,
     version: &version::Model,
 ) -> ApiResult<LoroDoc> {
     let frontiers = Frontiers::decode(&version.frontiers)
         .map_err(|e| ApiError::internal(anyhow::anyhow!("stored frontiers: {e}")))?;
-    services
-        .documents
+    documents
         .read(project, |doc| doc.fork_at(&frontiers))
         .await?
         .map_err(|e| ApiError::internal(anyhow::anyhow!("fork at a version: {e}")))
 }
 
 /// A file as it was at version `id` (access already checked by the caller).
-pub async fn file_at(services: &Services, project: Uuid, id: Uuid, path: &str) -> ApiResult<File> {
-    let version = find(services, project, id).await?;
-    read_file(&document_at(services, project, &version).await?, path)
+pub async fn file_at(
+    db: &DatabaseConnection,
+    documents: &Documents,
+    project: Uuid,
+    id: Uuid,
+    path: &str,
+) -> ApiResult<File> {
+    let version = store::find(db, project, id).await?;
+    read_file(&document_at(documents, project, &version).await?, path)
 }
 
 /// Every file as it was at version `id` (access already checked by the caller).
-pub async fn files_at(services: &Services, project: Uuid, id: Uuid) -> ApiResult<Vec<File>> {
-    let version = find(services, project, id).await?;
-    Ok(list_files(&document_at(services, project, &version).await?))
+pub async fn files_at(
+    db: &DatabaseConnection,
+    documents: &Documents,
+    project: Uuid,
+    id: Uuid,
+) -> ApiResult<Vec<File>> {
+    let version = store::find(db, project, id).await?;
+    Ok(list_files(
+        &document_at(documents, project, &version).await?,
+    ))
 }
 
 /// Bring the files back to how they were at version `id`, as a new edit on top of the
 /// current state that every client receives. EDITOR or OWNER.
 pub async fn restore(
-    services: &Services,
+    db: &DatabaseConnection,
+    documents: &Documents,
     viewer: &AuthUser,
     project: Uuid,
     id: Uuid,
 ) -> ApiResult<Applied> {
-    access::check(&services.db, Some(viewer), project, ProjectAction::Edit).await?;
-    let version = find(services, project, id).await?;
+    access::check_live(db, Some(viewer), project, Live::Edit).await?;
+    let version = store::find(db, project, id).await?;
     let target: HashMap<String, String> =
-        list_files(&document_at(services, project, &version).await?)
+        list_files(&document_at(documents, project, &version).await?)
             .into_iter()
             .map(|file| (file.path, file.content))
             .collect();
-    let (_, applied) = services
-        .documents
+    let (_, applied) = documents
         .edit(project, viewer.id, |doc| {
             let files = doc.get_map(FILES);
             let mut current = Vec::new();

@@ -5,6 +5,14 @@
 //! undone by rebuilding the copy from the database. Every change to a copy and every
 //! broadcast of it happen under the document's lock, and so does a new subscriber's
 //! catch-up, so a subscriber sees each update exactly once (or, after lagging, a resync).
+//!
+//! This file holds the copies and the write path (import, check, append, broadcast);
+//! `lifecycle.rs` loads and unloads them (idle sweep, auto-save, compaction, the auto-saves
+//! written on shutdown), `remote.rs` brings them up to date with what other nodes appended. The shape
+//! check is `documents/shape.rs`, the log store `documents/store.rs`.
+
+mod lifecycle;
+mod remote;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -12,21 +20,19 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use loro::{
-    Container, ContainerID, ContainerType, EncodedBlobMode, ExportMode, LoroDoc, ValueOrContainer,
-    VersionVector,
-};
+use loro::{EncodedBlobMode, ExportMode, LoroDoc, VersionVector};
 use sea_orm::DatabaseConnection;
 use tokio::sync::{OwnedMutexGuard, broadcast};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
-use super::limits::{CollabConfig, check_path};
+use super::limits::CollabConfig;
+use super::shape::check_shape;
 use super::store;
 use crate::error::{ApiError, ApiResult};
-use crate::realtime::{Announced, Bus, DocSignal, RemoteDoc};
+use crate::realtime::{Announced, Bus, DocSignal};
 
-/// The root map of every document: path -> LoroText.
-pub const FILES: &str = "files";
 /// Edits move a project up the lists at most this often (one write, not one per keystroke).
 const ACTIVITY_RESOLUTION: Duration = Duration::from_secs(60);
 /// How many updates a slow subscriber may fall behind before it is resynchronised.
@@ -70,6 +76,10 @@ struct Hub {
     bus: Arc<Bus>,
     config: CollabConfig,
     entries: Mutex<HashMap<Uuid, Arc<Entry>>>,
+    /// The background tasks (remote updates, idle sweep, head check), stopped and awaited by
+    /// [`Documents::shutdown`].
+    tasks: TaskTracker,
+    stop: CancellationToken,
 }
 
 /// One document on this node.
@@ -129,16 +139,37 @@ impl Documents {
                 bus,
                 config,
                 entries: Mutex::new(HashMap::new()),
+                tasks: TaskTracker::new(),
+                stop: CancellationToken::new(),
             }),
         };
+        let hub = &documents.hub;
         if let Some(remote) = remote {
-            tokio::spawn(remote_loop(Arc::downgrade(&documents.hub), remote));
+            hub.tasks.spawn(remote::remote_loop(
+                Arc::downgrade(hub),
+                hub.stop.clone(),
+                remote,
+            ));
         }
-        tokio::spawn(sweep_loop(Arc::downgrade(&documents.hub)));
-        if let Some(period) = documents.hub.bus.head_check() {
-            tokio::spawn(head_check_loop(Arc::downgrade(&documents.hub), period));
+        hub.tasks
+            .spawn(lifecycle::sweep_loop(Arc::downgrade(hub), hub.stop.clone()));
+        if let Some(period) = hub.bus.head_check() {
+            hub.tasks.spawn(remote::head_check_loop(
+                Arc::downgrade(hub),
+                hub.stop.clone(),
+                period,
+            ));
         }
         documents
+    }
+
+    /// Stop the background tasks and wait for them, then write the auto-saves they would have
+    /// taken later. For a graceful stop, once no more requests arrive.
+    pub async fn shutdown(&self) {
+        self.hub.stop.cancel();
+        self.hub.tasks.close();
+        self.hub.tasks.wait().await;
+        self.hub.flush().await;
     }
 
     pub fn config(&self) -> &CollabConfig {
@@ -367,121 +398,6 @@ fn export_since(loaded: &Loaded, since: &VersionVector) -> ApiResult<DocUpdate> 
     })
 }
 
-/// A document holds the root map `files` only, whose values are texts at valid paths, within
-/// the configured limits.
-/// Whether what changed in `doc` since `before` keeps it a project document: only the root
-/// map `files` (see [`check_roots`]), valid paths, texts only, within the size limits.
-pub fn check_shape(doc: &LoroDoc, before: &VersionVector, config: &CollabConfig) -> ApiResult<()> {
-    let refuse = |message: String| Err(ApiError::bad_input("update", message));
-    check_roots(doc, before)?;
-    let files = doc.get_map(FILES);
-    if files.len() > config.max_files {
-        return refuse(format!(
-            "a project holds at most {} files",
-            config.max_files
-        ));
-    }
-    let mut problem = None;
-    files.for_each(|path, value| {
-        if problem.is_some() {
-            return;
-        }
-        if let Err(error) = check_path("update", path) {
-            problem = Some(error);
-            return;
-        }
-        match value {
-            ValueOrContainer::Container(Container::Text(text)) => {
-                if text.len_utf8() > config.max_file_bytes {
-                    problem = Some(ApiError::bad_input(
-                        "update",
-                        format!(
-                            "{path} would be larger than {} bytes",
-                            config.max_file_bytes
-                        ),
-                    ));
-                }
-            }
-            _ => {
-                problem = Some(ApiError::bad_input(
-                    "update",
-                    format!("files/{path} must be a text"),
-                ));
-            }
-        }
-    });
-    problem.map_or(Ok(()), Err)
-}
-
-/// Every operation since `before` must be on the root map `files` or inside it. A document's
-/// value alone cannot tell: a root text named `files` shares the map's key there.
-fn check_roots(doc: &LoroDoc, before: &VersionVector) -> ApiResult<()> {
-    let files = ContainerID::new_root(FILES, ContainerType::Map);
-    // Without peer compression: compressed ids name peers by index, not by their real ids.
-    let changes = doc
-        .export_json_updates_without_peer_compression(before, &doc.oplog_vv())
-        .map_err(ApiError::internal)?;
-    for op in changes.changes.iter().flat_map(|change| &change.ops) {
-        // Mergeable children (`ensure_mergeable_text`) have root ids of their own; the path
-        // from the document's root tells where any container really is.
-        let inside_files = op.container == files
-            || doc
-                .get_path_to_container(&op.container)
-                .and_then(|path| path.first().map(|(root, _)| *root == files))
-                .unwrap_or(false);
-        if !inside_files {
-            return Err(ApiError::bad_input(
-                "update",
-                format!(
-                    "only the root map `files` may be used, not {}",
-                    describe_container(&op.container)
-                ),
-            ));
-        }
-    }
-    Ok(())
-}
-
-fn describe_container(id: &ContainerID) -> String {
-    match id {
-        ContainerID::Root {
-            name,
-            container_type,
-        } if !id.is_mergeable() => {
-            format!(
-                "the root {} `{name}`",
-                format!("{container_type:?}").to_lowercase()
-            )
-        }
-        _ => "a container outside it".to_owned(),
-    }
-}
-
-/// Build a document from what is stored.
-async fn load(db: &DatabaseConnection, project: Uuid) -> ApiResult<Loaded> {
-    let stored = store::load(db, project).await?;
-    let doc = LoroDoc::new();
-    doc.set_peer_id(rand::random::<u64>() >> 1)
-        .map_err(ApiError::internal)?;
-    if let Some(snapshot) = &stored.snapshot {
-        doc.import(snapshot).map_err(ApiError::internal)?;
-    }
-    let mut seq = stored.snapshot_seq;
-    for update in &stored.updates {
-        doc.import(&update.data).map_err(ApiError::internal)?;
-        seq = update.seq;
-    }
-    Ok(Loaded {
-        doc,
-        seq,
-        appended_since_compaction: u32::try_from(stored.updates.len()).unwrap_or(u32::MAX),
-        changed_since_checkpoint: false,
-        last_change: Instant::now(),
-        activity_marked: None,
-        waiting: Vec::new(),
-    })
-}
-
 impl Loaded {
     /// Where the copy stands: its last logged update and its version vector.
     fn head(&self) -> Applied {
@@ -512,15 +428,6 @@ impl Hub {
             .clone();
         entry.touch();
         entry
-    }
-
-    /// Lock a document, loading it first if needed.
-    async fn lock_loaded(&self, entry: &Arc<Entry>) -> ApiResult<OwnedMutexGuard<Option<Loaded>>> {
-        let mut guard = entry.state.clone().lock_owned().await;
-        if guard.is_none() {
-            *guard = Some(load(&self.db, entry.project).await?);
-        }
-        Ok(guard)
     }
 
     /// Store what was just imported into the copy and broadcast it; on failure, undo. The
@@ -615,170 +522,6 @@ impl Hub {
             let _ = waiting.wake.send(());
         }
     }
-
-    /// Throw the copy away and build it again from the database; whatever the database
-    /// holds beyond `known` (the version subscribers have seen) is broadcast as a resync.
-    async fn rebuild(
-        &self,
-        entry: &Arc<Entry>,
-        guard: &mut OwnedMutexGuard<Option<Loaded>>,
-        known: &VersionVector,
-    ) {
-        match load(&self.db, entry.project).await {
-            Ok(fresh) => {
-                if let Ok(update) = fresh.doc.export(ExportMode::updates(known))
-                    && fresh.doc.oplog_vv() != *known
-                {
-                    let _ = entry.updates.send(Arc::new(DocUpdate {
-                        seq: Some(fresh.seq),
-                        update: STANDARD.encode(update),
-                        author: None,
-                        client_id: None,
-                        version_vector: encode_vv(&fresh.doc.oplog_vv()),
-                    }));
-                }
-                **guard = Some(fresh);
-            }
-            Err(error) => {
-                tracing::error!(project = %entry.project, ?error, "cannot reload a document");
-                **guard = None;
-            }
-        }
-    }
-
-    /// An update another node appended.
-    async fn receive(&self, signal: DocSignal) {
-        let Some(entry) = self.lock_entries().get(&signal.project).cloned() else {
-            return;
-        };
-        let mut guard = entry.state.clone().lock_owned().await;
-        let Some(loaded) = guard.as_mut() else {
-            return;
-        };
-        if signal.seq <= loaded.seq {
-            return;
-        }
-        if signal.seq == loaded.seq + 1
-            && let Ok(status) = loaded.doc.import(&signal.update)
-            && status.pending.is_none()
-        {
-            self.broadcast(
-                &entry,
-                loaded,
-                signal.seq,
-                &signal.update,
-                signal.author,
-                signal.client_id,
-            );
-            return;
-        }
-        self.catch_up(&entry, &mut guard, None).await;
-    }
-
-    /// Bring a loaded copy up to the stored log (the part before `until`, when given).
-    async fn catch_up(
-        &self,
-        entry: &Arc<Entry>,
-        guard: &mut OwnedMutexGuard<Option<Loaded>>,
-        until: Option<i64>,
-    ) {
-        let Some(loaded) = guard.as_mut() else {
-            return;
-        };
-        let known = loaded.doc.oplog_vv();
-        match store::since(&self.db, entry.project, loaded.seq).await {
-            Ok(rows) if rows.first().is_none_or(|r| r.seq == loaded.seq + 1) => {
-                for row in rows.into_iter().filter(|r| until.is_none_or(|u| r.seq < u)) {
-                    match loaded.doc.import(&row.data) {
-                        Ok(status) if status.pending.is_none() => self.broadcast(
-                            entry,
-                            loaded,
-                            row.seq,
-                            &row.data,
-                            row.author_id,
-                            row.client_id,
-                        ),
-                        _ => return self.rebuild(entry, guard, &known).await,
-                    }
-                }
-            }
-            _ => self.rebuild(entry, guard, &known).await,
-        }
-    }
-
-    async fn compact(&self, entry: &Entry, loaded: &mut Loaded) -> ApiResult<()> {
-        let snapshot = loaded
-            .doc
-            .export(ExportMode::Snapshot)
-            .map_err(ApiError::internal)?;
-        store::compact(&self.db, entry.project, snapshot, loaded.seq).await?;
-        loaded.appended_since_compaction = 0;
-        Ok(())
-    }
-
-    /// Take an automatic checkpoint unless the newest checkpoint is this very version.
-    async fn autosave(&self, entry: &Entry, loaded: &mut Loaded) -> ApiResult<()> {
-        let frontiers = loaded.doc.oplog_frontiers().encode();
-        let latest = store::latest_version_frontiers(&self.db, entry.project).await?;
-        if latest.as_deref() != Some(frontiers.as_slice()) {
-            store::insert_version(
-                &self.db,
-                entry.project,
-                "Auto-save".into(),
-                String::new(),
-                frontiers,
-                None,
-            )
-            .await?;
-        }
-        loaded.changed_since_checkpoint = false;
-        Ok(())
-    }
-
-    /// Compact, checkpoint and unload what has gone idle.
-    async fn sweep(&self) {
-        let entries: Vec<Arc<Entry>> = self.lock_entries().values().cloned().collect();
-        let config = &self.config;
-        for entry in entries {
-            let Ok(mut guard) = entry.state.clone().try_lock_owned() else {
-                continue;
-            };
-            let idle = entry.idle_for();
-            if let Some(loaded) = guard.as_mut() {
-                let quiet = loaded.last_change.elapsed();
-                if loaded.changed_since_checkpoint
-                    && quiet >= config.autosave_idle
-                    && let Err(error) = self.autosave(&entry, loaded).await
-                {
-                    tracing::warn!(project = %entry.project, ?error, "auto-save failed");
-                }
-                if loaded.appended_since_compaction > 0
-                    && quiet >= config.idle_unload
-                    && let Err(error) = self.compact(&entry, loaded).await
-                {
-                    tracing::warn!(project = %entry.project, ?error, "compaction failed");
-                    continue;
-                }
-                if idle < config.idle_unload || entry.updates.receiver_count() > 0 {
-                    continue;
-                }
-                if loaded.changed_since_checkpoint
-                    && let Err(error) = self.autosave(&entry, loaded).await
-                {
-                    tracing::warn!(project = %entry.project, ?error, "auto-save failed");
-                    continue;
-                }
-            } else if idle < config.idle_unload {
-                continue;
-            }
-            drop(guard);
-            let mut entries = self.lock_entries();
-            // Two references: the map's and ours. Anybody else is about to use it.
-            if Arc::strong_count(&entry) == 2 && entry.updates.receiver_count() == 0 {
-                entries.remove(&entry.project);
-            }
-        }
-    }
 }
 
 impl Entry {
@@ -794,85 +537,5 @@ impl Entry {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .elapsed()
-    }
-}
-
-async fn remote_loop(
-    hub: std::sync::Weak<Hub>,
-    mut remote: tokio::sync::mpsc::Receiver<RemoteDoc>,
-) {
-    while let Some(item) = remote.recv().await {
-        let Some(hub) = hub.upgrade() else { return };
-        match item {
-            RemoteDoc::Update(signal) => hub.receive(signal).await,
-            RemoteDoc::Resync => {
-                let entries: Vec<Arc<Entry>> = hub.lock_entries().values().cloned().collect();
-                for entry in entries {
-                    let mut guard = entry.state.clone().lock_owned().await;
-                    hub.catch_up(&entry, &mut guard, None).await;
-                }
-            }
-        }
-    }
-}
-
-async fn sweep_loop(hub: std::sync::Weak<Hub>) {
-    let period = {
-        let Some(hub) = hub.upgrade() else { return };
-        let shortest = hub
-            .config
-            .idle_unload
-            .min(hub.config.autosave_idle)
-            .min(Duration::from_secs(20));
-        (shortest / 4).max(Duration::from_millis(50))
-    };
-    let mut ticker = tokio::time::interval(period);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        ticker.tick().await;
-        let Some(hub) = hub.upgrade() else { return };
-        hub.sweep().await;
-    }
-}
-
-/// The safety net under the fan-out between nodes: every `period`, compare the documents
-/// loaded here with the heads in the database, and catch up those still behind a head read
-/// one period earlier (anything newer may still be on its way through Redis). It makes up for
-/// whatever Redis never delivered: a writer's node that died between storing an update and
-/// publishing it, a dropped publish, a Redis outage. One indexed query per period.
-async fn head_check_loop(hub: std::sync::Weak<Hub>, period: Duration) {
-    let mut ticker = tokio::time::interval(period);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut previous: HashMap<Uuid, i64> = HashMap::new();
-    loop {
-        ticker.tick().await;
-        let Some(hub) = hub.upgrade() else { return };
-        let entries: Vec<Arc<Entry>> = hub.lock_entries().values().cloned().collect();
-        if entries.is_empty() {
-            previous.clear();
-            continue;
-        }
-        let projects: Vec<Uuid> = entries.iter().map(|entry| entry.project).collect();
-        let heads = match store::heads(&hub.db, &projects).await {
-            Ok(heads) => heads,
-            Err(error) => {
-                tracing::warn!(?error, "head check: cannot read document heads");
-                continue;
-            }
-        };
-        for entry in &entries {
-            let Some(&head) = previous.get(&entry.project) else {
-                continue;
-            };
-            // A document in use right now is being brought up to date by that use anyway.
-            let Ok(mut guard) = entry.state.clone().try_lock_owned() else {
-                continue;
-            };
-            if guard.as_ref().is_some_and(|loaded| loaded.seq < head) {
-                tracing::info!(project = %entry.project, head, "head check: catching up a document the fan-out missed");
-                hub.catch_up(entry, &mut guard, None).await;
-            }
-        }
-        previous = heads.into_iter().collect();
     }
 }
