@@ -473,6 +473,20 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn shutdown_stops_and_awaits_every_replica() {
+        let presence = Presence::new(Bus::local(), Duration::from_secs(30));
+        let mut watchers: Vec<_> = (0..3).map(|_| presence.watch(Uuid::new_v4())).collect();
+        assert_eq!(presence.replica_count(), 3);
+        tokio::time::timeout(Duration::from_secs(5), presence.shutdown())
+            .await
+            .expect("the replicas stop");
+        assert_eq!(presence.replica_count(), 0);
+        for watcher in &mut watchers {
+            assert!(watcher.changed().await.is_err(), "the watch ends");
+        }
+    }
+
+    #[tokio::test]
     async fn replicas_live_while_watched_and_guards_take_clients_away() {
         let presence = Presence::new(Bus::local(), Duration::from_millis(300));
         let (project, user) = (Uuid::new_v4(), Uuid::new_v4());
