@@ -15,7 +15,6 @@ pub mod loaders;
 pub mod metrics;
 pub mod presence;
 pub mod projects;
-pub mod realtime;
 pub mod runs;
 pub mod scalars;
 pub mod state;
@@ -26,6 +25,9 @@ pub mod versions;
 
 use async_graphql::dataloader::DataLoader;
 use async_graphql::{MergedObject, MergedSubscription, Schema};
+
+/// What moves between nodes (the `realtime` crate), where the domains have always found it.
+pub use realtime;
 
 pub use context::{AuthUser, Viewer};
 pub use extensions::fill_codes;

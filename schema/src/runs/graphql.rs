@@ -389,14 +389,6 @@ pub enum RunEvent {
     RunFinished(Box<RunFinished>),
 }
 
-/// A status as `worker::status_name` wrote it.
-fn status_from(name: &str) -> Option<RunStatus> {
-    use sea_orm::ActiveEnum;
-    run::RunStatus::try_from_value(&name.to_owned())
-        .ok()
-        .map(Into::into)
-}
-
 #[derive(Default)]
 pub struct RunsSubscription;
 
@@ -436,9 +428,7 @@ impl RunsSubscription {
                 match signals.recv().await {
                     Ok(signal) => match signal.as_ref() {
                         RunSignal::Status { status } => {
-                            if let Some(status) = status_from(status) {
-                                yield Ok(RunEvent::RunStatusChanged(RunStatusChanged { status }));
-                            }
+                            yield Ok(RunEvent::RunStatusChanged(RunStatusChanged { status: (*status).into() }));
                         }
                         RunSignal::Output { stderr, seq, data } => {
                             if *seq > seen {

@@ -62,17 +62,14 @@ fn status_name(status: RunStatus) -> String {
 /// Tell the run's followers and the project that a run ended.
 pub fn announce_finished(services: &Services, run: &run::Model, status: RunStatus) {
     services.metrics.run_finished(&status_name(status));
-    services.bus.publish_run(
-        run.id,
-        RunSignal::Finished {
-            status: status_name(status),
-        },
-    );
+    services
+        .bus
+        .publish_run(run.id, RunSignal::Finished { status });
     services.announce(
         run.project_id,
         ProjectEvent::RunFinished {
             run: run.id,
-            status: status_name(status),
+            status,
         },
     );
 }
@@ -134,7 +131,7 @@ impl Executor {
         services.bus.publish_run(
             id,
             RunSignal::Status {
-                status: status_name(RunStatus::Running),
+                status: RunStatus::Running,
             },
         );
         services.announce(
@@ -354,7 +351,7 @@ impl Executor {
             self.services.bus.publish_run(
                 run.id,
                 RunSignal::Status {
-                    status: status_name(RunStatus::Queued),
+                    status: RunStatus::Queued,
                 },
             );
             let backoff = Duration::from_millis(250 * 2u64.pow(run.attempts.clamp(0, 6) as u32));

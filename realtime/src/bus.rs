@@ -3,13 +3,13 @@
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use uuid::Uuid;
 
-use super::redis_link::RedisLink;
-use super::signal::{DocSignal, ProjectSignal, RunSignal, Signal};
-use super::topics::Topics;
+use crate::redis_link::RedisLink;
+use crate::signal::{DocSignal, ProjectSignal, RunSignal, Signal};
+use crate::topics::Topics;
+use crate::wire::{Envelope, Inbound};
 
 /// How many signals a slow subscriber of one project may fall behind before it is told it
 /// lagged (it then resynchronises instead of holding unbounded memory).
@@ -27,13 +27,6 @@ pub enum RemoteDoc {
     /// The link to the other nodes was down for a while: whatever is loaded may have
     /// missed updates and must catch up from the database.
     Resync,
-}
-
-/// A signal as it travels between nodes.
-#[derive(Serialize, Deserialize)]
-pub(super) struct Envelope {
-    pub origin: Uuid,
-    pub signal: Signal,
 }
 
 pub struct Bus {
@@ -197,10 +190,4 @@ async fn deliver_inbound(bus: std::sync::Weak<Bus>, mut inbound: mpsc::Receiver<
             },
         }
     }
-}
-
-/// What the Redis link hands the bus.
-pub(super) enum Inbound {
-    Envelope(Envelope),
-    Reconnected,
 }

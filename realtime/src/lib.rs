@@ -8,8 +8,10 @@
 
 mod bus;
 mod redis_link;
+mod runs;
 mod signal;
 mod topics;
+mod wire;
 
 pub use bus::{Announced, Bus, RemoteDoc};
 pub use signal::{

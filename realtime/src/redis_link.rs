@@ -13,7 +13,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
-use super::bus::{Envelope, Inbound};
+use crate::wire::{Envelope, Inbound};
 
 const OUTBOUND_QUEUE: usize = 16 * 1024;
 /// Most signals sent in one pipeline.
@@ -27,7 +27,7 @@ struct Outbound {
     sent: Option<oneshot::Sender<bool>>,
 }
 
-pub(super) struct RedisLink {
+pub(crate) struct RedisLink {
     outbound: mpsc::Sender<Outbound>,
     /// The listener is subscribed.
     connected: Arc<AtomicBool>,
