@@ -121,7 +121,14 @@ impl Workers {
             concurrency = config.worker_concurrency(),
             "code-run workers starting"
         );
-        let executor = schema::runs::worker::Executor::new(services.clone(), worker_id.clone());
+        let executor = jobs::worker::Executor::new(
+            services.db.clone(),
+            services.runs.queue.clone(),
+            services.bus.clone(),
+            services.runs.config.worker(),
+            worker_id.clone(),
+            services.metrics.clone(),
+        );
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let reaper = tokio::spawn(executor.clone().reap_until(stopped.clone()));
         let queue = services.runs.queue.clone();

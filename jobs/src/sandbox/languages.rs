@@ -185,3 +185,22 @@ pub fn plan(language: Language, entry: &str) -> Option<Plan> {
         extra_binds,
     })
 }
+
+/// The sandbox's name for a project's language: the one mapping.
+impl From<entity::project::Language> for Language {
+    fn from(language: entity::project::Language) -> Self {
+        use entity::project::Language as L;
+        match language {
+            L::Python => Self::Python,
+            L::JavaScript => Self::JavaScript,
+            L::C => Self::C,
+            L::Cpp => Self::Cpp,
+            L::Bash => Self::Bash,
+            L::Rust => Self::Rust,
+            L::Java => Self::Java,
+            L::Go => Self::Go,
+            L::TypeScript => Self::TypeScript,
+            L::Ruby => Self::Ruby,
+        }
+    }
+}

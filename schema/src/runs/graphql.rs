@@ -221,7 +221,7 @@ impl RunsQuery {
         use sea_orm::Iterable;
         entity::project::Language::iter()
             .map(|language| {
-                let sandbox = super::worker::sandbox_language(language);
+                let sandbox = jobs::sandbox::Language::from(language);
                 let info = jobs::sandbox::languages()
                     .iter()
                     .find(|info| info.language == sandbox);

@@ -12,7 +12,6 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
-use super::config::RunLimits;
 use crate::context::{AuthUser, Viewer};
 use crate::documents::{check_path, list_files};
 use crate::error::{ApiError, ApiResult};
@@ -22,6 +21,7 @@ use crate::realtime::RunSignal;
 use crate::state::Services;
 use crate::time::now;
 use crate::validation;
+use jobs::RunLimits;
 
 /// The largest page of `runs`.
 pub const PAGE_MAX: i32 = 100;
@@ -166,7 +166,7 @@ pub async fn start(
     let limits = limits(services, &request.limits)?;
     let access = access::check(&services.db, Some(viewer), project_id, ProjectAction::Edit).await?;
     let language = request.language.unwrap_or(access.project.default_language);
-    if !jobs::sandbox::is_available(super::worker::sandbox_language(language)) {
+    if !jobs::sandbox::is_available(language.into()) {
         return Err(ApiError::bad_input(
             "language",
             "that language's toolchain is not installed on the workers (see `languages`)",
@@ -243,7 +243,7 @@ pub async fn start(
     .insert(&services.db)
     .await?;
     if let Err(error) = services.runs.queue.push(run.id).await {
-        // The run stays QUEUED; workers re-enqueue forgotten runs (see `worker::reap`).
+        // The run stays QUEUED; workers re-enqueue forgotten runs (see `jobs::worker`'s reaper).
         tracing::error!(run = %run.id, ?error, "cannot enqueue a run");
     }
     Ok(run)
@@ -342,7 +342,8 @@ pub async fn cancel(services: &Services, viewer: &AuthUser, id: Uuid) -> ApiResu
         .exec(&services.db)
         .await?;
     if cancelled.rows_affected == 1 {
-        super::worker::announce_finished(services, &run, RunStatus::Cancelled);
+        jobs::worker::RunObserver::finished(services.metrics.as_ref(), RunStatus::Cancelled);
+        jobs::worker::announce_finished(&services.bus, &run, RunStatus::Cancelled);
     } else {
         let asked = Run::update_many()
             .col_expr(run::Column::CancelRequested, Expr::value(true))
