@@ -1055,3 +1055,62 @@ async fn ten_languages_hello_stdin_and_compile_errors() {
         );
     }
 }
+
+/// A fixed amount of CPU work; prints how long it took, from inside the program (so the
+/// sandbox's own start-up is not counted).
+const VICTIM: &str = "import time\nt = time.monotonic()\nn = 0\nwhile n < 6_000_000: n += 1\nprint(time.monotonic() - t)";
+
+async fn victim_seconds() -> f64 {
+    let victim = with_limits(spec(Language::Python, "main.py", VICTIM), |l| {
+        l.wall = Duration::from_secs(60);
+        l.cpu = Duration::from_secs(30);
+    });
+    let result = run(victim).await;
+    assert_eq!(
+        result.outcome.status,
+        Status::Succeeded,
+        "{:?}",
+        result.outcome
+    );
+    result.stdout.trim().parse().unwrap()
+}
+
+/// Another user's run next to a hog (many children, each in a session of its own, spinning):
+/// the hog gets its one core, and the other run is slowed by less than 3× (a generous bound
+/// for a noisy machine; unbounded, eight spinning children took it ~8× slower).
+#[tokio::test]
+async fn a_hog_does_not_starve_another_run() {
+    if sandbox::isolation() == sandbox::Isolation::Rlimits {
+        return;
+    }
+    let alone = victim_seconds().await;
+    let hog = with_limits(
+        spec(
+            Language::Python,
+            "main.py",
+            "import os, sys, time\nfor _ in range(8):\n    if os.fork() == 0:\n        os.setsid()\n        while True: pass\nprint('spinning', flush=True)\ntime.sleep(120)",
+        ),
+        |l| {
+            l.wall = Duration::from_secs(60);
+            l.cpu = Duration::from_secs(60);
+        },
+    );
+    let (tx, mut hog_output) = mpsc::unbounded_channel();
+    let (stop_hog, cancel) = watch::channel(false);
+    let hog = tokio::spawn(sandbox::run(bwrap(), hog, tx, cancel));
+    let said = tokio::time::timeout(Duration::from_secs(30), hog_output.recv())
+        .await
+        .expect("the hog starts")
+        .expect("the hog speaks");
+    assert_eq!(String::from_utf8_lossy(&said.data), "spinning\n");
+    // Let its children spread over the machine.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let beside = victim_seconds().await;
+    stop_hog.send(true).unwrap();
+    let hog = hog.await.unwrap().unwrap();
+    assert_eq!(hog.status, Status::Cancelled, "{hog:?}");
+    assert!(
+        beside < alone * 3.0,
+        "alone {alone:.2}s, beside the hog {beside:.2}s"
+    );
+}

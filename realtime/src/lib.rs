@@ -18,3 +18,4 @@ pub use signal::{
     DocSignal, PresenceSignal, PresenceState, ProjectEvent, ProjectSignal, RunSignal, Signal,
 };
 pub use topics::Topics;
+pub use wire::{Channels, Interest};
