@@ -28,7 +28,8 @@ pub struct Application {
     grace: std::time::Duration,
 }
 
-/// Everything the API and the workers share: database (migrated), token issuer, bus, queue.
+/// Everything an API node uses: database (migrated), token issuer, bus, queue, documents,
+/// presence (its in-process workers take their part, see [`WorkerServices::of`]).
 pub async fn services(config: &Config) -> anyhow::Result<Services> {
     // Which toolchains are installed is found out once by running them; not on a request.
     let detect = tokio::task::spawn_blocking(|| {

@@ -38,6 +38,24 @@ impl Language {
     ];
 }
 
+impl Language {
+    /// The file a run's `source` is written to.
+    pub fn source_file(self) -> &'static str {
+        match self {
+            Self::Python => "main.py",
+            Self::JavaScript => "main.js",
+            Self::C => "main.c",
+            Self::Cpp => "main.cpp",
+            Self::Bash => "main.sh",
+            Self::Rust => "main.rs",
+            Self::Java => "Main.java",
+            Self::Go => "main.go",
+            Self::TypeScript => "main.ts",
+            Self::Ruby => "main.rb",
+        }
+    }
+}
+
 /// A language and whether runs can use it here.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LanguageInfo {

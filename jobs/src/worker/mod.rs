@@ -28,7 +28,7 @@ use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter};
 use tokio::sync::{mpsc, watch};
 use uuid::Uuid;
 
-use crate::limits::RunLimits;
+use crate::RunLimits;
 use crate::queue::Queue;
 use crate::sandbox;
 use output::Output;
@@ -186,15 +186,7 @@ impl Executor {
                 .collect(),
             entry: run.entry.clone(),
             stdin: run.stdin.clone(),
-            limits: sandbox::Limits {
-                wall: Duration::from_millis(limits.wall_ms),
-                cpu: Duration::from_millis(limits.cpu_ms),
-                memory_bytes: limits.memory_bytes,
-                processes: limits.processes,
-                file_bytes: limits.file_bytes,
-                output_bytes: limits.output_bytes,
-                ..sandbox::Limits::default()
-            },
+            limits,
         };
         let (chunks_tx, mut chunks) = mpsc::unbounded_channel::<sandbox::OutputChunk>();
         let sandbox = sandbox::run(&self.config.bwrap, spec, chunks_tx, cancel);
