@@ -20,8 +20,9 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Worker => {
             api::telemetry::init(&config);
-            let services = api::startup::services(&config).await?;
-            let workers = api::startup::Workers::start(&services, &config);
+            // The database, the queue and a bus for runs only: no token issuer, no documents.
+            let services = api::startup::WorkerServices::connect(&config).await?;
+            let workers = api::startup::Workers::start(&services, std::sync::Arc::new(()), &config);
             println!("CodeCrafter worker running (Ctrl-C or SIGTERM to stop)");
             shutdown_signal().await;
             workers

@@ -28,7 +28,8 @@ pub struct Application {
     grace: std::time::Duration,
 }
 
-/// Everything the API and the workers share: database (migrated), token issuer, bus, queue.
+/// Everything an API node uses: database (migrated), token issuer, bus, queue, documents,
+/// presence (its in-process workers take their part, see [`WorkerServices::of`]).
 pub async fn services(config: &Config) -> anyhow::Result<Services> {
     // Which toolchains are installed is found out once by running them; not on a request.
     let detect = tokio::task::spawn_blocking(|| {
@@ -63,18 +64,7 @@ pub async fn services(config: &Config) -> anyhow::Result<Services> {
         }
         None => schema::realtime::Bus::local(),
     };
-    let queue = match &config.redis_url {
-        Some(url) => jobs::queue::Queue::redis(url.expose_secret(), &config.job_queue).await?,
-        None => {
-            std::fs::create_dir_all(&config.data_dir).with_context(|| {
-                format!(
-                    "cannot create the data directory {}",
-                    config.data_dir.display()
-                )
-            })?;
-            jobs::queue::Queue::sqlite(&config.data_dir.join("jobs.db")).await?
-        }
-    };
+    let queue = queue(config).await?;
     let runs = schema::state::Runs {
         queue,
         config: config.runs(),
@@ -90,6 +80,71 @@ pub async fn services(config: &Config) -> anyhow::Result<Services> {
     ))
 }
 
+/// The job queue: on Redis with `REDIS_URL`, else in the data directory's SQLite file.
+async fn queue(config: &Config) -> anyhow::Result<jobs::queue::Queue> {
+    match &config.redis_url {
+        Some(url) => jobs::queue::Queue::redis(url.expose_secret(), &config.job_queue).await,
+        None => {
+            std::fs::create_dir_all(&config.data_dir).with_context(|| {
+                format!(
+                    "cannot create the data directory {}",
+                    config.data_dir.display()
+                )
+            })?;
+            jobs::queue::Queue::sqlite(&config.data_dir.join("jobs.db")).await
+        }
+    }
+}
+
+/// What code-run workers use: the database, the queue, a bus and their rules. A
+/// `codecrafter worker` process builds only this: no token issuer (so no `JWT_SECRET`), no
+/// document hub, no presence, no session revocations.
+pub struct WorkerServices {
+    pub db: sea_orm::DatabaseConnection,
+    pub queue: jobs::queue::Queue,
+    pub bus: std::sync::Arc<schema::realtime::Bus>,
+    pub config: jobs::worker::WorkerConfig,
+}
+
+impl WorkerServices {
+    /// The server's own, for the workers `serve` runs in-process.
+    pub fn of(services: &Services) -> Self {
+        Self {
+            db: services.db.clone(),
+            queue: services.runs.queue.clone(),
+            bus: services.bus.clone(),
+            config: services.runs.config.worker(),
+        }
+    }
+
+    /// A worker process's: the database (migrated), the queue, and with `REDIS_URL` a bus
+    /// that publishes run events and hears only run control (cancels), never an edit,
+    /// presence or project event.
+    pub async fn connect(config: &Config) -> anyhow::Result<Self> {
+        let detect = tokio::task::spawn_blocking(|| {
+            jobs::sandbox::languages();
+            jobs::sandbox::isolation();
+        });
+        let db = database::connect(config).await?;
+        database::migrate(&db).await?;
+        let bus = match &config.redis_url {
+            Some(url) => {
+                schema::realtime::Bus::redis_for_runs(url.expose_secret(), &config.redis_channel)
+                    .await?
+            }
+            None => schema::realtime::Bus::local(),
+        };
+        let queue = queue(config).await?;
+        detect.await?;
+        Ok(Self {
+            db,
+            queue,
+            bus,
+            config: config.runs().worker(),
+        })
+    }
+}
+
 /// Workers running inside this process, and how to stop them.
 pub struct Workers {
     stop: tokio::sync::watch::Sender<bool>,
@@ -98,8 +153,12 @@ pub struct Workers {
 
 impl Workers {
     /// Start `config.worker_concurrency()` workers on the queue, and the reaper that takes
-    /// up runs whose worker died.
-    pub fn start(services: &Services, config: &Config) -> Self {
+    /// up runs whose worker died; `observer` hears of the runs they start and end.
+    pub fn start(
+        services: &WorkerServices,
+        observer: std::sync::Arc<dyn jobs::worker::RunObserver>,
+        config: &Config,
+    ) -> Self {
         let worker_id = format!(
             "{}-{}",
             std::process::id(),
@@ -121,10 +180,17 @@ impl Workers {
             concurrency = config.worker_concurrency(),
             "code-run workers starting"
         );
-        let executor = schema::runs::worker::Executor::new(services.clone(), worker_id.clone());
+        let executor = jobs::worker::Executor::new(
+            services.db.clone(),
+            services.queue.clone(),
+            services.bus.clone(),
+            services.config.clone(),
+            worker_id.clone(),
+            observer,
+        );
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let reaper = tokio::spawn(executor.clone().reap_until(stopped.clone()));
-        let queue = services.runs.queue.clone();
+        let queue = services.queue.clone();
         let concurrency = config.worker_concurrency();
         let mut until = stopped;
         let handle = tokio::spawn(async move {
@@ -186,9 +252,13 @@ impl Application {
         let listener = TcpListener::bind(config.bind)
             .await
             .with_context(|| format!("could not listen on {}", config.bind))?;
-        let workers = config
-            .runs_workers_in_process()
-            .then(|| Workers::start(&services, config));
+        let workers = config.runs_workers_in_process().then(|| {
+            Workers::start(
+                &WorkerServices::of(&services),
+                services.metrics.clone(),
+                config,
+            )
+        });
         Ok(Self {
             listener,
             router,

@@ -8,6 +8,7 @@ pub mod project;
 pub mod project_member;
 pub mod refresh_token;
 pub mod run;
+pub mod time;
 pub mod user;
 pub mod version;
 

@@ -46,9 +46,22 @@ pub struct Model {
     pub finished_at: Option<DateTimeUtc>,
 }
 
-/// Where a run is in its life.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, EnumIter, DeriveActiveEnum)]
+/// Where a run is in its life. Serialized (on the bus between nodes) by the name it is
+/// stored under.
+#[derive(
+    Copy,
+    Clone,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    EnumIter,
+    DeriveActiveEnum,
+    serde::Serialize,
+    serde::Deserialize,
+)]
 #[sea_orm(rs_type = "String", db_type = "String(StringLen::N(16))")]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum RunStatus {
     #[sea_orm(string_value = "QUEUED")]
     Queued,

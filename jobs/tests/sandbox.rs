@@ -6,7 +6,8 @@
 use std::path::Path;
 use std::time::Duration;
 
-use jobs::sandbox::{self, Language, Limits, Outcome, OutputChunk, RunSpec, Status};
+use jobs::RunLimits;
+use jobs::sandbox::{self, Language, Outcome, OutputChunk, RunSpec, Status};
 use tokio::sync::{mpsc, watch};
 
 fn bwrap() -> &'static Path {
@@ -19,14 +20,14 @@ fn spec(language: Language, file: &str, source: &str) -> RunSpec {
         files: vec![(file.to_owned(), source.as_bytes().to_vec())],
         entry: file.to_owned(),
         stdin: Vec::new(),
-        limits: Limits {
-            wall: Duration::from_secs(5),
-            cpu: Duration::from_secs(2),
+        limits: RunLimits {
+            wall_ms: 5_000,
+            cpu_ms: 2_000,
             memory_bytes: 128 * 1024 * 1024,
             processes: 32,
             file_bytes: 1024 * 1024,
             output_bytes: 16 * 1024,
-            ..Limits::default()
+            ..RunLimits::DEFAULT
         },
     }
 }
@@ -218,7 +219,7 @@ async fn limits_end_runs_with_the_status_that_names_them() {
         result.stderr
     );
     let mut bomb = spec(Language::Bash, "main.sh", ":(){ :|:& };:\nwait");
-    bomb.limits.wall = Duration::from_secs(3);
+    bomb.limits.wall_ms = 3000;
     let bomb = run(bomb).await;
     // Contained by the process limit: it ends (however bash reports it) within its time.
     assert!(bomb.outcome.wall_time < Duration::from_secs(10));
@@ -376,7 +377,7 @@ async fn a_missing_sandbox_is_an_infrastructure_error() {
     assert!(result.is_err(), "{result:?}");
 }
 
-fn with_limits(mut spec: RunSpec, change: impl FnOnce(&mut Limits)) -> RunSpec {
+fn with_limits(mut spec: RunSpec, change: impl FnOnce(&mut RunLimits)) -> RunSpec {
     change(&mut spec.limits);
     spec
 }
@@ -674,7 +675,7 @@ async fn cpu_time_is_the_whole_process_tree() {
             "import os, time\nfor _ in range(3):\n    if os.fork() == 0:\n        while time.process_time() < 0.8: pass\n        os._exit(0)\nfor _ in range(3): os.wait()\nprint('all done')",
         ),
         |l| {
-            l.cpu = Duration::from_secs(1);
+            l.cpu_ms = 1000;
             l.cpu_cores = 4.0;
         },
     );
@@ -704,7 +705,7 @@ async fn a_run_gets_one_core_however_many_processes_it_starts() {
             "main.py",
             "import os, time\nend = time.time() + 1.5\nfor _ in range(4):\n    if os.fork() == 0:\n        os.setsid()\n        while time.time() < end: pass\n        os._exit(0)\nfor _ in range(4): os.wait()",
         ),
-        |l| l.cpu = Duration::from_secs(10),
+        |l| l.cpu_ms = 10000,
     );
     let result = run(hog).await;
     assert_eq!(
@@ -728,7 +729,7 @@ async fn the_program_cannot_use_the_compile_budget() {
             "main.c",
             "#include <unistd.h>\nint main(){sleep(4);return 0;}",
         ),
-        |l| l.wall = Duration::from_secs(1),
+        |l| l.wall_ms = 1000,
     );
     let result = run(sleeper).await;
     assert_eq!(
@@ -749,8 +750,8 @@ async fn the_program_cannot_use_the_compile_budget() {
             "int main(){volatile unsigned long i=0;for(;;)i++;}",
         ),
         |l| {
-            l.cpu = Duration::from_secs(1);
-            l.wall = Duration::from_secs(8);
+            l.cpu_ms = 1000;
+            l.wall_ms = 8000;
         },
     );
     let result = run(burner).await;
@@ -767,7 +768,7 @@ async fn the_program_cannot_use_the_compile_budget() {
     );
     // The compile step itself has a budget of its own.
     let slow_compile = with_limits(spec(Language::C, "main.c", "int main(){return 0;}"), |l| {
-        l.compile_wall = Duration::from_millis(1);
+        l.compile_wall_ms = 1;
     });
     assert_eq!(run(slow_compile).await.outcome.status, Status::TimedOut);
 }
@@ -814,7 +815,7 @@ async fn worker_process() {
                     "main.sh",
                     &format!("sleep {sleep}; echo slept"),
                 ),
-                |l| l.wall = Duration::from_secs(60),
+                |l| l.wall_ms = 60000,
             )))
         })
         .collect();
@@ -1014,10 +1015,10 @@ async fn ten_languages_hello_stdin_and_compile_errors() {
         with_limits(spec, |l| {
             l.memory_bytes = 768 * 1024 * 1024;
             l.processes = 256;
-            l.wall = Duration::from_secs(20);
-            l.cpu = Duration::from_secs(10);
-            l.compile_wall = Duration::from_secs(60);
-            l.compile_cpu = Duration::from_secs(60);
+            l.wall_ms = 20000;
+            l.cpu_ms = 10000;
+            l.compile_wall_ms = 60000;
+            l.compile_cpu_ms = 60000;
         })
     };
     for (language, file, hello, echo, broken) in programs {
@@ -1054,4 +1055,64 @@ async fn ten_languages_hello_stdin_and_compile_errors() {
             "{language:?}: the toolchain says why"
         );
     }
+}
+
+/// A fixed amount of CPU work; prints how long it took, from inside the program (so the
+/// sandbox's own start-up is not counted).
+const VICTIM: &str = "import time\nt = time.monotonic()\nn = 0\nwhile n < 6_000_000: n += 1\nprint(time.monotonic() - t)";
+
+async fn victim_seconds() -> f64 {
+    let victim = with_limits(spec(Language::Python, "main.py", VICTIM), |l| {
+        l.wall_ms = 60000;
+        l.cpu_ms = 30000;
+    });
+    let result = run(victim).await;
+    assert_eq!(
+        result.outcome.status,
+        Status::Succeeded,
+        "{:?}",
+        result.outcome
+    );
+    result.stdout.trim().parse().unwrap()
+}
+
+/// Another user's run next to a hog (many children, each in a session of its own, spinning):
+/// the hog gets its one core, and the other run is slowed by less than 3× (a generous bound
+/// for a noisy machine; unbounded, eight spinning children took it ~8× slower).
+#[tokio::test]
+async fn a_hog_does_not_starve_another_run() {
+    if sandbox::isolation() == sandbox::Isolation::Rlimits {
+        return;
+    }
+    let alone = victim_seconds().await;
+    let hog = with_limits(
+        spec(
+            Language::Python,
+            "main.py",
+            "import os, sys, time\nfor _ in range(8):\n    if os.fork() == 0:\n        os.setsid()\n        while True: pass\nprint('spinning', flush=True)\ntime.sleep(120)",
+        ),
+        |l| {
+            l.wall_ms = 60000;
+            l.cpu_ms = 60000;
+        },
+    );
+    let (tx, mut hog_output) = mpsc::unbounded_channel();
+    let (stop_hog, cancel) = watch::channel(false);
+    let hog = tokio::spawn(sandbox::run(bwrap(), hog, tx, cancel));
+    let said = tokio::time::timeout(Duration::from_secs(30), hog_output.recv())
+        .await
+        .expect("the hog starts")
+        .expect("the hog speaks");
+    assert_eq!(String::from_utf8_lossy(&said.data), "spinning\n");
+    // Let its children spread over the machine.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let beside = victim_seconds().await;
+    stop_hog.send(true).unwrap();
+    let hog = hog.await.unwrap().unwrap();
+    assert_eq!(hog.status, Status::Cancelled, "{hog:?}");
+    println!("the victim's work: alone {alone:.2}s, beside the hog {beside:.2}s");
+    assert!(
+        beside < alone * 3.0,
+        "alone {alone:.2}s, beside the hog {beside:.2}s"
+    );
 }

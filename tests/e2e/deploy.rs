@@ -75,7 +75,7 @@ fn compose_names_only_what_exists() {
                 "{name} sets {key}, which codecrafter does not read"
             );
         }
-        for needed in ["DATABASE_URL", "REDIS_URL", "JWT_SECRET"] {
+        for needed in ["DATABASE_URL", "REDIS_URL"] {
             assert!(environment.contains_key(needed), "{name} lacks {needed}");
         }
     }
@@ -86,6 +86,19 @@ fn compose_names_only_what_exists() {
     assert_eq!(
         services["api"]["environment"]["IN_PROCESS_WORKERS"],
         "false"
+    );
+    // The token-signing key goes to the API nodes, never to the privileged worker.
+    assert!(
+        services["api"]["environment"]
+            .as_object()
+            .is_some_and(|env| env.contains_key("JWT_SECRET")),
+        "api lacks JWT_SECRET"
+    );
+    assert!(
+        !services["worker"]["environment"]
+            .as_object()
+            .is_some_and(|env| env.contains_key("JWT_SECRET")),
+        "the worker is given JWT_SECRET"
     );
     let caddy = repo_file("deploy/Caddyfile");
     assert!(caddy.contains("reverse_proxy api:8080"), "{caddy}");

@@ -387,46 +387,19 @@ async fn a_run_streams_to_subscribers_on_two_nodes() {
     .await;
 }
 
-/// Not a test: the separate worker process the tests below start (`codecrafter worker`, as
-/// `main` runs it, configured from the environment; SIGTERM drains it).
-#[tokio::test]
-#[ignore = "the entry point of the worker processes started by other tests"]
-async fn worker_process() {
-    if std::env::var_os("CODECRAFTER_TEST_WORKER").is_none() {
-        return;
-    }
-    use clap::Parser;
-    let cli = api::Cli::try_parse_from(["codecrafter", "worker"]).unwrap();
-    let services = api::startup::services(&cli.config).await.unwrap();
-    let workers = api::startup::Workers::start(&services, &cli.config);
-    let mut terminate =
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).unwrap();
-    terminate.recv().await;
-    workers
-        .stop(Duration::from_secs(cli.config.worker_grace_secs))
-        .await;
-}
-
-/// Start `worker_process` in a process of its own, configured like `app`.
+/// `codecrafter worker` as it is deployed: the real binary (`main.rs`, built for the tests as
+/// `codecrafter-under-test`), configured like `app` through the environment and given nothing
+/// else: no `JWT_SECRET`, no inherited variables but `PATH`. SIGTERM drains it.
 fn spawn_worker(app: &TestApp, data_dir: &std::path::Path) -> tokio::process::Child {
     use secrecy::ExposeSecret;
     let config = &app.config;
-    tokio::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "runs::worker_process",
-            "--exact",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env("CODECRAFTER_TEST_WORKER", "1")
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_codecrafter-under-test"))
+        .arg("worker")
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .env(
             "DATABASE_URL",
             config.database_url.as_ref().unwrap().expose_secret(),
-        )
-        .env(
-            "JWT_SECRET",
-            config.jwt_secret.as_ref().unwrap().expose_secret(),
         )
         .env(
             "REDIS_URL",
@@ -440,6 +413,128 @@ fn spawn_worker(app: &TestApp, data_dir: &std::path::Path) -> tokio::process::Ch
         .kill_on_drop(true)
         .spawn()
         .unwrap()
+}
+
+/// How many connections listen on each of the deployment's Redis channels: what the people
+/// in a project share, run events, run control.
+async fn listeners(app: &TestApp) -> [i64; 3] {
+    let channels = schema::realtime::Channels::new(&app.config.redis_channel);
+    let client = redis::Client::open("redis://127.0.0.1:6379").unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let counts: Vec<(String, i64)> = redis::cmd("PUBSUB")
+        .arg("NUMSUB")
+        .arg(&channels.projects)
+        .arg(&channels.run_events)
+        .arg(&channels.run_control)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    [counts[0].1, counts[1].1, counts[2].1]
+}
+
+/// A worker process next to an API node whose own workers are off: started without
+/// `JWT_SECRET` in production mode, it runs code whose output streams to a subscriber of the
+/// API node, it is stopped by a cancel that reaches it only through its Redis link, and it
+/// listens to run control alone: no edit, presence or project event reaches it.
+#[tokio::test]
+async fn a_worker_process_holds_no_secret_and_hears_only_run_signals() {
+    codecrafter_tests::run_with(
+        codecrafter_tests::Backend::Postgres,
+        |config| {
+            redis_config(config);
+            config.in_process_workers = Some(false);
+        },
+        |app| async move {
+            // The API node listens to everything.
+            assert_eq!(listeners(&app).await, [1, 1, 1]);
+            let dir = tempfile::tempdir().unwrap();
+            let mut worker = spawn_worker(&app, dir.path());
+            codecrafter_tests::eventually(Duration::from_secs(60), || async {
+                listeners(&app).await[2] == 2
+            })
+            .await;
+            // The worker subscribed to run control only.
+            assert_eq!(listeners(&app).await, [1, 1, 2]);
+
+            let owner = app.sign_up("owner").await;
+            let project = project_of(&app, &owner).await;
+            let mut ws = WsClient::connect(&app, Some(&owner.access)).await;
+            let project_events = ws
+                .subscribe(
+                    "subscription($p: ID!) { projectEvents(projectId: $p) { __typename ... on RunEnded { run { id status } } } }",
+                    json!({ "p": project }),
+                )
+                .await;
+            let id = start(&app, &owner, json!({ "p": project, "l": "PYTHON", "s": "import time\nfor i in range(3):\n    print('line', i, flush=True)\n    time.sleep(0.2)" })).await;
+            let events = follow(&mut ws, &id).await;
+            assert_eq!(streamed(&events, "STDOUT"), "line 0\nline 1\nline 2\n");
+            assert!(
+                events.iter().filter(|e| e["__typename"] == "RunOutput").count() >= 2,
+                "the output was streamed, not handed over at the end: {events:?}"
+            );
+            assert_eq!(events.last().unwrap()["run"]["status"], "SUCCEEDED");
+            loop {
+                let event = ws.next(&project_events).await;
+                let event = &event.data()["projectEvents"];
+                if event["__typename"] == "RunEnded" {
+                    assert_eq!(event["run"]["id"], id.as_str());
+                    break;
+                }
+            }
+
+            // A cancel published on the run-control channel alone (the row does not ask for
+            // it, so the worker's heartbeat cannot be what stops the run).
+            let long = "import time\nprint('start', flush=True)\ntime.sleep(60)";
+            let id = start(&app, &owner, json!({ "p": project, "l": "PYTHON", "s": long })).await;
+            let sub = ws.subscribe(EVENTS, json!({ "id": id })).await;
+            wait_for_output(&mut ws, &sub, "start\n").await;
+            let channels = schema::realtime::Channels::new(&app.config.redis_channel);
+            let client = redis::Client::open("redis://127.0.0.1:6379").unwrap();
+            let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+            let cancel = json!({
+                "origin": uuid::Uuid::new_v4(),
+                "signal": { "kind": "run", "run": id, "signal": { "type": "cancel" } },
+            });
+            let heard: i64 = redis::cmd("PUBLISH")
+                .arg(&channels.run_control)
+                .arg(cancel.to_string())
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            assert_eq!(heard, 2, "the API node and the worker");
+            let ended = loop {
+                let event = ws.next(&sub).await.data()["runEvents"].clone();
+                if event["__typename"] == "RunFinished" {
+                    break event;
+                }
+            };
+            assert_eq!(ended["run"]["status"], "CANCELLED", "{ended}");
+
+            // cancelRun on the API node stops a run on the worker.
+            let id = start(&app, &owner, json!({ "p": project, "l": "PYTHON", "s": long })).await;
+            let sub = ws.subscribe(EVENTS, json!({ "id": id })).await;
+            wait_for_output(&mut ws, &sub, "start\n").await;
+            app.gql_as(&owner.access, "mutation($id: ID!) { cancelRun(id: $id) { id } }", json!({ "id": id }))
+                .await
+                .data();
+            let ended = loop {
+                let event = ws.next(&sub).await.data()["runEvents"].clone();
+                if event["__typename"] == "RunFinished" {
+                    break event;
+                }
+            };
+            assert_eq!(ended["run"]["status"], "CANCELLED", "{ended}");
+
+            // Still only the API node listens to what the project shares.
+            assert_eq!(listeners(&app).await, [1, 1, 2]);
+            let pid = worker.id().unwrap().to_string();
+            let signalled = tokio::process::Command::new("kill").args(["-TERM", &pid]).status().await.unwrap();
+            assert!(signalled.success());
+            let status = tokio::time::timeout(Duration::from_secs(30), worker.wait()).await.unwrap().unwrap();
+            assert!(status.success(), "{status:?}");
+        },
+    )
+    .await;
 }
 
 /// A worker process killed with SIGKILL in the middle of a run: another worker takes the run

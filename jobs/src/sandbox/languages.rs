@@ -38,6 +38,24 @@ impl Language {
     ];
 }
 
+impl Language {
+    /// The file a run's `source` is written to.
+    pub fn source_file(self) -> &'static str {
+        match self {
+            Self::Python => "main.py",
+            Self::JavaScript => "main.js",
+            Self::C => "main.c",
+            Self::Cpp => "main.cpp",
+            Self::Bash => "main.sh",
+            Self::Rust => "main.rs",
+            Self::Java => "Main.java",
+            Self::Go => "main.go",
+            Self::TypeScript => "main.ts",
+            Self::Ruby => "main.rb",
+        }
+    }
+}
+
 /// A language and whether runs can use it here.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LanguageInfo {
@@ -184,4 +202,23 @@ pub fn plan(language: Language, entry: &str) -> Option<Plan> {
         run,
         extra_binds,
     })
+}
+
+/// The sandbox's name for a project's language: the one mapping.
+impl From<entity::project::Language> for Language {
+    fn from(language: entity::project::Language) -> Self {
+        use entity::project::Language as L;
+        match language {
+            L::Python => Self::Python,
+            L::JavaScript => Self::JavaScript,
+            L::C => Self::C,
+            L::Cpp => Self::Cpp,
+            L::Bash => Self::Bash,
+            L::Rust => Self::Rust,
+            L::Java => Self::Java,
+            L::Go => Self::Go,
+            L::TypeScript => Self::TypeScript,
+            L::Ruby => Self::Ruby,
+        }
+    }
 }

@@ -40,46 +40,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
 use tokio::sync::{mpsc, watch};
 
+pub use crate::limits::RunLimits;
 pub use cgroup::Isolation;
 pub use languages::{Language, LanguageInfo, is_available, languages};
 pub use seccomp::denied as denied_syscalls;
-
-/// What a run may use.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Limits {
-    /// Wall-clock time of the program, from its start (after any compile step).
-    pub wall: Duration,
-    /// CPU time of the program's whole process tree.
-    pub cpu: Duration,
-    pub memory_bytes: u64,
-    pub processes: u32,
-    /// Largest file the program may write.
-    pub file_bytes: u64,
-    /// Output kept per stream; more kills the run (OUTPUT_LIMIT).
-    pub output_bytes: u64,
-    /// Wall and CPU time of the compile step (C, C++, Rust, Java, Go, TypeScript), which the program
-    /// cannot use.
-    pub compile_wall: Duration,
-    pub compile_cpu: Duration,
-    /// CPU bandwidth of the run, in cores (where cgroups bound it).
-    pub cpu_cores: f64,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Self {
-            wall: Duration::from_secs(10),
-            cpu: Duration::from_secs(5),
-            memory_bytes: 256 * 1024 * 1024,
-            processes: 64,
-            file_bytes: 1024 * 1024,
-            output_bytes: 64 * 1024,
-            compile_wall: Duration::from_secs(40),
-            compile_cpu: Duration::from_secs(15),
-            cpu_cores: 1.0,
-        }
-    }
-}
 
 /// One run.
 #[derive(Clone, Debug)]
@@ -90,7 +54,7 @@ pub struct RunSpec {
     /// The file to run (relative).
     pub entry: String,
     pub stdin: Vec<u8>,
-    pub limits: Limits,
+    pub limits: RunLimits,
 }
 
 /// A piece of output, in the order it was read. Chunks end on UTF-8 character boundaries
@@ -382,9 +346,9 @@ pub async fn run(
     // The prepare step (copy, compile) has its own budget when it compiles; a copy alone
     // is counted against the program's.
     let (prepare_wall, prepare_cpu) = if compiled {
-        (limits.compile_wall, limits.compile_cpu)
+        (limits.compile_wall(), limits.compile_cpu())
     } else {
-        (limits.wall, limits.cpu)
+        (limits.wall(), limits.cpu())
     };
     let uid = uids::Uid::take()?;
     let root = runs_as_root();
@@ -401,7 +365,7 @@ pub async fn run(
     // the cgroup's count, its CPU limit are set right before it starts, after a compile step
     // that may write larger files and use its own CPU budget.
     let blocks = limits.file_bytes.div_ceil(512).max(1);
-    let program_cpu_secs = whole_secs(limits.cpu);
+    let program_cpu_secs = whole_secs(limits.cpu());
     let prepare = match &plan.compile {
         Some(compile) => format!("cp -R /src/. /work/ && {compile}"),
         None => "cp -R /src/. /work/".to_owned(),
@@ -437,7 +401,7 @@ pub async fn run(
     }
     command.arg("--");
     // Per process, a backstop: the cgroup counts the whole tree (watched below).
-    let cpu_secs = whole_secs(prepare_cpu + limits.cpu);
+    let cpu_secs = whole_secs(prepare_cpu + limits.cpu());
     command.args([
         "/usr/bin/prlimit".to_owned(),
         format!("--nproc={}", limits.processes),
@@ -537,9 +501,9 @@ pub async fn run(
                 }
                 let over = match (report.run_started, prepare_cpu_used) {
                     (Some(at), Some(before)) => {
-                        if at.elapsed() > limits.wall {
+                        if at.elapsed() > limits.wall() {
                             Some(Stopped::Wall)
-                        } else if cpu.is_some_and(|c| c.saturating_sub(before) > limits.cpu) {
+                        } else if cpu.is_some_and(|c| c.saturating_sub(before) > limits.cpu()) {
                             Some(Stopped::Cpu)
                         } else {
                             None
@@ -644,7 +608,7 @@ pub async fn run(
         }
         // SIGXCPU, or the hard CPU limit's SIGKILL once the soft one was ignored.
         None if signal == Some(24) => Status::TimedOut,
-        None if signal == Some(9) && cpu_used >= limits.cpu.mul_f64(0.95) => Status::TimedOut,
+        None if signal == Some(9) && cpu_used >= limits.cpu().mul_f64(0.95) => Status::TimedOut,
         None if program_ran && exit_code == Some(0) => Status::Succeeded,
         None => Status::Failed,
     };
@@ -673,7 +637,7 @@ async fn kill(child: &mut tokio::process::Child, group: &cgroup::Group) {
 
 fn bwrap_args(
     dir: &RunDir,
-    limits: Limits,
+    limits: RunLimits,
     extra: &[(PathBuf, String)],
     filters: usize,
 ) -> Vec<String> {

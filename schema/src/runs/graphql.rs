@@ -10,15 +10,17 @@ use futures_util::Stream;
 use tokio::sync::broadcast::error::RecvError;
 use uuid::Uuid;
 
-use super::service::{self, LimitsRequest, RunRequest};
+use super::RunsConfig;
+use super::service::{self, RunRequest};
 use crate::context::ViewerExt;
-use crate::error::ApiError;
+use crate::error::{ApiError, ApiResult};
 use crate::loaders::load_user;
 use crate::projects::Language;
 use crate::realtime::RunSignal;
 use crate::state::Services;
 use crate::users::User;
 use crate::validation;
+use jobs::RunLimits;
 
 /// Where a run is in its life.
 #[derive(Enum, Copy, Clone, Eq, PartialEq)]
@@ -62,6 +64,19 @@ pub struct RunLimitsInfo {
     file_bytes: u64,
     /// Output kept per stream, in bytes.
     output_bytes: u64,
+}
+
+impl From<RunLimits> for RunLimitsInfo {
+    fn from(limits: RunLimits) -> Self {
+        Self {
+            wall_ms: limits.wall_ms,
+            cpu_ms: limits.cpu_ms,
+            memory_bytes: limits.memory_bytes,
+            processes: limits.processes,
+            file_bytes: limits.file_bytes,
+            output_bytes: limits.output_bytes,
+        }
+    }
 }
 
 /// A request to run a project's code, its progress and its result.
@@ -142,16 +157,9 @@ impl Run {
     }
     /// The limits it ran with.
     async fn limits(&self) -> Result<RunLimitsInfo> {
-        let limits: super::RunLimits =
+        let limits: RunLimits =
             serde_json::from_value(self.0.limits.clone()).map_err(ApiError::internal)?;
-        Ok(RunLimitsInfo {
-            wall_ms: limits.wall_ms,
-            cpu_ms: limits.cpu_ms,
-            memory_bytes: limits.memory_bytes,
-            processes: limits.processes,
-            file_bytes: limits.file_bytes,
-            output_bytes: limits.output_bytes,
-        })
+        Ok(limits.into())
     }
     /// When it was asked for.
     async fn created_at(&self) -> DateTime<Utc> {
@@ -205,6 +213,72 @@ pub struct RunLimitsInput {
     output_kb: Option<i64>,
 }
 
+impl RunLimitsInput {
+    /// The run's [`RunLimits`]: what is asked for, in the units asked in, within the
+    /// configured maxima; the configured defaults for the rest.
+    pub fn resolve(&self, config: &RunsConfig) -> ApiResult<RunLimits> {
+        const MIB: u64 = 1024 * 1024;
+        let (default, max) = (config.default_limits, config.max_limits);
+        Ok(RunLimits {
+            wall_ms: asked(
+                "limits.wallMs",
+                self.wall_ms,
+                1,
+                default.wall_ms,
+                max.wall_ms,
+            )?,
+            cpu_ms: asked("limits.cpuMs", self.cpu_ms, 1, default.cpu_ms, max.cpu_ms)?,
+            memory_bytes: asked(
+                "limits.memoryMb",
+                self.memory_mb,
+                MIB,
+                default.memory_bytes,
+                max.memory_bytes,
+            )?,
+            processes: u32::try_from(asked(
+                "limits.processes",
+                self.processes,
+                1,
+                u64::from(default.processes),
+                u64::from(max.processes),
+            )?)
+            .unwrap_or(default.processes),
+            file_bytes: default.file_bytes.min(max.file_bytes),
+            output_bytes: asked(
+                "limits.outputKb",
+                self.output_kb,
+                1024,
+                default.output_bytes,
+                max.output_bytes,
+            )?,
+            ..default
+        })
+    }
+}
+
+/// One limit asked for in units of `scale` bytes or milliseconds: between 1 and `max`.
+fn asked(
+    field: &'static str,
+    value: Option<i64>,
+    scale: u64,
+    default: u64,
+    max: u64,
+) -> ApiResult<u64> {
+    let Some(value) = value else {
+        return Ok(default);
+    };
+    u64::try_from(value)
+        .ok()
+        .and_then(|v| v.checked_mul(scale))
+        .filter(|v| (1..=max).contains(v))
+        .ok_or_else(|| {
+            ApiError::bad_input(
+                field,
+                format!("{field} must be between 1 and {}", max / scale),
+            )
+        })
+}
+
 pub type RunConnection = Connection<String, Run, EmptyFields, EmptyFields>;
 
 fn id_arg(field: &'static str, raw: &ID) -> Result<Uuid> {
@@ -221,7 +295,7 @@ impl RunsQuery {
         use sea_orm::Iterable;
         entity::project::Language::iter()
             .map(|language| {
-                let sandbox = super::worker::sandbox_language(language);
+                let sandbox = jobs::sandbox::Language::from(language);
                 let info = jobs::sandbox::languages()
                     .iter()
                     .find(|info| info.language == sandbox);
@@ -308,7 +382,7 @@ impl RunsMutation {
         let viewer = ctx.viewer().require()?;
         let services = ctx.data_unchecked::<Services>();
         let project = id_arg("projectId", &project_id)?;
-        let limits = limits.unwrap_or_default();
+        let limits = limits.unwrap_or_default().resolve(&services.runs.config)?;
         let run = service::start(
             services,
             viewer,
@@ -318,13 +392,7 @@ impl RunsMutation {
                 entry,
                 source,
                 stdin,
-                limits: LimitsRequest {
-                    wall_ms: limits.wall_ms,
-                    cpu_ms: limits.cpu_ms,
-                    memory_mb: limits.memory_mb,
-                    processes: limits.processes,
-                    output_kb: limits.output_kb,
-                },
+                limits,
             },
         )
         .await?;
@@ -389,14 +457,6 @@ pub enum RunEvent {
     RunFinished(Box<RunFinished>),
 }
 
-/// A status as `worker::status_name` wrote it.
-fn status_from(name: &str) -> Option<RunStatus> {
-    use sea_orm::ActiveEnum;
-    run::RunStatus::try_from_value(&name.to_owned())
-        .ok()
-        .map(Into::into)
-}
-
 #[derive(Default)]
 pub struct RunsSubscription;
 
@@ -436,9 +496,7 @@ impl RunsSubscription {
                 match signals.recv().await {
                     Ok(signal) => match signal.as_ref() {
                         RunSignal::Status { status } => {
-                            if let Some(status) = status_from(status) {
-                                yield Ok(RunEvent::RunStatusChanged(RunStatusChanged { status }));
-                            }
+                            yield Ok(RunEvent::RunStatusChanged(RunStatusChanged { status: (*status).into() }));
                         }
                         RunSignal::Output { stderr, seq, data } => {
                             if *seq > seen {

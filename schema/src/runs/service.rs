@@ -12,7 +12,6 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
-use super::config::RunLimits;
 use crate::context::{AuthUser, Viewer};
 use crate::documents::{check_path, list_files};
 use crate::error::{ApiError, ApiResult};
@@ -22,6 +21,7 @@ use crate::realtime::RunSignal;
 use crate::state::Services;
 use crate::time::now;
 use crate::validation;
+use jobs::RunLimits;
 
 /// The largest page of `runs`.
 pub const PAGE_MAX: i32 = 100;
@@ -32,96 +32,8 @@ pub struct RunRequest {
     pub entry: Option<String>,
     pub source: Option<String>,
     pub stdin: Option<String>,
-    pub limits: LimitsRequest,
-}
-
-/// Limits a run asks for; absent ones take the configured defaults.
-#[derive(Default)]
-pub struct LimitsRequest {
-    pub wall_ms: Option<i64>,
-    pub cpu_ms: Option<i64>,
-    pub memory_mb: Option<i64>,
-    pub processes: Option<i64>,
-    pub output_kb: Option<i64>,
-}
-
-/// The file a given `source` is written to.
-pub fn source_file(language: Language) -> &'static str {
-    match language {
-        Language::Python => "main.py",
-        Language::JavaScript => "main.js",
-        Language::C => "main.c",
-        Language::Cpp => "main.cpp",
-        Language::Bash => "main.sh",
-        Language::Rust => "main.rs",
-        Language::Java => "Main.java",
-        Language::Go => "main.go",
-        Language::TypeScript => "main.ts",
-        Language::Ruby => "main.rb",
-    }
-}
-
-fn limit(
-    field: &'static str,
-    asked: Option<i64>,
-    scale: u64,
-    default: u64,
-    max: u64,
-) -> ApiResult<u64> {
-    let Some(asked) = asked else {
-        return Ok(default);
-    };
-    let value = u64::try_from(asked)
-        .ok()
-        .and_then(|v| v.checked_mul(scale))
-        .filter(|v| (1..=max).contains(v));
-    value.ok_or_else(|| {
-        ApiError::bad_input(
-            field,
-            format!("{field} must be between 1 and {}", max / scale),
-        )
-    })
-}
-
-fn limits(services: &Services, asked: &LimitsRequest) -> ApiResult<RunLimits> {
-    let (default, max) = (
-        services.runs.config.default_limits,
-        services.runs.config.max_limits,
-    );
-    const MIB: u64 = 1024 * 1024;
-    Ok(RunLimits {
-        wall_ms: limit(
-            "limits.wallMs",
-            asked.wall_ms,
-            1,
-            default.wall_ms,
-            max.wall_ms,
-        )?,
-        cpu_ms: limit("limits.cpuMs", asked.cpu_ms, 1, default.cpu_ms, max.cpu_ms)?,
-        memory_bytes: limit(
-            "limits.memoryMb",
-            asked.memory_mb,
-            MIB,
-            default.memory_bytes,
-            max.memory_bytes,
-        )?,
-        processes: u32::try_from(limit(
-            "limits.processes",
-            asked.processes,
-            1,
-            u64::from(default.processes),
-            u64::from(max.processes),
-        )?)
-        .unwrap_or(default.processes),
-        file_bytes: default.file_bytes.min(max.file_bytes),
-        output_bytes: limit(
-            "limits.outputKb",
-            asked.output_kb,
-            1024,
-            default.output_bytes,
-            max.output_bytes,
-        )?,
-    })
+    /// Within the configured maxima (see `RunLimitsInput::resolve`).
+    pub limits: RunLimits,
 }
 
 /// Refuse a user who started too many runs in the last minute.
@@ -163,10 +75,10 @@ pub async fn start(
             format!("stdin holds at most {} bytes", config.max_stdin_bytes),
         ));
     }
-    let limits = limits(services, &request.limits)?;
+    let limits = request.limits;
     let access = access::check(&services.db, Some(viewer), project_id, ProjectAction::Edit).await?;
     let language = request.language.unwrap_or(access.project.default_language);
-    if !jobs::sandbox::is_available(super::worker::sandbox_language(language)) {
+    if !jobs::sandbox::is_available(language.into()) {
         return Err(ApiError::bad_input(
             "language",
             "that language's toolchain is not installed on the workers (see `languages`)",
@@ -186,7 +98,9 @@ pub async fn start(
                     format!("source holds at most {} bytes", config.max_source_bytes),
                 ));
             }
-            let entry = source_file(language).to_owned();
+            let entry = jobs::sandbox::Language::from(language)
+                .source_file()
+                .to_owned();
             (entry.clone(), BTreeMap::from([(entry, source)]))
         }
         (Some(entry), None) => {
@@ -243,7 +157,7 @@ pub async fn start(
     .insert(&services.db)
     .await?;
     if let Err(error) = services.runs.queue.push(run.id).await {
-        // The run stays QUEUED; workers re-enqueue forgotten runs (see `worker::reap`).
+        // The run stays QUEUED; workers re-enqueue forgotten runs (see `jobs::worker`'s reaper).
         tracing::error!(run = %run.id, ?error, "cannot enqueue a run");
     }
     Ok(run)
@@ -337,7 +251,8 @@ pub async fn cancel(services: &Services, viewer: &AuthUser, id: Uuid) -> ApiResu
         .exec(&services.db)
         .await?;
     if cancelled.rows_affected == 1 {
-        super::worker::announce_finished(services, &run, RunStatus::Cancelled);
+        jobs::worker::RunObserver::finished(services.metrics.as_ref(), RunStatus::Cancelled);
+        jobs::worker::announce_finished(&services.bus, &run, RunStatus::Cancelled);
     } else {
         let asked = Run::update_many()
             .col_expr(run::Column::CancelRequested, Expr::value(true))

@@ -2,6 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use entity::project_member::ProjectRole;
+use entity::run::RunStatus;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -25,7 +26,7 @@ pub enum Signal {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum RunSignal {
     /// The run changed status (RUNNING, or back to QUEUED for a retry).
-    Status { status: String },
+    Status { status: RunStatus },
     /// Output, in order of `seq` (shared by both streams).
     Output {
         stderr: bool,
@@ -34,7 +35,7 @@ pub enum RunSignal {
         data: Vec<u8>,
     },
     /// The run ended with `status`; its row holds the result.
-    Finished { status: String },
+    Finished { status: RunStatus },
     /// Somebody asked to stop it: the worker running it kills it.
     Cancel,
 }
@@ -98,7 +99,7 @@ pub enum ProjectEvent {
     },
     RunFinished {
         run: Uuid,
-        status: String,
+        status: RunStatus,
     },
 }
 
@@ -208,11 +209,30 @@ mod tests {
                     role: ProjectRole::Editor,
                 }),
             },
+            Signal::Run {
+                run: Uuid::new_v4(),
+                signal: RunSignal::Finished {
+                    status: RunStatus::MemoryLimit,
+                },
+            },
         ];
         for signal in signals {
             let json = serde_json::to_string(&signal).unwrap();
             let back: Signal = serde_json::from_str(&json).unwrap();
             assert_eq!(serde_json::to_string(&back).unwrap(), json);
         }
+    }
+
+    /// A run's status travels as its stored name, and a name no status has is refused.
+    #[test]
+    fn run_statuses_travel_by_name() {
+        let json = serde_json::to_string(&RunSignal::Status {
+            status: RunStatus::TimedOut,
+        })
+        .unwrap();
+        assert_eq!(json, r#"{"type":"status","status":"TIMED_OUT"}"#);
+        assert!(
+            serde_json::from_str::<RunSignal>(r#"{"type":"status","status":"NAPPING"}"#).is_err()
+        );
     }
 }

@@ -8,11 +8,14 @@
 
 mod bus;
 mod redis_link;
+mod runs;
 mod signal;
 mod topics;
+mod wire;
 
 pub use bus::{Announced, Bus, RemoteDoc};
 pub use signal::{
     DocSignal, PresenceSignal, PresenceState, ProjectEvent, ProjectSignal, RunSignal, Signal,
 };
 pub use topics::Topics;
+pub use wire::{Channels, Interest};

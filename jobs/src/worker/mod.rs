@@ -1,107 +1,120 @@
 //! What a worker does with a run: claim it, execute it in the sandbox while its output is
 //! streamed, record the result exactly once, retry infrastructure failures, and take up runs
-//! whose worker died.
+//! whose worker died (see `reaper`).
 //!
 //! The run's row is the truth. A worker claims a run with a conditional update (QUEUED ->
 //! RUNNING), keeps `heartbeat_at` fresh while it runs, and writes the result with another
-//! conditional update (RUNNING by this worker -> final). A run whose heartbeat went stale (its
-//! worker was killed) is put back to QUEUED and enqueued again by any worker's reaper, so it
-//! ends exactly once whatever dies on the way.
+//! conditional update (RUNNING by this worker, this attempt -> final). A run whose heartbeat
+//! went stale (its worker was killed) is put back to QUEUED and enqueued again by any
+//! worker's reaper, so it ends exactly once whatever dies on the way.
+//!
+//! The worker knows the database, the queue and the bus it publishes run events on (and
+//! hears cancels from); nothing of GraphQL, tokens or documents.
 
+mod output;
+mod reaper;
+
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::Duration as ChronoDuration;
+use anyhow::Context as _;
 use entity::prelude::*;
-use entity::project::Language;
 use entity::run::{self, RunStatus};
+use entity::time::now;
+use realtime::{Bus, RunSignal};
 use sea_orm::sea_query::{Expr, ExprTrait};
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter};
 use tokio::sync::{mpsc, watch};
 use uuid::Uuid;
 
-use super::config::RunLimits;
-use crate::error::{ApiError, ApiResult};
-use crate::realtime::{ProjectEvent, RunSignal};
-use crate::state::Services;
-use crate::time::now;
+use crate::RunLimits;
+use crate::queue::Queue;
+use crate::sandbox;
+use output::Output;
 
 /// How often a running run's heartbeat is written, and output flushed to its row.
 const HEARTBEAT: Duration = Duration::from_secs(1);
-/// A run whose heartbeat is older than this lost its worker.
-const STALE_AFTER: ChronoDuration = ChronoDuration::seconds(10);
 /// A worker whose heartbeat has failed this long stops its run's sandbox: a reaper may soon
-/// hand the run to another worker (well before `STALE_AFTER`).
+/// hand the run to another worker (well before `reaper::STALE_AFTER`).
 const FENCE_AFTER: Duration = Duration::from_secs(6);
-/// A queued run this old without a worker taking it is enqueued again (a lost job).
-const FORGOTTEN_AFTER: ChronoDuration = ChronoDuration::seconds(30);
 
-/// The sandbox's name for a project language.
-pub fn sandbox_language(language: Language) -> jobs::sandbox::Language {
-    use jobs::sandbox::Language as L;
-    match language {
-        Language::Python => L::Python,
-        Language::JavaScript => L::JavaScript,
-        Language::C => L::C,
-        Language::Cpp => L::Cpp,
-        Language::Bash => L::Bash,
-        Language::Rust => L::Rust,
-        Language::Java => L::Java,
-        Language::Go => L::Go,
-        Language::TypeScript => L::TypeScript,
-        Language::Ruby => L::Ruby,
+/// Attempts a run gets when its failures are the infrastructure's, unless configured.
+pub const DEFAULT_MAX_ATTEMPTS: i32 = 3;
+
+/// How a worker executes runs.
+#[derive(Clone, Debug)]
+pub struct WorkerConfig {
+    /// Infrastructure failures are retried; a run is given up (INTERNAL_ERROR) after this
+    /// many attempts.
+    pub max_attempts: i32,
+    /// The `bwrap` executable the sandbox uses.
+    pub bwrap: PathBuf,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        Self {
+            max_attempts: DEFAULT_MAX_ATTEMPTS,
+            bwrap: "bwrap".into(),
+        }
     }
 }
 
-/// The status as stored and sent: QUEUED, RUNNING, SUCCEEDED…
-fn status_name(status: RunStatus) -> String {
-    use sea_orm::ActiveEnum;
-    status.to_value()
+/// Told when this process's workers start and end runs (the server counts them for
+/// `/metrics`; a worker process has nobody to tell, `()`).
+pub trait RunObserver: Send + Sync + 'static {
+    fn started(&self) {}
+    fn finished(&self, _status: RunStatus) {}
 }
 
-/// Tell the run's followers and the project that a run ended.
-pub fn announce_finished(services: &Services, run: &run::Model, status: RunStatus) {
-    services.metrics.run_finished(&status_name(status));
-    services.bus.publish_run(
-        run.id,
-        RunSignal::Finished {
-            status: status_name(status),
-        },
-    );
-    services.announce(
-        run.project_id,
-        ProjectEvent::RunFinished {
-            run: run.id,
-            status: status_name(status),
-        },
-    );
+impl RunObserver for () {}
+
+/// Tell the run's followers and its project that it ended.
+pub fn announce_finished(bus: &Bus, run: &run::Model, status: RunStatus) {
+    bus.run_finished(run.project_id, run.id, status);
 }
 
 /// Executes runs for one worker process (or the server, in embedded mode).
 pub struct Executor {
-    services: Services,
+    db: DatabaseConnection,
+    queue: Queue,
+    bus: Arc<Bus>,
+    config: WorkerConfig,
     worker_id: String,
+    observer: Arc<dyn RunObserver>,
 }
 
 impl Executor {
-    pub fn new(services: Services, worker_id: String) -> Arc<Self> {
+    pub fn new(
+        db: DatabaseConnection,
+        queue: Queue,
+        bus: Arc<Bus>,
+        config: WorkerConfig,
+        worker_id: String,
+        observer: Arc<dyn RunObserver>,
+    ) -> Arc<Self> {
         Arc::new(Self {
-            services,
+            db,
+            queue,
+            bus,
+            config,
             worker_id,
+            observer,
         })
     }
 
-    async fn enqueue(&self, id: Uuid) -> ApiResult<()> {
-        self.services
-            .runs
-            .queue
-            .push(id)
-            .await
-            .map_err(ApiError::internal)
+    async fn enqueue(&self, id: Uuid) -> anyhow::Result<()> {
+        self.queue.push(id).await
+    }
+
+    fn announce_finished(&self, run: &run::Model, status: RunStatus) {
+        self.observer.finished(status);
+        announce_finished(&self.bus, run, status);
     }
 
     /// Take the run if it is waiting. `None` when somebody else has it or it has ended.
-    async fn claim(&self, id: Uuid) -> ApiResult<Option<run::Model>> {
+    async fn claim(&self, id: Uuid) -> anyhow::Result<Option<run::Model>> {
         let at = now();
         let claimed = Run::update_many()
             .col_expr(run::Column::Status, Expr::value(RunStatus::Running))
@@ -114,39 +127,29 @@ impl Executor {
             .col_expr(run::Column::HeartbeatAt, Expr::value(at))
             .filter(run::Column::Id.eq(id))
             .filter(run::Column::Status.eq(RunStatus::Queued))
-            .exec(&self.services.db)
+            .exec(&self.db)
             .await?;
         if claimed.rows_affected == 0 {
             return Ok(None);
         }
-        Ok(Run::find_by_id(id).one(&self.services.db).await?)
+        Ok(Run::find_by_id(id).one(&self.db).await?)
     }
 
-    async fn process(&self, id: Uuid) -> ApiResult<()> {
+    async fn process(&self, id: Uuid) -> anyhow::Result<()> {
         let Some(run) = self.claim(id).await? else {
             return Ok(());
         };
-        let services = &self.services;
-        services
-            .metrics
-            .runs_started
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        services.bus.publish_run(
+        self.observer.started();
+        self.bus.publish_run(
             id,
             RunSignal::Status {
-                status: status_name(RunStatus::Running),
+                status: RunStatus::Running,
             },
         );
-        services.announce(
-            run.project_id,
-            ProjectEvent::RunStarted {
-                run: id,
-                by: run.requested_by,
-            },
-        );
+        self.bus.run_started(run.project_id, id, run.requested_by);
         // A cancel may come over the bus (any node) or be found in the row (heartbeat).
         let (cancel_tx, cancel_rx) = watch::channel(run.cancel_requested);
-        let mut cancels = services.bus.subscribe_run(id);
+        let mut cancels = self.bus.subscribe_run(id);
         let cancel_on_signal = cancel_tx.clone();
         let listener = tokio::spawn(async move {
             while let Ok(signal) = cancels.recv().await {
@@ -175,33 +178,22 @@ impl Executor {
         let files: std::collections::BTreeMap<String, String> =
             serde_json::from_value(run.files.clone())
                 .map_err(|e| format!("unreadable files: {e}"))?;
-        let spec = jobs::sandbox::RunSpec {
-            language: sandbox_language(run.language),
+        let spec = sandbox::RunSpec {
+            language: run.language.into(),
             files: files
                 .into_iter()
                 .map(|(path, text)| (path, text.into_bytes()))
                 .collect(),
             entry: run.entry.clone(),
             stdin: run.stdin.clone(),
-            limits: jobs::sandbox::Limits {
-                wall: Duration::from_millis(limits.wall_ms),
-                cpu: Duration::from_millis(limits.cpu_ms),
-                memory_bytes: limits.memory_bytes,
-                processes: limits.processes,
-                file_bytes: limits.file_bytes,
-                output_bytes: limits.output_bytes,
-                ..jobs::sandbox::Limits::default()
-            },
+            limits,
         };
-        let (chunks_tx, mut chunks) = mpsc::unbounded_channel::<jobs::sandbox::OutputChunk>();
-        let sandbox = jobs::sandbox::run(&self.services.runs.config.bwrap, spec, chunks_tx, cancel);
+        let (chunks_tx, mut chunks) = mpsc::unbounded_channel::<sandbox::OutputChunk>();
+        let sandbox = sandbox::run(&self.config.bwrap, spec, chunks_tx, cancel);
         tokio::pin!(sandbox);
         // A later attempt goes on numbering where the earlier one stopped, so followers keep
         // receiving (its output replaces the earlier attempt's in the row).
-        let mut output = Output {
-            seq: run.output_seq,
-            ..Output::default()
-        };
+        let mut output = Output::from_seq(run.output_seq);
         let mut heartbeat = tokio::time::interval(HEARTBEAT);
         heartbeat.tick().await;
         // Fencing: once the run may have been handed to another worker (its claim is gone, or
@@ -213,7 +205,7 @@ impl Executor {
             tokio::select! {
                 result = &mut sandbox => {
                     while let Ok(chunk) = chunks.try_recv() {
-                        output.take(&self.services, run.id, chunk);
+                        output.take(&self.bus, run.id, chunk);
                     }
                     if let Some(reason) = fenced {
                         return Err(reason);
@@ -224,7 +216,7 @@ impl Executor {
                     };
                 }
                 Some(chunk) = chunks.recv() => {
-                    output.take(&self.services, run.id, chunk);
+                    output.take(&self.bus, run.id, chunk);
                 }
                 _ = heartbeat.tick(), if fenced.is_none() => {
                     match self.beat(run.id, run.attempts, &output).await {
@@ -257,32 +249,32 @@ impl Executor {
 
     /// Keep the run ours and its output so far in the row; answers whether it still is, and
     /// whether a cancel was asked.
-    async fn beat(&self, id: Uuid, attempt: i32, output: &Output) -> ApiResult<Beat> {
+    async fn beat(&self, id: Uuid, attempt: i32, output: &Output) -> anyhow::Result<Beat> {
         let kept = Run::update_many()
             .col_expr(run::Column::HeartbeatAt, Expr::value(now()))
             .col_expr(run::Column::Stdout, Expr::value(output.text(false)))
             .col_expr(run::Column::Stderr, Expr::value(output.text(true)))
-            .col_expr(run::Column::OutputSeq, Expr::value(output.seq))
+            .col_expr(run::Column::OutputSeq, Expr::value(output.seq()))
             .filter(run::Column::Id.eq(id))
             .filter(run::Column::WorkerId.eq(self.worker_id.clone()))
             // The attempt too: the same worker may hold a later claim of the same run.
             .filter(run::Column::Attempts.eq(attempt))
             .filter(run::Column::Status.eq(RunStatus::Running))
-            .exec(&self.services.db)
+            .exec(&self.db)
             .await?;
         if kept.rows_affected == 0 {
             return Ok(Beat::Lost);
         }
         let cancel = Run::find_by_id(id)
-            .one(&self.services.db)
+            .one(&self.db)
             .await?
             .is_some_and(|r| r.cancel_requested);
         Ok(Beat::Ours { cancel })
     }
 
     /// Record the result, once: only while the run is still ours and running.
-    async fn finish(&self, run: &run::Model, finished: Finished) -> ApiResult<()> {
-        use jobs::sandbox::Status as S;
+    async fn finish(&self, run: &run::Model, finished: Finished) -> anyhow::Result<()> {
+        use sandbox::Status as S;
         let outcome = &finished.outcome;
         let status = match outcome.status {
             S::Succeeded => RunStatus::Succeeded,
@@ -308,7 +300,7 @@ impl Executor {
                 run::Column::StderrTruncated,
                 Expr::value(outcome.stderr_truncated),
             )
-            .col_expr(run::Column::OutputSeq, Expr::value(output.seq))
+            .col_expr(run::Column::OutputSeq, Expr::value(output.seq()))
             .col_expr(run::Column::WallMs, Expr::value(millis(outcome.wall_time)))
             .col_expr(run::Column::CpuMs, Expr::value(millis(outcome.cpu_time)))
             .col_expr(
@@ -325,19 +317,18 @@ impl Executor {
             .filter(run::Column::WorkerId.eq(self.worker_id.clone()))
             .filter(run::Column::Attempts.eq(run.attempts))
             .filter(run::Column::Status.eq(RunStatus::Running))
-            .exec(&self.services.db)
+            .exec(&self.db)
             .await?;
         if written.rows_affected == 1 {
-            announce_finished(&self.services, run, status);
+            self.announce_finished(run, status);
         }
         Ok(())
     }
 
     /// The sandbox could not do its job: try again later, or give up after the last attempt.
-    async fn failed_attempt(&self, run: &run::Model, reason: String) -> ApiResult<()> {
+    async fn failed_attempt(&self, run: &run::Model, reason: String) -> anyhow::Result<()> {
         tracing::warn!(run = %run.id, attempt = run.attempts, %reason, "run attempt failed");
-        let max = self.services.runs.config.max_attempts;
-        if run.attempts >= max {
+        if run.attempts >= self.config.max_attempts {
             return self.give_up(run, &reason).await;
         }
         let requeued = Run::update_many()
@@ -348,23 +339,25 @@ impl Executor {
             .filter(run::Column::WorkerId.eq(self.worker_id.clone()))
             .filter(run::Column::Attempts.eq(run.attempts))
             .filter(run::Column::Status.eq(RunStatus::Running))
-            .exec(&self.services.db)
+            .exec(&self.db)
             .await?;
         if requeued.rows_affected == 1 {
-            self.services.bus.publish_run(
+            self.bus.publish_run(
                 run.id,
                 RunSignal::Status {
-                    status: status_name(RunStatus::Queued),
+                    status: RunStatus::Queued,
                 },
             );
             let backoff = Duration::from_millis(250 * 2u64.pow(run.attempts.clamp(0, 6) as u32));
             tokio::time::sleep(backoff).await;
-            self.enqueue(run.id).await?;
+            self.enqueue(run.id)
+                .await
+                .context("cannot enqueue a retry")?;
         }
         Ok(())
     }
 
-    async fn give_up(&self, run: &run::Model, reason: &str) -> ApiResult<()> {
+    async fn give_up(&self, run: &run::Model, reason: &str) -> anyhow::Result<()> {
         let written = Run::update_many()
             .col_expr(run::Column::Status, Expr::value(RunStatus::InternalError))
             .col_expr(
@@ -374,84 +367,17 @@ impl Executor {
             .col_expr(run::Column::FinishedAt, Expr::value(now()))
             .filter(run::Column::Id.eq(run.id))
             .filter(run::Column::Status.is_in([RunStatus::Running, RunStatus::Queued]))
-            .exec(&self.services.db)
+            .exec(&self.db)
             .await?;
         if written.rows_affected == 1 {
-            announce_finished(&self.services, run, RunStatus::InternalError);
+            self.announce_finished(run, RunStatus::InternalError);
         }
         Ok(())
-    }
-
-    /// Put back runs whose worker died, and enqueue again runs nobody took.
-    pub async fn reap(&self) -> ApiResult<()> {
-        let db = &self.services.db;
-        let stale = Run::find()
-            .filter(run::Column::Status.eq(RunStatus::Running))
-            .filter(run::Column::HeartbeatAt.lt(now() - STALE_AFTER))
-            .all(db)
-            .await?;
-        for run in stale {
-            if run.attempts >= self.services.runs.config.max_attempts {
-                self.give_up(&run, "its worker stopped answering").await?;
-                continue;
-            }
-            // Only the reaper that sees the same stale heartbeat wins.
-            let requeued = Run::update_many()
-                .col_expr(run::Column::Status, Expr::value(RunStatus::Queued))
-                .col_expr(run::Column::WorkerId, Expr::value(Option::<String>::None))
-                .filter(run::Column::Id.eq(run.id))
-                .filter(run::Column::Status.eq(RunStatus::Running))
-                .filter(run::Column::HeartbeatAt.eq(run.heartbeat_at))
-                .exec(db)
-                .await?;
-            if requeued.rows_affected == 1 {
-                tracing::warn!(run = %run.id, worker = ?run.worker_id, "taking up a run whose worker died");
-                self.enqueue(run.id).await?;
-            }
-        }
-        let forgotten = Run::find()
-            .filter(run::Column::Status.eq(RunStatus::Queued))
-            .filter(run::Column::CreatedAt.lt(now() - FORGOTTEN_AFTER))
-            .filter(
-                sea_orm::Condition::any()
-                    .add(run::Column::HeartbeatAt.is_null())
-                    .add(run::Column::HeartbeatAt.lt(now() - FORGOTTEN_AFTER)),
-            )
-            .all(db)
-            .await?;
-        for run in forgotten {
-            // A duplicate job finds the run taken and does nothing.
-            let touched = Run::update_many()
-                .col_expr(run::Column::HeartbeatAt, Expr::value(now()))
-                .filter(run::Column::Id.eq(run.id))
-                .filter(run::Column::Status.eq(RunStatus::Queued))
-                .exec(db)
-                .await?;
-            if touched.rows_affected == 1 {
-                self.enqueue(run.id).await?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Reap every few seconds until `stop` says so.
-    pub async fn reap_until(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
-        let mut ticker = tokio::time::interval(Duration::from_secs(3));
-        loop {
-            tokio::select! {
-                _ = ticker.tick() => {
-                    if let Err(error) = self.reap().await {
-                        tracing::warn!(?error, "reaping runs failed");
-                    }
-                }
-                _ = stop.changed() => return,
-            }
-        }
     }
 }
 
 #[async_trait::async_trait]
-impl jobs::queue::RunHandler for Executor {
+impl crate::queue::RunHandler for Executor {
     async fn handle(&self, run_id: Uuid) {
         if let Err(error) = self.process(run_id).await {
             tracing::error!(run = %run_id, ?error, "run bookkeeping failed");
@@ -470,38 +396,6 @@ enum Beat {
 
 /// A finished sandbox run and the output the worker kept.
 struct Finished {
-    outcome: jobs::sandbox::Outcome,
+    outcome: sandbox::Outcome,
     output: Output,
-}
-
-/// Output kept for the row and numbered as it is published. The sandbox already stops each
-/// stream at the run's output limit (and says so in its outcome).
-#[derive(Default)]
-struct Output {
-    streams: [Vec<u8>; 2],
-    seq: i64,
-}
-
-impl Output {
-    fn take(&mut self, services: &Services, run: Uuid, chunk: jobs::sandbox::OutputChunk) {
-        if chunk.data.is_empty() {
-            return;
-        }
-        self.streams[usize::from(chunk.stderr)].extend_from_slice(&chunk.data);
-        self.seq += 1;
-        services.bus.publish_run(
-            run,
-            RunSignal::Output {
-                stderr: chunk.stderr,
-                seq: self.seq,
-                data: chunk.data,
-            },
-        );
-    }
-
-    /// The stream as stored: any bytes are safe on both databases (invalid UTF-8 becomes
-    /// U+FFFD, and so does NUL, which PostgreSQL's `text` refuses).
-    fn text(&self, stderr: bool) -> String {
-        String::from_utf8_lossy(&self.streams[usize::from(stderr)]).replace('\0', "\u{FFFD}")
-    }
 }

@@ -3,13 +3,13 @@
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use uuid::Uuid;
 
-use super::redis_link::RedisLink;
-use super::signal::{DocSignal, ProjectSignal, RunSignal, Signal};
-use super::topics::Topics;
+use crate::redis_link::RedisLink;
+use crate::signal::{DocSignal, ProjectSignal, RunSignal, Signal};
+use crate::topics::Topics;
+use crate::wire::{Channels, Envelope, Inbound, Interest};
 
 /// How many signals a slow subscriber of one project may fall behind before it is told it
 /// lagged (it then resynchronises instead of holding unbounded memory).
@@ -29,13 +29,6 @@ pub enum RemoteDoc {
     Resync,
 }
 
-/// A signal as it travels between nodes.
-#[derive(Serialize, Deserialize)]
-pub(super) struct Envelope {
-    pub origin: Uuid,
-    pub signal: Signal,
-}
-
 pub struct Bus {
     node: Uuid,
     projects: Topics<ProjectSignal>,
@@ -43,6 +36,7 @@ pub struct Bus {
     remote_docs: mpsc::Sender<RemoteDoc>,
     remote_docs_rx: Mutex<Option<mpsc::Receiver<RemoteDoc>>>,
     redis: Option<RedisLink>,
+    interest: Interest,
     head_check: Option<Duration>,
 }
 
@@ -63,29 +57,46 @@ impl Announced {
 impl Bus {
     /// A bus for one process (embedded mode).
     pub fn local() -> Arc<Self> {
-        Arc::new(Self::new(Uuid::new_v4(), None))
+        Arc::new(Self::new(Uuid::new_v4(), None, Interest::Everything))
     }
 
-    /// A bus that shares signals with every node subscribed to `channel` on the Redis server
-    /// at `url`. Fails only for a malformed URL: without Redis the node starts alone and
-    /// connects when Redis is back (then [`RemoteDoc::Resync`]), and so it does after any
-    /// outage. `head_check` is how often the document hub compares its documents with the
-    /// database, for what Redis never delivered (`None`: never).
+    /// An API node's bus: it shares every signal with the nodes of the deployment named
+    /// `channel` (see [`Channels`]) on the Redis server at `url`. Fails only for a malformed
+    /// URL: without Redis the node starts alone and connects when Redis is back (then
+    /// [`RemoteDoc::Resync`]), and so it does after any outage. `head_check` is how often the
+    /// document hub compares its documents with the database, for what Redis never delivered
+    /// (`None`: never).
     pub async fn redis(
         url: &str,
         channel: &str,
         head_check: Option<Duration>,
     ) -> anyhow::Result<Arc<Self>> {
+        Self::connect(url, channel, Interest::Everything, head_check).await
+    }
+
+    /// A `codecrafter worker`'s bus: it publishes what its runs do and hears only what is
+    /// asked of runs (cancels), never an edit, presence or project event.
+    pub async fn redis_for_runs(url: &str, channel: &str) -> anyhow::Result<Arc<Self>> {
+        Self::connect(url, channel, Interest::RunControl, None).await
+    }
+
+    async fn connect(
+        url: &str,
+        channel: &str,
+        interest: Interest,
+        head_check: Option<Duration>,
+    ) -> anyhow::Result<Arc<Self>> {
         let node = Uuid::new_v4();
-        let (link, inbound) = RedisLink::connect(url, channel, node).await?;
-        let mut bus = Self::new(node, Some(link));
+        let (link, inbound) =
+            RedisLink::connect(url, Channels::new(channel), interest, node).await?;
+        let mut bus = Self::new(node, Some(link), interest);
         bus.head_check = head_check;
         let bus = Arc::new(bus);
         tokio::spawn(deliver_inbound(Arc::downgrade(&bus), inbound));
         Ok(bus)
     }
 
-    fn new(node: Uuid, redis: Option<RedisLink>) -> Self {
+    fn new(node: Uuid, redis: Option<RedisLink>, interest: Interest) -> Self {
         let (remote_docs, rx) = mpsc::channel(REMOTE_DOC_QUEUE);
         Self {
             node,
@@ -94,6 +105,7 @@ impl Bus {
             remote_docs,
             remote_docs_rx: Mutex::new(Some(rx)),
             redis,
+            interest,
             head_check: None,
         }
     }
@@ -182,9 +194,11 @@ async fn deliver_inbound(bus: std::sync::Weak<Bus>, mut inbound: mpsc::Receiver<
     while let Some(item) = inbound.recv().await {
         let Some(bus) = bus.upgrade() else { return };
         match item {
-            Inbound::Reconnected => {
+            // Only a node that hears documents holds any.
+            Inbound::Reconnected if bus.interest == Interest::Everything => {
                 let _ = bus.remote_docs.send(RemoteDoc::Resync).await;
             }
+            Inbound::Reconnected => {}
             Inbound::Envelope(envelope) if envelope.origin == bus.node => {}
             Inbound::Envelope(envelope) => match envelope.signal {
                 Signal::Doc(update) => {
@@ -197,10 +211,4 @@ async fn deliver_inbound(bus: std::sync::Weak<Bus>, mut inbound: mpsc::Receiver<
             },
         }
     }
-}
-
-/// What the Redis link hands the bus.
-pub(super) enum Inbound {
-    Envelope(Envelope),
-    Reconnected,
 }

@@ -1,6 +1,6 @@
 //! One node's two Redis connections: a publisher fed from a queue (so signals leave in the
 //! order they were published; what queued up meanwhile goes in one pipeline) and a pub/sub
-//! listener. Neither needs Redis at start-up: both connect, and reconnect, on their own, and
+//! listener, subscribed to the channels the node's [`Interest`] names. Neither needs Redis at start-up: both connect, and reconnect, on their own, and
 //! the node works alone while Redis is away.
 
 use std::sync::Arc;
@@ -13,7 +13,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
-use super::bus::{Envelope, Inbound};
+use crate::wire::{Channels, Envelope, Inbound, Interest};
 
 const OUTBOUND_QUEUE: usize = 16 * 1024;
 /// Most signals sent in one pipeline.
@@ -23,11 +23,13 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// A signal on its way out, and who waits to hear that Redis took it.
 struct Outbound {
+    channel: String,
     bytes: Vec<u8>,
     sent: Option<oneshot::Sender<bool>>,
 }
 
-pub(super) struct RedisLink {
+pub(crate) struct RedisLink {
+    channels: Channels,
     outbound: mpsc::Sender<Outbound>,
     /// The listener is subscribed.
     connected: Arc<AtomicBool>,
@@ -40,7 +42,8 @@ impl RedisLink {
     /// can reach Redis starts connected; one that cannot starts alone and keeps trying.
     pub async fn connect(
         url: &str,
-        channel: &str,
+        channels: Channels,
+        interest: Interest,
         node: Uuid,
     ) -> anyhow::Result<(Self, mpsc::Receiver<Inbound>)> {
         use redis::IntoConnectionInfo as _;
@@ -60,7 +63,8 @@ impl RedisLink {
                     .set_connection_timeout(Some(CONNECT_TIMEOUT)),
             )
             .context("cannot set up the Redis publisher")?;
-        let first = subscribe(&client, channel).await;
+        let heard = channels.heard_by(interest);
+        let first = subscribe(&client, &heard).await;
         if let Err(error) = &first {
             tracing::warn!(%error, "Redis is unreachable: this node starts alone and keeps trying");
         }
@@ -68,22 +72,18 @@ impl RedisLink {
         let publishing = Arc::new(AtomicBool::new(first.is_ok()));
         let (outbound, outbound_rx) = mpsc::channel(OUTBOUND_QUEUE);
         let (inbound, inbound_rx) = mpsc::channel(OUTBOUND_QUEUE);
-        tokio::spawn(publish_loop(
-            publisher,
-            channel.to_owned(),
-            outbound_rx,
-            publishing.clone(),
-        ));
+        tokio::spawn(publish_loop(publisher, outbound_rx, publishing.clone()));
         tokio::spawn(listen_loop(
             client,
             first.ok(),
-            channel.to_owned(),
+            heard,
             node,
             inbound,
             connected.clone(),
         ));
         Ok((
             Self {
+                channels,
                 outbound,
                 connected,
                 publishing,
@@ -100,6 +100,7 @@ impl RedisLink {
     /// receiver hears once Redis has taken it (`true`) or refused it (`false`); while Redis is
     /// away nobody should wait, so there is no receiver.
     pub fn publish(&self, envelope: Envelope, confirm: bool) -> Option<oneshot::Receiver<bool>> {
+        let channel = self.channels.of(&envelope.signal).to_owned();
         let bytes = match serde_json::to_vec(&envelope) {
             Ok(bytes) => bytes,
             Err(error) => {
@@ -114,7 +115,15 @@ impl RedisLink {
         } else {
             (None, None)
         };
-        if self.outbound.try_send(Outbound { bytes, sent }).is_err() {
+        if self
+            .outbound
+            .try_send(Outbound {
+                channel,
+                bytes,
+                sent,
+            })
+            .is_err()
+        {
             // The other nodes notice the gap in document sequence numbers (or their periodic
             // head check does) and catch up from the database; events are ephemeral.
             tracing::warn!("Redis publish queue is full; dropping a signal");
@@ -124,17 +133,20 @@ impl RedisLink {
     }
 }
 
-/// A pub/sub connection subscribed to `channel`.
-async fn subscribe(client: &redis::Client, channel: &str) -> anyhow::Result<redis::aio::PubSub> {
+/// A pub/sub connection subscribed to `channels`.
+async fn subscribe(
+    client: &redis::Client,
+    channels: &[String],
+) -> anyhow::Result<redis::aio::PubSub> {
     let attempt = async {
         let mut pubsub = client
             .get_async_pubsub()
             .await
             .context("cannot connect to Redis")?;
         pubsub
-            .subscribe(channel)
+            .subscribe(channels)
             .await
-            .context("cannot subscribe to the Redis channel")?;
+            .context("cannot subscribe to the Redis channels")?;
         Ok(pubsub)
     };
     tokio::time::timeout(CONNECT_TIMEOUT, attempt)
@@ -144,7 +156,6 @@ async fn subscribe(client: &redis::Client, channel: &str) -> anyhow::Result<redi
 
 async fn publish_loop(
     mut conn: ConnectionManager,
-    channel: String,
     mut outbound: mpsc::Receiver<Outbound>,
     publishing: Arc<AtomicBool>,
 ) {
@@ -152,7 +163,10 @@ async fn publish_loop(
     while outbound.recv_many(&mut batch, BATCH).await > 0 {
         let mut pipe = redis::pipe();
         for item in &batch {
-            pipe.cmd("PUBLISH").arg(&channel).arg(&item.bytes).ignore();
+            pipe.cmd("PUBLISH")
+                .arg(&item.channel)
+                .arg(&item.bytes)
+                .ignore();
         }
         let mut sent: redis::RedisResult<()> = pipe.query_async(&mut conn).await;
         if sent.is_err() {
@@ -183,7 +197,7 @@ async fn publish_loop(
 async fn listen_loop(
     client: redis::Client,
     mut pubsub: Option<redis::aio::PubSub>,
-    channel: String,
+    channels: Vec<String>,
     node: Uuid,
     inbound: mpsc::Sender<Inbound>,
     connected: Arc<AtomicBool>,
@@ -199,7 +213,7 @@ async fn listen_loop(
                     }
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_secs(2));
-                    if let Ok(fresh) = subscribe(&client, &channel).await {
+                    if let Ok(fresh) = subscribe(&client, &channels).await {
                         break fresh;
                     }
                 };
