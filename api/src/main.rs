@@ -28,6 +28,8 @@ async fn main() -> anyhow::Result<()> {
             workers
                 .stop(std::time::Duration::from_secs(config.worker_grace_secs))
                 .await;
+            // The runs' last events go out before the link stops.
+            services.bus.shutdown().await;
             services.db.close().await?;
             Ok(())
         }

@@ -4,6 +4,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
 use crate::redis_link::RedisLink;
@@ -38,6 +40,10 @@ pub struct Bus {
     redis: Option<RedisLink>,
     interest: Interest,
     head_check: Option<Duration>,
+    /// The Redis link's loops and the delivery of what they hear, stopped and awaited by
+    /// [`Bus::shutdown`].
+    tasks: TaskTracker,
+    stop: CancellationToken,
 }
 
 /// An update on its way to the other nodes; [`Announced::sent`] waits until Redis has it.
@@ -87,12 +93,30 @@ impl Bus {
         head_check: Option<Duration>,
     ) -> anyhow::Result<Arc<Self>> {
         let node = Uuid::new_v4();
-        let (link, inbound) =
-            RedisLink::connect(url, Channels::new(channel), interest, node).await?;
+        let tasks = TaskTracker::new();
+        let stop = CancellationToken::new();
+        let (link, inbound) = RedisLink::connect(
+            url,
+            Channels::new(channel),
+            interest,
+            node,
+            &tasks,
+            stop.clone(),
+        )
+        .await?;
         let mut bus = Self::new(node, Some(link), interest);
         bus.head_check = head_check;
+        bus.tasks = tasks;
+        bus.stop = stop;
         let bus = Arc::new(bus);
-        tokio::spawn(deliver_inbound(Arc::downgrade(&bus), inbound));
+        let delivering = deliver_inbound(Arc::downgrade(&bus), inbound);
+        let stopped = bus.stop.clone();
+        bus.tasks.spawn(async move {
+            tokio::select! {
+                () = stopped.cancelled() => {}
+                () = delivering => {}
+            }
+        });
         Ok(bus)
     }
 
@@ -107,7 +131,17 @@ impl Bus {
             redis,
             interest,
             head_check: None,
+            tasks: TaskTracker::new(),
+            stop: CancellationToken::new(),
         }
+    }
+
+    /// Stop the Redis link (sending what is queued for the other nodes first) and wait for
+    /// its tasks. Nothing reaches other nodes afterwards.
+    pub async fn shutdown(&self) {
+        self.stop.cancel();
+        self.tasks.close();
+        self.tasks.wait().await;
     }
 
     /// How often documents followed here are compared with the database (multi-node only).

@@ -11,6 +11,8 @@ use anyhow::Context as _;
 use futures_util::StreamExt;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
 use crate::wire::{Channels, Envelope, Inbound, Interest};
@@ -20,6 +22,8 @@ const OUTBOUND_QUEUE: usize = 16 * 1024;
 const BATCH: usize = 256;
 /// How long one attempt to reach Redis may take (a black-holed host would hang otherwise).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// What is still queued when the link stops gets this long to reach Redis.
+const LAST_PUBLISH_WAIT: Duration = Duration::from_secs(2);
 
 /// A signal on its way out, and who waits to hear that Redis took it.
 struct Outbound {
@@ -45,6 +49,8 @@ impl RedisLink {
         channels: Channels,
         interest: Interest,
         node: Uuid,
+        tasks: &TaskTracker,
+        stop: CancellationToken,
     ) -> anyhow::Result<(Self, mpsc::Receiver<Inbound>)> {
         use redis::IntoConnectionInfo as _;
         let info = url
@@ -72,15 +78,19 @@ impl RedisLink {
         let publishing = Arc::new(AtomicBool::new(first.is_ok()));
         let (outbound, outbound_rx) = mpsc::channel(OUTBOUND_QUEUE);
         let (inbound, inbound_rx) = mpsc::channel(OUTBOUND_QUEUE);
-        tokio::spawn(publish_loop(publisher, outbound_rx, publishing.clone()));
-        tokio::spawn(listen_loop(
-            client,
-            first.ok(),
-            heard,
-            node,
-            inbound,
-            connected.clone(),
+        tasks.spawn(publish_loop(
+            publisher,
+            outbound_rx,
+            publishing.clone(),
+            stop.clone(),
         ));
+        let listening = listen_loop(client, first.ok(), heard, node, inbound, connected.clone());
+        tasks.spawn(async move {
+            tokio::select! {
+                () = stop.cancelled() => {}
+                () = listening => {}
+            }
+        });
         Ok((
             Self {
                 channels,
@@ -158,9 +168,28 @@ async fn publish_loop(
     mut conn: ConnectionManager,
     mut outbound: mpsc::Receiver<Outbound>,
     publishing: Arc<AtomicBool>,
+    stop: CancellationToken,
 ) {
     let mut batch = Vec::with_capacity(BATCH);
-    while outbound.recv_many(&mut batch, BATCH).await > 0 {
+    let mut last = false;
+    loop {
+        tokio::select! {
+            received = outbound.recv_many(&mut batch, BATCH) => {
+                if received == 0 {
+                    return;
+                }
+            }
+            () = stop.cancelled(), if !last => {
+                // What is queued still goes out, once, within a bounded time.
+                last = true;
+                while let Ok(item) = outbound.try_recv() {
+                    batch.push(item);
+                }
+                if batch.is_empty() {
+                    return;
+                }
+            }
+        }
         let mut pipe = redis::pipe();
         for item in &batch {
             pipe.cmd("PUBLISH")
@@ -168,12 +197,22 @@ async fn publish_loop(
                 .arg(&item.bytes)
                 .ignore();
         }
-        let mut sent: redis::RedisResult<()> = pipe.query_async(&mut conn).await;
-        if sent.is_err() {
-            // The manager answers the first command after an outage with the failure it
-            // remembered, and reconnects meanwhile: try once more.
-            sent = pipe.query_async(&mut conn).await;
-        }
+        let sending = async {
+            let mut sent: redis::RedisResult<()> = pipe.query_async(&mut conn).await;
+            if sent.is_err() {
+                // The manager answers the first command after an outage with the failure it
+                // remembered, and reconnects meanwhile: try once more.
+                sent = pipe.query_async(&mut conn).await;
+            }
+            sent.map_err(|error| error.to_string())
+        };
+        let sent = if last {
+            tokio::time::timeout(LAST_PUBLISH_WAIT, sending)
+                .await
+                .unwrap_or_else(|_| Err("timed out while stopping".to_owned()))
+        } else {
+            sending.await
+        };
         match &sent {
             Ok(()) => {
                 if !publishing.swap(true, Ordering::Relaxed) {
@@ -190,6 +229,9 @@ async fn publish_loop(
             if let Some(sent_tx) = item.sent {
                 let _ = sent_tx.send(sent.is_ok());
             }
+        }
+        if last {
+            return;
         }
     }
 }

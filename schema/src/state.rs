@@ -62,11 +62,15 @@ impl Services {
         }
     }
 
-    /// Stop the background tasks of the document hub and of presence, and write the
-    /// documents' pending auto-saves (a graceful stop, once no more requests arrive).
+    /// Stop every background task (the document hub's, presence's, the revocation listener,
+    /// the bus's Redis link) and wait for them, writing the documents' pending auto-saves on
+    /// the way (a graceful stop, once no more requests arrive).
     pub async fn shutdown(&self) {
         self.presence.shutdown().await;
         self.documents.shutdown().await;
+        self.revoked_sessions.shutdown().await;
+        // Last: the auto-saves above may still have something to tell the other nodes.
+        self.bus.shutdown().await;
     }
 
     /// Tell everybody following `project`, on every node.

@@ -24,6 +24,8 @@ use anyhow::Context as _;
 use futures_util::StreamExt;
 use redis::AsyncCommands;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
 /// Longest a revocation waits for Redis before it is left to the listener to send.
@@ -63,15 +65,30 @@ impl RevokedSessions {
             unsent: Mutex::default(),
             connected: AtomicBool::new(false),
         });
-        let listener = tokio::spawn(listen(client, link.clone(), local.clone()));
+        let stop = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        let listening = listen(client, link.clone(), local.clone());
+        let stopped = stop.clone();
+        tasks.spawn(async move {
+            tokio::select! {
+                () = stopped.cancelled() => {}
+                () = listening => {}
+            }
+        });
         Ok(Self {
             local,
             ttl,
-            redis: Some(Shared {
-                link,
-                listener: listener.abort_handle(),
-            }),
+            redis: Some(Shared { link, stop, tasks }),
         })
+    }
+
+    /// Stop listening to the other nodes and wait until the listener has ended.
+    pub async fn shutdown(&self) {
+        if let Some(shared) = &self.redis {
+            shared.stop.cancel();
+            shared.tasks.close();
+            shared.tasks.wait().await;
+        }
     }
 
     /// Whether `session` was ended (on this node, or on another one this node heard from).
@@ -115,14 +132,16 @@ impl RevokedSessions {
 impl Drop for RevokedSessions {
     fn drop(&mut self) {
         if let Some(shared) = &self.redis {
-            shared.listener.abort();
+            shared.stop.cancel();
         }
     }
 }
 
 struct Shared {
     link: Arc<Link>,
-    listener: tokio::task::AbortHandle,
+    /// Stops the listener; [`RevokedSessions::shutdown`] waits for it.
+    stop: CancellationToken,
+    tasks: TaskTracker,
 }
 
 /// This node's Redis side of the set.
