@@ -24,9 +24,7 @@ async fn main() -> anyhow::Result<()> {
             let workers = api::startup::Workers::start(&services, &config);
             println!("CodeCrafter worker running (Ctrl-C or SIGTERM to stop)");
             shutdown_signal().await;
-            workers
-                .stop(std::time::Duration::from_secs(config.worker_grace_secs))
-                .await;
+            workers.stop(config.workers.grace()).await;
             services.db.close().await?;
             Ok(())
         }
@@ -37,7 +35,7 @@ async fn main() -> anyhow::Result<()> {
             match app.mode() {
                 Mode::Embedded => println!(
                     "CodeCrafter (embedded mode, data in {}) listening on http://{addr}/graphql",
-                    config.data_dir.display()
+                    config.database.data_dir.display()
                 ),
                 Mode::Production => {
                     println!("CodeCrafter (PostgreSQL) listening on http://{addr}/graphql")

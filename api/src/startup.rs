@@ -40,44 +40,46 @@ pub async fn services(config: &Config) -> anyhow::Result<Services> {
     database::migrate(&db).await?;
     let tokens = TokenIssuer::new(
         &secret,
-        config.access_token_ttl(),
-        config.refresh_token_ttl(),
-        config.refresh_reuse_grace(),
+        config.auth.access_token_ttl(),
+        config.auth.refresh_token_ttl(),
+        config.auth.refresh_reuse_grace(),
     )?;
-    let revoked_sessions = match &config.redis_url {
+    let revoked_sessions = match &config.redis.url {
         Some(url) => RevokedSessions::shared(
             url.expose_secret(),
-            &config.redis_channel,
+            &config.redis.channel,
             tokens.revocation_ttl(),
         )?,
         None => RevokedSessions::local(tokens.revocation_ttl()),
     };
-    let bus = match &config.redis_url {
+    let bus = match &config.redis.url {
         Some(url) => {
             schema::realtime::Bus::redis(
                 url.expose_secret(),
-                &config.redis_channel,
-                config.document_head_check(),
+                &config.redis.channel,
+                config.documents.head_check(),
             )
             .await?
         }
         None => schema::realtime::Bus::local(),
     };
-    let queue = match &config.redis_url {
-        Some(url) => jobs::queue::Queue::redis(url.expose_secret(), &config.job_queue).await?,
+    let queue = match &config.redis.url {
+        Some(url) => {
+            jobs::queue::Queue::redis(url.expose_secret(), &config.workers.job_queue).await?
+        }
         None => {
-            std::fs::create_dir_all(&config.data_dir).with_context(|| {
+            std::fs::create_dir_all(&config.database.data_dir).with_context(|| {
                 format!(
                     "cannot create the data directory {}",
-                    config.data_dir.display()
+                    config.database.data_dir.display()
                 )
             })?;
-            jobs::queue::Queue::sqlite(&config.data_dir.join("jobs.db")).await?
+            jobs::queue::Queue::sqlite(&config.database.data_dir.join("jobs.db")).await?
         }
     };
     let runs = schema::state::Runs {
         queue,
-        config: config.runs(),
+        config: config.runs.config(),
     };
     detect.await?;
     Ok(Services::new(
@@ -97,7 +99,7 @@ pub struct Workers {
 }
 
 impl Workers {
-    /// Start `config.worker_concurrency()` workers on the queue, and the reaper that takes
+    /// Start `config.workers.concurrency()` workers on the queue, and the reaper that takes
     /// up runs whose worker died.
     pub fn start(services: &Services, config: &Config) -> Self {
         let worker_id = format!(
@@ -118,14 +120,14 @@ impl Workers {
             isolation = isolation.name(),
             own_uid_per_run = jobs::sandbox::runs_as_root(),
             languages = %languages.join(", "),
-            concurrency = config.worker_concurrency(),
+            concurrency = config.workers.concurrency(),
             "code-run workers starting"
         );
         let executor = schema::runs::worker::Executor::new(services.clone(), worker_id.clone());
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let reaper = tokio::spawn(executor.clone().reap_until(stopped.clone()));
         let queue = services.runs.queue.clone();
-        let concurrency = config.worker_concurrency();
+        let concurrency = config.workers.concurrency();
         let mut until = stopped;
         let handle = tokio::spawn(async move {
             let shutdown = async move {
@@ -165,8 +167,9 @@ impl Application {
                 schema,
                 services: services.clone(),
                 max_ws_message_bytes: config
+                    .server
                     .max_body_bytes
-                    .max(config.max_update_bytes / 3 * 4 + 64 * 1024),
+                    .max(config.documents.max_variables_bytes()),
                 ws: routes::WsSettings {
                     init_timeout: Duration::from_secs(limits.ws_init_timeout_secs.max(1)),
                     ping_interval: Duration::from_secs(limits.ws_ping_interval_secs.max(1)),
@@ -175,17 +178,17 @@ impl Application {
                 shutdown: shutdown.clone(),
                 connections: websockets.clone(),
             },
-            config.max_body_bytes,
+            config.server.max_body_bytes,
             Duration::from_secs(limits.request_timeout_secs.max(1)),
-            routes::cors(&config.cors_origins)?,
+            routes::cors(&config.server.cors_origins)?,
         );
         let connections = crate::server::ConnectionCount::new(
             crate::server::connection_cap(&limits),
             limits.max_connections_per_ip,
         );
-        let listener = TcpListener::bind(config.bind)
+        let listener = TcpListener::bind(config.server.bind)
             .await
-            .with_context(|| format!("could not listen on {}", config.bind))?;
+            .with_context(|| format!("could not listen on {}", config.server.bind))?;
         let workers = config
             .runs_workers_in_process()
             .then(|| Workers::start(&services, config));
@@ -199,7 +202,7 @@ impl Application {
             services,
             mode: config.mode(),
             workers,
-            grace: std::time::Duration::from_secs(config.worker_grace_secs),
+            grace: config.workers.grace(),
         })
     }
 

@@ -218,7 +218,7 @@ backend_tests! {
         let greedy = python(&app, &owner, &project, "x = []\nwhile True: x.append(bytearray(1 << 20))").await;
         assert_eq!(greedy["status"], "MEMORY_LIMIT");
         // The server's secrets, its data directory and the host's passwords are out of reach.
-        let data_dir = app.config.data_dir.display().to_string();
+        let data_dir = app.config.database.data_dir.display().to_string();
         let nosy = python(&app, &owner, &project, &format!(
             "import os\nprint(sorted(os.environ))\nfor p in ['/etc/shadow', '{data_dir}/codecrafter.db', '{data_dir}/jobs.db']:\n    try:\n        open(p, 'rb').read(); print('READ', p)\n    except Exception as e:\n        print('denied', p)\nprint(open('/proc/1/environ', 'rb').read())"
         )).await;
@@ -268,7 +268,7 @@ backend_tests! {
     }
 
     async fn runs_are_rate_limited_per_user(app) {
-        let app = app.restart_with(|c| c.runs_per_minute = 2).await;
+        let app = app.restart_with(|c| c.runs.runs_per_minute = 2).await;
         let owner = app.sign_up("owner").await;
         let project = project_of(&app, &owner).await;
         let source = json!({ "p": project, "l": "BASH", "s": "true" });
@@ -309,14 +309,14 @@ backend_tests! {
 
     async fn cancelling_queued_and_running_runs(app) {
         // Without workers, a run waits in the queue.
-        let app = app.restart_with(|c| c.in_process_workers = Some(false)).await;
+        let app = app.restart_with(|c| c.workers.in_process = Some(false)).await;
         let owner = app.sign_up("owner").await;
         let project = project_of(&app, &owner).await;
         let queued = start(&app, &owner, json!({ "p": project, "l": "PYTHON", "s": "print('never')" })).await;
         let cancelled = app.gql_as(&owner.access, "mutation($id: ID!) { cancelRun(id: $id) { status } }", json!({ "id": queued })).await;
         assert_eq!(cancelled.data()["cancelRun"]["status"], "CANCELLED");
         // With workers back, the cancelled run stays cancelled and a long one is stopped.
-        let app = app.restart_with(|c| c.in_process_workers = Some(true)).await;
+        let app = app.restart_with(|c| c.workers.in_process = Some(true)).await;
         let running = start(&app, &owner, json!({ "p": project, "l": "PYTHON", "s": "import time\nprint('started', flush=True)\ntime.sleep(60)" })).await;
         let mut ws = WsClient::connect(&app, Some(&owner.access)).await;
         let sub = ws.subscribe(EVENTS, json!({ "id": running })).await;
@@ -339,7 +339,7 @@ backend_tests! {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
         std::fs::set_permissions(&flaky, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let app = app.restart_with(|c| c.sandbox_bwrap = flaky.clone()).await;
+        let app = app.restart_with(|c| c.runs.sandbox_bwrap = flaky.clone()).await;
         let owner = app.sign_up("owner").await;
         let project = project_of(&app, &owner).await;
         let run = python(&app, &owner, &project, "print('second time lucky')").await;
@@ -347,13 +347,13 @@ backend_tests! {
         assert_eq!(run["attempts"], 2);
         assert_eq!(run["stdout"], "second time lucky\n");
         // A sandbox that never starts: three attempts, then INTERNAL_ERROR with the reason.
-        let app = app.restart_with(|c| c.sandbox_bwrap = "/nonexistent/bwrap".into()).await;
+        let app = app.restart_with(|c| c.runs.sandbox_bwrap = "/nonexistent/bwrap".into()).await;
         let run = python(&app, &owner, &project, "print('never')").await;
         assert_eq!(run["status"], "INTERNAL_ERROR", "{run}");
         assert_eq!(run["attempts"], 3);
         assert!(run["error"].as_str().unwrap().contains("gave up after 3 attempts"), "{run}");
         // A failing program is a result, not retried.
-        let app = app.restart_with(|c| c.sandbox_bwrap = "bwrap".into()).await;
+        let app = app.restart_with(|c| c.runs.sandbox_bwrap = "bwrap".into()).await;
         let run = python(&app, &owner, &project, "raise SystemExit(1)").await;
         assert_eq!((&run["status"], &run["attempts"]), (&json!("FAILED"), &json!(1)));
     }
@@ -361,9 +361,9 @@ backend_tests! {
 
 fn redis_config(config: &mut api::Config) {
     let unique = uuid::Uuid::new_v4().simple().to_string();
-    config.redis_url = Some(secrecy::SecretString::from("redis://127.0.0.1:6379"));
-    config.redis_channel = format!("cc-test-{unique}");
-    config.job_queue = format!("cc-test-runs-{unique}");
+    config.redis.url = Some(secrecy::SecretString::from("redis://127.0.0.1:6379"));
+    config.redis.channel = format!("cc-test-{unique}");
+    config.workers.job_queue = format!("cc-test-runs-{unique}");
 }
 
 /// A run started on one API node streams to subscribers on both nodes (PostgreSQL + Redis).
@@ -373,7 +373,7 @@ async fn a_run_streams_to_subscribers_on_two_nodes() {
         codecrafter_tests::Backend::Postgres,
         |config| {
             redis_config(config);
-            config.in_process_workers = Some(true);
+            config.workers.in_process = Some(true);
         },
         |app| async move {
             let node_b = app.spawn_node().await;
@@ -407,9 +407,7 @@ async fn worker_process() {
     let mut terminate =
         tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).unwrap();
     terminate.recv().await;
-    workers
-        .stop(Duration::from_secs(cli.config.worker_grace_secs))
-        .await;
+    workers.stop(cli.config.workers.grace()).await;
 }
 
 /// Start `worker_process` in a process of its own, configured like `app`.
@@ -427,18 +425,18 @@ fn spawn_worker(app: &TestApp, data_dir: &std::path::Path) -> tokio::process::Ch
         .env("CODECRAFTER_TEST_WORKER", "1")
         .env(
             "DATABASE_URL",
-            config.database_url.as_ref().unwrap().expose_secret(),
+            config.database.url.as_ref().unwrap().expose_secret(),
         )
         .env(
             "JWT_SECRET",
-            config.jwt_secret.as_ref().unwrap().expose_secret(),
+            config.auth.jwt_secret.as_ref().unwrap().expose_secret(),
         )
         .env(
             "REDIS_URL",
-            config.redis_url.as_ref().unwrap().expose_secret(),
+            config.redis.url.as_ref().unwrap().expose_secret(),
         )
-        .env("REDIS_CHANNEL", &config.redis_channel)
-        .env("JOB_QUEUE", &config.job_queue)
+        .env("REDIS_CHANNEL", &config.redis.channel)
+        .env("JOB_QUEUE", &config.workers.job_queue)
         .env("CODECRAFTER_DATA_DIR", data_dir)
         .env("WORKER_CONCURRENCY", "1")
         .env("RUST_LOG", "warn")
@@ -455,7 +453,7 @@ async fn a_killed_worker_loses_nothing() {
         codecrafter_tests::Backend::Postgres,
         |config| {
             redis_config(config);
-            config.in_process_workers = Some(false);
+            config.workers.in_process = Some(false);
         },
         |app| async move {
             let dir = tempfile::tempdir().unwrap();
@@ -510,7 +508,7 @@ async fn a_terminated_worker_finishes_its_run_and_takes_no_more() {
         codecrafter_tests::Backend::Postgres,
         |config| {
             redis_config(config);
-            config.in_process_workers = Some(false);
+            config.workers.in_process = Some(false);
         },
         |app| async move {
             let dir = tempfile::tempdir().unwrap();
@@ -563,7 +561,7 @@ async fn worker_concurrency_is_honoured(app: TestApp) {
     let mut app = app;
     for (concurrency, count) in [(1, 3), (2, 4)] {
         app = app
-            .restart_with(|c| c.worker_concurrency = Some(concurrency))
+            .restart_with(|c| c.workers.concurrency = Some(concurrency))
             .await;
         let mut ids = Vec::new();
         for _ in 0..count {
@@ -606,7 +604,7 @@ async fn worker_concurrency_on_the_redis_queue() {
         codecrafter_tests::Backend::Postgres,
         |config| {
             redis_config(config);
-            config.in_process_workers = Some(true);
+            config.workers.in_process = Some(true);
         },
         worker_concurrency_is_honoured,
     )
