@@ -72,6 +72,12 @@ pub async fn fresh_config(backend: Backend, dir: &std::path::Path) -> (Config, O
     let mut config = Config::embedded(dir);
     config.server.bind = SocketAddr::from(([127, 0, 0, 1], 0));
     config.database.max_connections = 4;
+    // Tests sign up and write far faster than people; the budgets' own tests set them low.
+    config.rate_limits.per_second = 10_000;
+    config.rate_limits.burst = 100_000;
+    config.rate_limits.auth_burst = 100_000;
+    config.rate_limits.writes_burst = 100_000;
+    config.rate_limits.updates_burst = 100_000;
     if std::env::var_os("TEST_LOG").is_some() {
         api::telemetry::init(&config);
     }

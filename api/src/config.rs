@@ -54,6 +54,8 @@ pub struct Config {
     #[command(flatten)]
     pub auth: AuthSettings,
     #[command(flatten)]
+    pub rate_limits: RateLimitSettings,
+    #[command(flatten)]
     pub redis: RedisSettings,
     #[command(flatten)]
     pub documents: DocumentSettings,
@@ -209,6 +211,85 @@ impl Default for AuthSettings {
             access_token_ttl_secs: Self::ACCESS_TOKEN_TTL_SECS,
             refresh_token_ttl_days: Self::REFRESH_TOKEN_TTL_DAYS,
             refresh_reuse_grace_secs: Self::REFRESH_REUSE_GRACE_SECS,
+        }
+    }
+}
+
+/// Request budgets (GCRA): per client address on `/graphql`, stricter per address for the
+/// operations that guess or create credentials, per user for repeated writes.
+#[derive(Args, Debug, Clone)]
+pub struct RateLimitSettings {
+    /// Requests (HTTP, WebSocket upgrades) one address may send to `/graphql` per second.
+    #[arg(long = "rate-limit-per-second", env = "RATE_LIMIT_PER_SECOND", default_value_t = RateLimitSettings::PER_SECOND, global = true)]
+    pub per_second: u32,
+
+    /// Requests one address may send at once above that rate.
+    #[arg(long = "rate-limit-burst", env = "RATE_LIMIT_BURST", default_value_t = RateLimitSettings::BURST, global = true)]
+    pub burst: u32,
+
+    /// signUp, signIn, refreshToken, changePassword and acceptInvite one address may call
+    /// per minute (after the burst).
+    #[arg(long = "rate-limit-auth-per-minute", env = "RATE_LIMIT_AUTH_PER_MINUTE", default_value_t = RateLimitSettings::AUTH_PER_MINUTE, global = true)]
+    pub auth_per_minute: u32,
+
+    #[arg(long = "rate-limit-auth-burst", env = "RATE_LIMIT_AUTH_BURST", default_value_t = RateLimitSettings::AUTH_BURST, global = true)]
+    pub auth_burst: u32,
+
+    /// createProject, sendMessage and runCode one user may call per minute, each.
+    #[arg(long = "rate-limit-writes-per-minute", env = "RATE_LIMIT_WRITES_PER_MINUTE", default_value_t = RateLimitSettings::WRITES_PER_MINUTE, global = true)]
+    pub writes_per_minute: u32,
+
+    #[arg(long = "rate-limit-writes-burst", env = "RATE_LIMIT_WRITES_BURST", default_value_t = RateLimitSettings::WRITES_BURST, global = true)]
+    pub writes_burst: u32,
+
+    /// applyUpdate calls one user may make per second.
+    #[arg(long = "rate-limit-updates-per-second", env = "RATE_LIMIT_UPDATES_PER_SECOND", default_value_t = RateLimitSettings::UPDATES_PER_SECOND, global = true)]
+    pub updates_per_second: u32,
+
+    #[arg(long = "rate-limit-updates-burst", env = "RATE_LIMIT_UPDATES_BURST", default_value_t = RateLimitSettings::UPDATES_BURST, global = true)]
+    pub updates_burst: u32,
+
+    /// Proxies (addresses or CIDR ranges, comma-separated) whose `X-Forwarded-For` or
+    /// `Forwarded` header names the client; from anybody else those headers are ignored.
+    #[arg(long, env = "TRUSTED_PROXIES", value_delimiter = ',', global = true)]
+    pub trusted_proxies: Vec<String>,
+}
+
+impl RateLimitSettings {
+    pub const PER_SECOND: u32 = 50;
+    pub const BURST: u32 = 200;
+    pub const AUTH_PER_MINUTE: u32 = 10;
+    pub const AUTH_BURST: u32 = 10;
+    pub const WRITES_PER_MINUTE: u32 = 60;
+    pub const WRITES_BURST: u32 = 30;
+    pub const UPDATES_PER_SECOND: u32 = 100;
+    pub const UPDATES_BURST: u32 = 500;
+
+    /// The schema's budgets.
+    pub fn budgets(&self) -> schema::budgets::BudgetSettings {
+        schema::budgets::BudgetSettings {
+            auth_per_minute: self.auth_per_minute,
+            auth_burst: self.auth_burst,
+            writes_per_minute: self.writes_per_minute,
+            writes_burst: self.writes_burst,
+            updates_per_second: self.updates_per_second,
+            updates_burst: self.updates_burst,
+        }
+    }
+}
+
+impl Default for RateLimitSettings {
+    fn default() -> Self {
+        Self {
+            per_second: Self::PER_SECOND,
+            burst: Self::BURST,
+            auth_per_minute: Self::AUTH_PER_MINUTE,
+            auth_burst: Self::AUTH_BURST,
+            writes_per_minute: Self::WRITES_PER_MINUTE,
+            writes_burst: Self::WRITES_BURST,
+            updates_per_second: Self::UPDATES_PER_SECOND,
+            updates_burst: Self::UPDATES_BURST,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -401,6 +482,10 @@ pub struct WorkerSettings {
     #[arg(long = "worker-grace-secs", env = "WORKER_GRACE_SECS", default_value_t = WorkerSettings::GRACE_SECS, global = true)]
     pub grace_secs: u64,
 
+    /// Where `codecrafter worker` serves `/metrics` and `/healthz`.
+    #[arg(long = "worker-metrics-bind", env = "WORKER_METRICS_BIND", default_value_t = WorkerSettings::METRICS_BIND, global = true)]
+    pub metrics_bind: SocketAddr,
+
     /// The Redis list the job queue uses (production).
     #[arg(long, env = "JOB_QUEUE", default_value = WorkerSettings::JOB_QUEUE, global = true)]
     pub job_queue: String,
@@ -408,6 +493,10 @@ pub struct WorkerSettings {
 
 impl WorkerSettings {
     pub const GRACE_SECS: u64 = 30;
+    pub const METRICS_BIND: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(
+        std::net::Ipv4Addr::LOCALHOST,
+        9091,
+    ));
     pub const JOB_QUEUE: &str = "codecrafter-runs";
 
     /// How many runs one worker process executes at once.
@@ -428,6 +517,7 @@ impl Default for WorkerSettings {
             concurrency: None,
             in_process: None,
             grace_secs: Self::GRACE_SECS,
+            metrics_bind: Self::METRICS_BIND,
             job_queue: Self::JOB_QUEUE.to_owned(),
         }
     }
@@ -504,6 +594,7 @@ impl Config {
             // An `applyUpdate` carries its update in the variables, in base64.
             max_variables_bytes: self.documents.max_variables_bytes(),
             query_timeout: Duration::from_millis(self.connections.query_timeout_ms.max(1)),
+            budgets: Some(self.rate_limits.budgets()),
         }
     }
 
@@ -670,9 +761,25 @@ mod tests {
             ("run-max-memory-mb", "RUN_MAX_MEMORY_MB"),
             ("run-max-wall-secs", "RUN_MAX_WALL_SECS"),
             ("runs-per-minute", "RUNS_PER_MINUTE"),
+            ("rate-limit-per-second", "RATE_LIMIT_PER_SECOND"),
+            ("rate-limit-burst", "RATE_LIMIT_BURST"),
+            ("rate-limit-auth-per-minute", "RATE_LIMIT_AUTH_PER_MINUTE"),
+            ("rate-limit-auth-burst", "RATE_LIMIT_AUTH_BURST"),
+            (
+                "rate-limit-writes-per-minute",
+                "RATE_LIMIT_WRITES_PER_MINUTE",
+            ),
+            ("rate-limit-writes-burst", "RATE_LIMIT_WRITES_BURST"),
+            (
+                "rate-limit-updates-per-second",
+                "RATE_LIMIT_UPDATES_PER_SECOND",
+            ),
+            ("rate-limit-updates-burst", "RATE_LIMIT_UPDATES_BURST"),
+            ("trusted-proxies", "TRUSTED_PROXIES"),
             ("sandbox-bwrap", "SANDBOX_BWRAP"),
             ("worker-concurrency", "WORKER_CONCURRENCY"),
             ("worker-grace-secs", "WORKER_GRACE_SECS"),
+            ("worker-metrics-bind", "WORKER_METRICS_BIND"),
             ("ws-init-timeout-secs", "WS_INIT_TIMEOUT_SECS"),
             ("ws-ping-interval-secs", "WS_PING_INTERVAL_SECS"),
             ("ws-stall-timeout-secs", "WS_STALL_TIMEOUT_SECS"),

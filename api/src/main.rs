@@ -22,6 +22,9 @@ async fn main() -> anyhow::Result<()> {
             api::telemetry::init(&config);
             let services = api::startup::services(&config).await?;
             let workers = api::startup::Workers::start(&services, &config);
+            let _endpoint =
+                api::observe::serve_worker_endpoint(services.clone(), config.workers.metrics_bind)
+                    .await?;
             println!("CodeCrafter worker running (Ctrl-C or SIGTERM to stop)");
             shutdown_signal().await;
             workers.stop(config.workers.grace()).await;

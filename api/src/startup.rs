@@ -157,6 +157,7 @@ impl Workers {
 impl Application {
     /// Connect, migrate, and bind (port 0 picks a free port).
     pub async fn build(config: &Config) -> anyhow::Result<Self> {
+        crate::observe::install_metrics();
         let services = services(config).await?;
         let schema = schema::build(services.clone(), &config.schema_options());
         let limits = config.connections.clone();
@@ -177,6 +178,13 @@ impl Application {
                 },
                 shutdown: shutdown.clone(),
                 connections: websockets.clone(),
+                trusted_proxies: std::sync::Arc::new(crate::ratelimit::TrustedProxies::parse(
+                    &config.rate_limits.trusted_proxies,
+                )?),
+                budget: crate::ratelimit::budget(
+                    config.rate_limits.per_second,
+                    config.rate_limits.burst,
+                )?,
             },
             config.server.max_body_bytes,
             Duration::from_secs(limits.request_timeout_secs.max(1)),

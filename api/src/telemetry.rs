@@ -10,7 +10,9 @@ pub fn init(config: &Config) {
         .unwrap_or_else(|_| EnvFilter::new(crate::config::TelemetrySettings::LOG));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        // Colour only for a person at a terminal, never into files or a log collector.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     // A second init (tests start many servers in one process) is harmless: keep the first.
     let _ = match config.telemetry.log_format {
         LogFormat::Text => builder.try_init(),

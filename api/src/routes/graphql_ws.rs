@@ -105,6 +105,7 @@ pub async fn serve(
     state: AppState,
     settings: WsSettings,
     shutdown: CancellationToken,
+    client: Option<schema::budgets::ClientIp>,
 ) {
     let (sink, mut incoming) = socket.split();
     let (outgoing, queue) = mpsc::channel::<Message>(OUTGOING_QUEUE);
@@ -113,6 +114,7 @@ pub async fn serve(
         state,
         outgoing,
         data: None,
+        client,
         operations: StreamMap::new(),
         answered: HashSet::new(),
     };
@@ -213,6 +215,8 @@ struct Connection {
     outgoing: mpsc::Sender<Message>,
     /// Set by `connection_init`: who is connected, and what their operations share.
     data: Option<Arc<Data>>,
+    /// The client's address, for the budgets of what it asks.
+    client: Option<schema::budgets::ClientIp>,
     operations: StreamMap<String, Operation>,
     /// Operations that have sent at least one `next`.
     answered: HashSet<String>,
@@ -250,10 +254,11 @@ impl Connection {
                         "Forbidden: the access token is invalid or expired",
                     ));
                 }
-                self.data = Some(Arc::new(schema::connection_data(
-                    &self.state.services,
-                    viewer,
-                )));
+                let mut data = schema::connection_data(&self.state.services, viewer);
+                if let Some(client) = self.client {
+                    data.insert(client);
+                }
+                self.data = Some(Arc::new(data));
                 self.send(json!({ "type": "connection_ack" })).await;
             }
             ClientMessage::Ping {} => self.send(json!({ "type": "pong" })).await,

@@ -204,6 +204,7 @@ async fn listen_loop(
                     }
                 };
                 connected.store(true, Ordering::Relaxed);
+                crate::metrics::redis_reconnected();
                 tracing::info!("Redis pub/sub connection established");
                 // Whatever was published while this node was not listening is in the
                 // database: have every loaded document catch up.

@@ -140,6 +140,7 @@ async fn check_rate(services: &Services, viewer: &AuthUser) -> ApiResult<()> {
         let retry_after = (oldest + ChronoDuration::seconds(60) - now())
             .num_seconds()
             .clamp(1, 60);
+        crate::metrics::rate_limited("runsPerMinute");
         return Err(ApiError::RateLimited {
             retry_after_secs: u64::try_from(retry_after).unwrap_or(60),
         });

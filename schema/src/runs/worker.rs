@@ -53,6 +53,17 @@ pub fn sandbox_language(language: Language) -> jobs::sandbox::Language {
     }
 }
 
+/// The language as stored (PYTHON, RUST…), a metrics label.
+fn language_name(language: Language) -> String {
+    use sea_orm::ActiveEnum;
+    language.to_value()
+}
+
+/// How long ago `since` was.
+fn waited(since: chrono::DateTime<chrono::Utc>) -> Duration {
+    (chrono::Utc::now() - since).to_std().unwrap_or_default()
+}
+
 /// The status as stored and sent: QUEUED, RUNNING, SUCCEEDED…
 fn status_name(status: RunStatus) -> String {
     use sea_orm::ActiveEnum;
@@ -61,7 +72,7 @@ fn status_name(status: RunStatus) -> String {
 
 /// Tell the run's followers and the project that a run ended.
 pub fn announce_finished(services: &Services, run: &run::Model, status: RunStatus) {
-    services.metrics.run_finished(&status_name(status));
+    crate::metrics::run_finished(language_name(run.language), status_name(status));
     services.bus.publish_run(
         run.id,
         RunSignal::Finished {
@@ -127,10 +138,7 @@ impl Executor {
             return Ok(());
         };
         let services = &self.services;
-        services
-            .metrics
-            .runs_started
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        crate::metrics::run_claimed(language_name(run.language), waited(run.created_at));
         services.bus.publish_run(
             id,
             RunSignal::Status {
@@ -328,6 +336,8 @@ impl Executor {
             .exec(&self.services.db)
             .await?;
         if written.rows_affected == 1 {
+            let language = language_name(run.language);
+            crate::metrics::run_measured(language, outcome.wall_time, outcome.cpu_time);
             announce_finished(&self.services, run, status);
         }
         Ok(())
@@ -336,6 +346,7 @@ impl Executor {
     /// The sandbox could not do its job: try again later, or give up after the last attempt.
     async fn failed_attempt(&self, run: &run::Model, reason: String) -> ApiResult<()> {
         tracing::warn!(run = %run.id, attempt = run.attempts, %reason, "run attempt failed");
+        crate::metrics::sandbox_failed();
         let max = self.services.runs.config.max_attempts;
         if run.attempts >= max {
             return self.give_up(run, &reason).await;
