@@ -69,6 +69,12 @@ impl NodeProcess {
             .env("REDIS_CHANNEL", &config.redis.channel)
             .env("IN_PROCESS_WORKERS", "false")
             .env("DATABASE_MAX_CONNECTIONS", "2")
+            // The edits come faster than a person's (as for every test server).
+            .env("RATE_LIMIT_PER_SECOND", "10000")
+            .env("RATE_LIMIT_BURST", "100000")
+            .env("RATE_LIMIT_AUTH_BURST", "100000")
+            .env("RATE_LIMIT_WRITES_BURST", "100000")
+            .env("RATE_LIMIT_UPDATES_BURST", "100000")
             .env("CODECRAFTER_DATA_DIR", data_dir.path())
             .env("RUST_LOG", "warn")
             .stdout(std::process::Stdio::piped())
