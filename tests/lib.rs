@@ -70,8 +70,14 @@ fn database_url_for(name: &str) -> String {
 /// A configuration for `backend` on a fresh store; the data directory lives in `dir`.
 pub async fn fresh_config(backend: Backend, dir: &std::path::Path) -> (Config, Option<String>) {
     let mut config = Config::embedded(dir);
-    config.bind = SocketAddr::from(([127, 0, 0, 1], 0));
-    config.database_max_connections = 4;
+    config.server.bind = SocketAddr::from(([127, 0, 0, 1], 0));
+    config.database.max_connections = 4;
+    // Tests sign up and write far faster than people; the budgets' own tests set them low.
+    config.rate_limits.per_second = 10_000;
+    config.rate_limits.burst = 100_000;
+    config.rate_limits.auth_burst = 100_000;
+    config.rate_limits.writes_burst = 100_000;
+    config.rate_limits.updates_burst = 100_000;
     if std::env::var_os("TEST_LOG").is_some() {
         api::telemetry::init(&config);
     }
@@ -87,8 +93,8 @@ pub async fn fresh_config(backend: Backend, dir: &std::path::Path) -> (Config, O
                 .await
                 .expect("create test database");
             admin.close().await.ok();
-            config.database_url = Some(SecretString::from(database_url_for(&name)));
-            config.jwt_secret = Some(SecretString::from(
+            config.database.url = Some(SecretString::from(database_url_for(&name)));
+            config.auth.jwt_secret = Some(SecretString::from(
                 "test-secret-test-secret-test-secret-0123",
             ));
             (config, Some(name))
@@ -469,8 +475,8 @@ where
 /// Point `config` at the local Redis with a channel of its own, so nodes started from it
 /// share fan-out and session revocations with each other and with no other test.
 pub fn use_redis(config: &mut Config) {
-    config.redis_url = Some(SecretString::from("redis://127.0.0.1:6379"));
-    config.redis_channel = format!("cc-test-{}", uuid::Uuid::new_v4());
+    config.redis.url = Some(SecretString::from("redis://127.0.0.1:6379"));
+    config.redis.channel = format!("cc-test-{}", uuid::Uuid::new_v4());
 }
 
 /// Declare tests that each run once on SQLite and once on PostgreSQL:

@@ -22,17 +22,17 @@ pub async fn connect(config: &Config) -> anyhow::Result<DatabaseConnection> {
                 );
             }
             options
-                .max_connections(config.database_max_connections)
+                .max_connections(config.database.max_connections)
                 .min_connections(1);
             Database::connect(options)
                 .await
                 .context("could not connect to PostgreSQL at DATABASE_URL")
         }
         Mode::Embedded => {
-            std::fs::create_dir_all(&config.data_dir).with_context(|| {
+            std::fs::create_dir_all(&config.database.data_dir).with_context(|| {
                 format!(
                     "could not create the data directory {}",
-                    config.data_dir.display()
+                    config.database.data_dir.display()
                 )
             })?;
             // One connection: SQLite allows one writer at a time anyway, and a single

@@ -2,6 +2,8 @@
 
 pub mod config;
 pub mod database;
+pub mod observe;
+pub mod ratelimit;
 mod routes;
 pub mod secrets;
 pub mod server;

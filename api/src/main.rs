@@ -22,12 +22,17 @@ async fn main() -> anyhow::Result<()> {
             api::telemetry::init(&config);
             // The database, the queue and a bus for runs only: no token issuer, no documents.
             let services = api::startup::WorkerServices::connect(&config).await?;
-            let workers = api::startup::Workers::start(&services, std::sync::Arc::new(()), &config);
+            let workers = api::startup::Workers::start(
+                &services,
+                std::sync::Arc::new(schema::runs::RunMetrics),
+                &config,
+            );
+            let _endpoint =
+                api::observe::serve_worker_endpoint(services.clone(), config.workers.metrics_bind)
+                    .await?;
             println!("CodeCrafter worker running (Ctrl-C or SIGTERM to stop)");
             shutdown_signal().await;
-            workers
-                .stop(std::time::Duration::from_secs(config.worker_grace_secs))
-                .await;
+            workers.stop(config.workers.grace()).await;
             // The runs' last events go out before the link stops.
             services.bus.shutdown().await;
             services.db.close().await?;
@@ -40,7 +45,7 @@ async fn main() -> anyhow::Result<()> {
             match app.mode() {
                 Mode::Embedded => println!(
                     "CodeCrafter (embedded mode, data in {}) listening on http://{addr}/graphql",
-                    config.data_dir.display()
+                    config.database.data_dir.display()
                 ),
                 Mode::Production => {
                     println!("CodeCrafter (PostgreSQL) listening on http://{addr}/graphql")

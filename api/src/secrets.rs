@@ -15,7 +15,7 @@ const KEY_FILE: &str = "jwt_secret";
 
 /// `JWT_SECRET`, or in embedded mode a key generated once and kept in the data directory.
 pub fn jwt_secret(config: &Config) -> anyhow::Result<SecretString> {
-    match (&config.jwt_secret, config.mode()) {
+    match (&config.auth.jwt_secret, config.mode()) {
         (Some(secret), _) => {
             if secret.expose_secret().chars().count() < MIN_SECRET_LEN {
                 anyhow::bail!("JWT_SECRET must be at least {MIN_SECRET_LEN} characters long");
@@ -26,7 +26,7 @@ pub fn jwt_secret(config: &Config) -> anyhow::Result<SecretString> {
             "JWT_SECRET is required when DATABASE_URL is set (production mode); \
              set it to a random string of at least {MIN_SECRET_LEN} characters, e.g. the output of `openssl rand -hex 32`"
         ),
-        (None, Mode::Embedded) => load_or_create(&config.data_dir.join(KEY_FILE)),
+        (None, Mode::Embedded) => load_or_create(&config.database.data_dir.join(KEY_FILE)),
     }
 }
 

@@ -167,7 +167,11 @@ pub async fn serve(
         if let Err(error) = tcp.set_nodelay(true) {
             tracing::debug!(%error, "cannot set TCP_NODELAY");
         }
-        let service = TowerToHyperService::new(router.clone());
+        let service = TowerToHyperService::new(
+            router
+                .clone()
+                .layer(axum::Extension(crate::ratelimit::PeerAddr(peer))),
+        );
         let connection = http
             .serve_connection(TokioIo::new(tcp), service)
             .with_upgrades();

@@ -41,24 +41,24 @@ pub async fn services(config: &Config) -> anyhow::Result<Services> {
     database::migrate(&db).await?;
     let tokens = TokenIssuer::new(
         &secret,
-        config.access_token_ttl(),
-        config.refresh_token_ttl(),
-        config.refresh_reuse_grace(),
+        config.auth.access_token_ttl(),
+        config.auth.refresh_token_ttl(),
+        config.auth.refresh_reuse_grace(),
     )?;
-    let revoked_sessions = match &config.redis_url {
+    let revoked_sessions = match &config.redis.url {
         Some(url) => RevokedSessions::shared(
             url.expose_secret(),
-            &config.redis_channel,
+            &config.redis.channel,
             tokens.revocation_ttl(),
         )?,
         None => RevokedSessions::local(tokens.revocation_ttl()),
     };
-    let bus = match &config.redis_url {
+    let bus = match &config.redis.url {
         Some(url) => {
             schema::realtime::Bus::redis(
                 url.expose_secret(),
-                &config.redis_channel,
-                config.document_head_check(),
+                &config.redis.channel,
+                config.documents.head_check(),
             )
             .await?
         }
@@ -67,7 +67,7 @@ pub async fn services(config: &Config) -> anyhow::Result<Services> {
     let queue = queue(config).await?;
     let runs = schema::state::Runs {
         queue,
-        config: config.runs(),
+        config: config.runs.config(),
     };
     detect.await?;
     Ok(Services::new(
@@ -82,16 +82,18 @@ pub async fn services(config: &Config) -> anyhow::Result<Services> {
 
 /// The job queue: on Redis with `REDIS_URL`, else in the data directory's SQLite file.
 async fn queue(config: &Config) -> anyhow::Result<jobs::queue::Queue> {
-    match &config.redis_url {
-        Some(url) => jobs::queue::Queue::redis(url.expose_secret(), &config.job_queue).await,
+    match &config.redis.url {
+        Some(url) => {
+            jobs::queue::Queue::redis(url.expose_secret(), &config.workers.job_queue).await
+        }
         None => {
-            std::fs::create_dir_all(&config.data_dir).with_context(|| {
+            std::fs::create_dir_all(&config.database.data_dir).with_context(|| {
                 format!(
                     "cannot create the data directory {}",
-                    config.data_dir.display()
+                    config.database.data_dir.display()
                 )
             })?;
-            jobs::queue::Queue::sqlite(&config.data_dir.join("jobs.db")).await
+            jobs::queue::Queue::sqlite(&config.database.data_dir.join("jobs.db")).await
         }
     }
 }
@@ -99,6 +101,7 @@ async fn queue(config: &Config) -> anyhow::Result<jobs::queue::Queue> {
 /// What code-run workers use: the database, the queue, a bus and their rules. A
 /// `codecrafter worker` process builds only this: no token issuer (so no `JWT_SECRET`), no
 /// document hub, no presence, no session revocations.
+#[derive(Clone)]
 pub struct WorkerServices {
     pub db: sea_orm::DatabaseConnection,
     pub queue: jobs::queue::Queue,
@@ -127,9 +130,9 @@ impl WorkerServices {
         });
         let db = database::connect(config).await?;
         database::migrate(&db).await?;
-        let bus = match &config.redis_url {
+        let bus = match &config.redis.url {
             Some(url) => {
-                schema::realtime::Bus::redis_for_runs(url.expose_secret(), &config.redis_channel)
+                schema::realtime::Bus::redis_for_runs(url.expose_secret(), &config.redis.channel)
                     .await?
             }
             None => schema::realtime::Bus::local(),
@@ -140,7 +143,7 @@ impl WorkerServices {
             db,
             queue,
             bus,
-            config: config.runs().worker(),
+            config: config.runs.config().worker(),
         })
     }
 }
@@ -152,7 +155,7 @@ pub struct Workers {
 }
 
 impl Workers {
-    /// Start `config.worker_concurrency()` workers on the queue, and the reaper that takes
+    /// Start `config.workers.concurrency()` workers on the queue, and the reaper that takes
     /// up runs whose worker died; `observer` hears of the runs they start and end.
     pub fn start(
         services: &WorkerServices,
@@ -177,7 +180,7 @@ impl Workers {
             isolation = isolation.name(),
             own_uid_per_run = jobs::sandbox::runs_as_root(),
             languages = %languages.join(", "),
-            concurrency = config.worker_concurrency(),
+            concurrency = config.workers.concurrency(),
             "code-run workers starting"
         );
         let executor = jobs::worker::Executor::new(
@@ -191,7 +194,7 @@ impl Workers {
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let reaper = tokio::spawn(executor.clone().reap_until(stopped.clone()));
         let queue = services.queue.clone();
-        let concurrency = config.worker_concurrency();
+        let concurrency = config.workers.concurrency();
         let mut until = stopped;
         let handle = tokio::spawn(async move {
             let shutdown = async move {
@@ -221,6 +224,7 @@ impl Workers {
 impl Application {
     /// Connect, migrate, and bind (port 0 picks a free port).
     pub async fn build(config: &Config) -> anyhow::Result<Self> {
+        crate::observe::install_metrics();
         let services = services(config).await?;
         let schema = schema::build(services.clone(), &config.schema_options());
         let limits = config.connections.clone();
@@ -231,8 +235,9 @@ impl Application {
                 schema,
                 services: services.clone(),
                 max_ws_message_bytes: config
+                    .server
                     .max_body_bytes
-                    .max(config.max_update_bytes / 3 * 4 + 64 * 1024),
+                    .max(config.documents.max_variables_bytes()),
                 ws: routes::WsSettings {
                     init_timeout: Duration::from_secs(limits.ws_init_timeout_secs.max(1)),
                     ping_interval: Duration::from_secs(limits.ws_ping_interval_secs.max(1)),
@@ -240,22 +245,29 @@ impl Application {
                 },
                 shutdown: shutdown.clone(),
                 connections: websockets.clone(),
+                trusted_proxies: std::sync::Arc::new(crate::ratelimit::TrustedProxies::parse(
+                    &config.rate_limits.trusted_proxies,
+                )?),
+                budget: crate::ratelimit::budget(
+                    config.rate_limits.per_second,
+                    config.rate_limits.burst,
+                )?,
             },
-            config.max_body_bytes,
+            config.server.max_body_bytes,
             Duration::from_secs(limits.request_timeout_secs.max(1)),
-            routes::cors(&config.cors_origins)?,
+            routes::cors(&config.server.cors_origins)?,
         );
         let connections = crate::server::ConnectionCount::new(
             crate::server::connection_cap(&limits),
             limits.max_connections_per_ip,
         );
-        let listener = TcpListener::bind(config.bind)
+        let listener = TcpListener::bind(config.server.bind)
             .await
-            .with_context(|| format!("could not listen on {}", config.bind))?;
+            .with_context(|| format!("could not listen on {}", config.server.bind))?;
         let workers = config.runs_workers_in_process().then(|| {
             Workers::start(
                 &WorkerServices::of(&services),
-                services.metrics.clone(),
+                std::sync::Arc::new(schema::runs::RunMetrics),
                 config,
             )
         });
@@ -269,7 +281,7 @@ impl Application {
             services,
             mode: config.mode(),
             workers,
-            grace: std::time::Duration::from_secs(config.worker_grace_secs),
+            grace: config.workers.grace(),
         })
     }
 

@@ -24,6 +24,7 @@ fn schema() -> &'static schema::AppSchema {
             introspection: true,
             max_variables_bytes: 1 << 20,
             query_timeout: std::time::Duration::from_secs(10),
+            budgets: None,
         })
     })
 }

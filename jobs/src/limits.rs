@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-const MIB: u64 = 1024 * 1024;
+pub const MIB: u64 = 1024 * 1024;
 
 /// Wall-clock time of a program that asks for nothing, in milliseconds.
 pub const DEFAULT_WALL_MS: u64 = 10_000;

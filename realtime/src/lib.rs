@@ -14,6 +14,7 @@ mod topics;
 mod wire;
 
 pub use bus::{Announced, Bus, RemoteDoc};
+pub use redis_link::REDIS_RECONNECTS;
 pub use signal::{
     DocSignal, PresenceSignal, PresenceState, ProjectEvent, ProjectSignal, RunSignal, Signal,
 };

@@ -22,6 +22,8 @@ const OUTBOUND_QUEUE: usize = 16 * 1024;
 const BATCH: usize = 256;
 /// How long one attempt to reach Redis may take (a black-holed host would hang otherwise).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// The counter of this link's reconnections (a family of the server's `/metrics`).
+pub const REDIS_RECONNECTS: &str = "codecrafter_redis_reconnects_total";
 /// What is still queued when the link stops gets this long to reach Redis.
 const LAST_PUBLISH_WAIT: Duration = Duration::from_secs(2);
 
@@ -260,6 +262,7 @@ async fn listen_loop(
                     }
                 };
                 connected.store(true, Ordering::Relaxed);
+                metrics::counter!(REDIS_RECONNECTS).increment(1);
                 tracing::info!("Redis pub/sub connection established");
                 // Whatever was published while this node was not listening is in the
                 // database: have every loaded document catch up.

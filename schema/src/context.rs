@@ -102,6 +102,7 @@ impl SubscriptionBudget {
         let permit = SubscriptionPermit(self.0.clone());
         if taken >= MAX_SUBSCRIPTIONS_PER_CONNECTION {
             drop(permit);
+            crate::metrics::rate_limited("subscriptions");
             return Err(ApiError::RateLimited {
                 retry_after_secs: 1,
             });

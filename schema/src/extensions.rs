@@ -206,3 +206,250 @@ impl Extension for ValidateOnly {
         Response::new(Value::Null)
     }
 }
+
+/// Counts and times every operation (see [`crate::metrics`]): queries and mutations when
+/// they execute, subscriptions over their lifetime, requests refused before execution as
+/// operation `invalid`. The operation label is its root field (`multiple` when it has
+/// several), taken only from a document that validated, so a client cannot invent labels.
+pub struct OperationMetrics;
+
+impl ExtensionFactory for OperationMetrics {
+    fn create(&self) -> Arc<dyn Extension> {
+        Arc::new(OperationMetricsExtension {
+            state: Arc::new(std::sync::Mutex::new(OperationState::new())),
+        })
+    }
+}
+
+struct OperationState {
+    started: std::time::Instant,
+    /// The operation the request names, if any.
+    requested: Option<String>,
+    /// Root field label and type, from the parsed document.
+    parsed: Option<(String, &'static str)>,
+    validated: bool,
+    recorded: bool,
+}
+
+impl OperationState {
+    fn new() -> Self {
+        Self {
+            started: std::time::Instant::now(),
+            requested: None,
+            parsed: None,
+            validated: false,
+            recorded: false,
+        }
+    }
+
+    /// The labels to record under: the parsed ones once the document validated.
+    fn labels(&self) -> (String, &'static str) {
+        match (&self.parsed, self.validated) {
+            (Some((operation, kind)), true) => (operation.clone(), kind),
+            (Some((_, kind)), false) => ("invalid".to_owned(), kind),
+            (None, _) => ("invalid".to_owned(), "unknown"),
+        }
+    }
+
+    fn record(&mut self, outcome: &str) {
+        if self.recorded {
+            return;
+        }
+        self.recorded = true;
+        let (operation, kind) = self.labels();
+        crate::metrics::graphql_operation(&operation, kind, outcome, self.started.elapsed());
+    }
+}
+
+struct OperationMetricsExtension {
+    state: Arc<std::sync::Mutex<OperationState>>,
+}
+
+impl OperationMetricsExtension {
+    fn state(&self) -> std::sync::MutexGuard<'_, OperationState> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// `ok`, or the code of the first error (BAD_USER_INPUT for async-graphql's own, as
+/// [`fill_codes`] gives them).
+fn outcome(response: &Response) -> String {
+    match response.errors.first() {
+        None => "ok".to_owned(),
+        Some(error) => match error.extensions.as_ref().and_then(|e| e.get("code")) {
+            Some(Value::String(code)) => code.clone(),
+            _ => codes::BAD_USER_INPUT.to_owned(),
+        },
+    }
+}
+
+fn kind_name(kind: OperationType) -> &'static str {
+    match kind {
+        OperationType::Query => "query",
+        OperationType::Mutation => "mutation",
+        OperationType::Subscription => "subscription",
+    }
+}
+
+/// The label of the operation `requested` names in `document` (or its only one).
+fn operation_label(
+    document: &async_graphql::parser::types::ExecutableDocument,
+    requested: Option<&str>,
+) -> Option<(String, &'static str)> {
+    use async_graphql::parser::types::Selection;
+    let (_, operation) = document
+        .operations
+        .iter()
+        .find(|(name, _)| requested.is_none() || name.map(|n| n.as_str()) == requested)?;
+    let mut fields = operation
+        .node
+        .selection_set
+        .node
+        .items
+        .iter()
+        .map(|item| match &item.node {
+            Selection::Field(field) => field.node.name.node.as_str(),
+            _ => "fragment",
+        });
+    let first = fields.next().unwrap_or("none");
+    let label = if fields.all(|other| other == first) {
+        first.to_owned()
+    } else {
+        "multiple".to_owned()
+    };
+    Some((label, kind_name(operation.node.ty)))
+}
+
+#[async_trait::async_trait]
+impl Extension for OperationMetricsExtension {
+    async fn request(&self, ctx: &ExtensionContext<'_>, next: NextRequest<'_>) -> Response {
+        let response = next.run(ctx).await;
+        self.state().record(&outcome(&response));
+        response
+    }
+
+    fn subscribe<'s>(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        stream: BoxStream<'s, Response>,
+        next: NextSubscribe<'_>,
+    ) -> BoxStream<'s, Response> {
+        let stream = next.run(ctx, stream);
+        Box::pin(MeteredStream {
+            inner: stream,
+            state: self.state.clone(),
+            active: None,
+            outcome: None,
+        })
+    }
+
+    async fn prepare_request(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        request: Request,
+        next: NextPrepareRequest<'_>,
+    ) -> ServerResult<Request> {
+        {
+            let mut state = self.state();
+            state.started = std::time::Instant::now();
+            state.requested = request.operation_name.clone();
+        }
+        next.run(ctx, request).await
+    }
+
+    async fn parse_query(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        query: &str,
+        variables: &async_graphql::Variables,
+        next: async_graphql::extensions::NextParseQuery<'_>,
+    ) -> ServerResult<async_graphql::parser::types::ExecutableDocument> {
+        let document = next.run(ctx, query, variables).await?;
+        let mut state = self.state();
+        state.parsed = operation_label(&document, state.requested.as_deref());
+        drop(state);
+        Ok(document)
+    }
+
+    async fn validation(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        next: async_graphql::extensions::NextValidation<'_>,
+    ) -> Result<async_graphql::ValidationResult, Vec<ServerError>> {
+        let result = next.run(ctx).await;
+        if result.is_ok() {
+            self.state().validated = true;
+        }
+        result
+    }
+
+    async fn execute(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        operation_name: Option<&str>,
+        next: NextExecute<'_>,
+    ) -> Response {
+        self.state().started = std::time::Instant::now();
+        let response = next.run(ctx, operation_name).await;
+        self.state().record(&outcome(&response));
+        response
+    }
+}
+
+/// A subscription's stream: active while it lives, recorded when it ends.
+struct MeteredStream<'s> {
+    inner: BoxStream<'s, Response>,
+    state: Arc<std::sync::Mutex<OperationState>>,
+    /// The field counted in the active subscriptions.
+    active: Option<String>,
+    /// The first error's code.
+    outcome: Option<String>,
+}
+
+impl futures_util::Stream for MeteredStream<'_> {
+    type Item = Response;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Response>> {
+        let polled = self.inner.as_mut().poll_next(cx);
+        if let std::task::Poll::Ready(Some(response)) = &polled
+            && self.outcome.is_none()
+            && !response.errors.is_empty()
+        {
+            self.outcome = Some(outcome(response));
+        }
+        // Checked on every poll until it validated: a subscription may wait long for its
+        // first event.
+        if self.active.is_none() {
+            let state = self
+                .state
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let (field, kind) = state.labels();
+            let ended = state.recorded;
+            drop(state);
+            if kind == "subscription" && field != "invalid" && !ended {
+                crate::metrics::subscription_started(&field);
+                self.active = Some(field);
+            }
+        }
+        polled
+    }
+}
+
+impl Drop for MeteredStream<'_> {
+    fn drop(&mut self) {
+        if let Some(field) = &self.active {
+            crate::metrics::subscription_ended(field);
+        }
+        let outcome = self.outcome.take().unwrap_or_else(|| "ok".to_owned());
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .record(&outcome);
+    }
+}

@@ -4,6 +4,7 @@
 //! thin and the services hold the rules.
 
 pub mod auth;
+pub mod budgets;
 pub mod chat;
 pub mod context;
 pub mod documents;
@@ -105,17 +106,24 @@ pub struct SchemaOptions {
     pub max_variables_bytes: usize,
     /// Longest a query may execute.
     pub query_timeout: std::time::Duration,
+    /// Budgets per address and per user (see [`budgets`]); `None` checks none.
+    pub budgets: Option<budgets::BudgetSettings>,
 }
 
 /// The schema, serving `services`.
 pub fn build(services: Services, options: &SchemaOptions) -> AppSchema {
     let builder = builder()
+        .extension(extensions::OperationMetrics)
         .extension(extensions::RequestLimits {
             max_variables_bytes: options.max_variables_bytes,
             introspection: options.introspection,
             query_timeout: options.query_timeout,
         })
         .data(services);
+    let builder = match &options.budgets {
+        Some(settings) => builder.extension(budgets::OperationBudgets::new(settings)),
+        None => builder,
+    };
     if options.introspection {
         builder.finish()
     } else {

@@ -147,7 +147,8 @@ backend_tests! {
             let wrong = app.gql(SIGN_IN, json!({ "login": "target", "password": "guess-guess" })).await;
             wrong.assert_error("UNAUTHENTICATED", None);
         }
-        // Locked for the window, even with the right password, however the login is cased.
+        // From this address, slowed down: even the right password waits, however the login
+        // is cased (another address is not slowed, see ratelimit::).
         for login in ["target", "TARGET"] {
             let locked = app.gql(SIGN_IN, json!({ "login": login, "password": "password-target" })).await;
             locked.assert_error("RATE_LIMITED", None);
@@ -174,6 +175,21 @@ backend_tests! {
         unknown.assert_error("UNAUTHENTICATED", None);
         assert_eq!(wrong.error()["message"], unknown.error()["message"]);
         assert_eq!(wrong.error()["extensions"], unknown.error()["extensions"]);
+        // Nor does the time the answer takes: an unknown login costs a password hash too.
+        let fastest = |login: &'static str| {
+            let app = app.clone();
+            async move {
+                let mut best = Duration::MAX;
+                for _ in 0..4 {
+                    let started = Instant::now();
+                    app.gql(SIGN_IN, json!({ "login": login, "password": "not-her-password" })).await;
+                    best = best.min(started.elapsed());
+                }
+                best
+            }
+        };
+        let (known, unknown) = (fastest("margaret").await, fastest("nobody").await);
+        assert!(unknown * 2 >= known, "unknown login {unknown:?}, known {known:?}");
     }
 
     async fn inactive_users_cannot_sign_in_or_refresh(app) {

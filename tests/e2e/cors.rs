@@ -66,7 +66,7 @@ async fn dev_servers_on_localhost_may_send_the_token_and_others_may_not() {
 async fn cors_origins_names_the_allowed_sites() {
     run_with(
         Backend::Sqlite,
-        |c| c.cors_origins = vec!["https://app.example.com".into()],
+        |c| c.server.cors_origins = vec!["https://app.example.com".into()],
         |app| async move {
             let listed = preflight(&app, "https://app.example.com").await;
             assert_eq!(
@@ -80,7 +80,7 @@ async fn cors_origins_names_the_allowed_sites() {
     .await;
     run_with(
         Backend::Sqlite,
-        |c| c.cors_origins = vec!["*".into()],
+        |c| c.server.cors_origins = vec!["*".into()],
         |app| async move {
             let any = preflight(&app, "https://anywhere.example").await;
             assert_eq!(header(&any, "access-control-allow-origin"), Some("*"));

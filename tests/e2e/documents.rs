@@ -253,7 +253,7 @@ async fn python_peer(request: Value) -> Value {
 
 backend_tests! {
     async fn another_loro_implementation_reads_and_writes_the_same_document(app) {
-        let app = app.restart_with(|c| c.compact_after_updates = 2).await;
+        let app = app.restart_with(|c| c.documents.compact_after_updates = 2).await;
         let team = team(&app).await;
         let mut alice = Peer::join(&app, &team.owner, &team.project, 71).await;
         alice.edit(|p| p.text("main.py").insert(0, "hello from rust").unwrap()).await;
@@ -407,9 +407,9 @@ backend_tests! {
     async fn limits_are_configuration(app) {
         let app = app
             .restart_with(|c| {
-                c.max_update_bytes = 2_000;
-                c.max_file_bytes = 100;
-                c.max_files = 2;
+                c.documents.max_update_bytes = 2_000;
+                c.documents.max_file_bytes = 100;
+                c.documents.max_files = 2;
             })
             .await;
         let team = team(&app).await;
@@ -430,7 +430,7 @@ backend_tests! {
     }
 
     async fn acknowledged_edits_survive_restart_and_compaction(app) {
-        let app = app.restart_with(|c| c.compact_after_updates = 3).await;
+        let app = app.restart_with(|c| c.documents.compact_after_updates = 3).await;
         let team = team(&app).await;
         let mut alice = Peer::join(&app, &team.owner, &team.project, 11).await;
         alice.edit(|p| p.text("a.txt").insert(0, "one ").unwrap()).await;
@@ -663,8 +663,8 @@ backend_tests! {
     async fn idle_documents_get_an_auto_save_and_unload(app) {
         let app = app
             .restart_with(|c| {
-                c.autosave_idle_secs = 1;
-                c.document_idle_secs = 1;
+                c.documents.autosave_idle_secs = 1;
+                c.documents.idle_secs = 1;
             })
             .await;
         let team = team(&app).await;
@@ -689,7 +689,7 @@ backend_tests! {
     }
 
     async fn many_documents_do_not_stay_in_memory(app) {
-        let app = app.restart_with(|c| c.document_idle_secs = 1).await;
+        let app = app.restart_with(|c| c.documents.idle_secs = 1).await;
         let owner = app.sign_up("owner").await;
         for i in 0..100 {
             let project = app.create_project(&owner, &format!("p{i}"), false).await;
@@ -829,7 +829,7 @@ backend_tests! {
 
     async fn a_socket_cannot_outlive_its_access_token(app) {
         let team = team(&app).await;
-        let app = app.restart_with(|c| c.access_token_ttl_secs = 2).await;
+        let app = app.restart_with(|c| c.auth.access_token_ttl_secs = 2).await;
         let editor = app.sign_in("editor", "password-editor").await;
         let mut ws = WsClient::connect(&app, Some(&editor.access)).await;
         let fresh = ws.request(FILES, json!({ "p": team.project })).await;
@@ -904,8 +904,8 @@ async fn concurrent_edits_on_two_nodes_converge() {
     codecrafter_tests::run_with(
         codecrafter_tests::Backend::Postgres,
         |config| {
-            config.redis_url = Some(secrecy::SecretString::from("redis://127.0.0.1:6379"));
-            config.redis_channel = format!("cc-test-{}", uuid::Uuid::new_v4());
+            config.redis.url = Some(secrecy::SecretString::from("redis://127.0.0.1:6379"));
+            config.redis.channel = format!("cc-test-{}", uuid::Uuid::new_v4());
         },
         |app| async move {
             let node_b = app.spawn_node().await;

@@ -11,9 +11,9 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use crate::documents::{APPLY, Peer, server_files, team};
 
 fn shared_redis(config: &mut api::Config) {
-    config.redis_url = Some(secrecy::SecretString::from("redis://127.0.0.1:6379"));
-    config.redis_channel = format!("cc-test-{}", uuid::Uuid::new_v4().simple());
-    config.in_process_workers = Some(false);
+    config.redis.url = Some(secrecy::SecretString::from("redis://127.0.0.1:6379"));
+    config.redis.channel = format!("cc-test-{}", uuid::Uuid::new_v4().simple());
+    config.workers.in_process = Some(false);
 }
 
 /// Not a test: an API node in a process of its own (`codecrafter serve`, as `main` runs it,
@@ -56,19 +56,25 @@ impl NodeProcess {
             .env("BIND", "127.0.0.1:0")
             .env(
                 "DATABASE_URL",
-                config.database_url.as_ref().unwrap().expose_secret(),
+                config.database.url.as_ref().unwrap().expose_secret(),
             )
             .env(
                 "JWT_SECRET",
-                config.jwt_secret.as_ref().unwrap().expose_secret(),
+                config.auth.jwt_secret.as_ref().unwrap().expose_secret(),
             )
             .env(
                 "REDIS_URL",
-                config.redis_url.as_ref().unwrap().expose_secret(),
+                config.redis.url.as_ref().unwrap().expose_secret(),
             )
-            .env("REDIS_CHANNEL", &config.redis_channel)
+            .env("REDIS_CHANNEL", &config.redis.channel)
             .env("IN_PROCESS_WORKERS", "false")
             .env("DATABASE_MAX_CONNECTIONS", "2")
+            // The edits come faster than a person's (as for every test server).
+            .env("RATE_LIMIT_PER_SECOND", "10000")
+            .env("RATE_LIMIT_BURST", "100000")
+            .env("RATE_LIMIT_AUTH_BURST", "100000")
+            .env("RATE_LIMIT_WRITES_BURST", "100000")
+            .env("RATE_LIMIT_UPDATES_BURST", "100000")
             .env("CODECRAFTER_DATA_DIR", data_dir.path())
             .env("RUST_LOG", "warn")
             .stdout(std::process::Stdio::piped())
@@ -342,8 +348,8 @@ async fn nodes_survive_redis_going_away_and_catch_up_when_it_returns() {
         codecrafter_tests::Backend::Postgres,
         |config| {
             shared_redis(config);
-            config.redis_url = Some(secrecy::SecretString::from(url));
-            config.document_head_check_ms = 0;
+            config.redis.url = Some(secrecy::SecretString::from(url));
+            config.documents.head_check_ms = 0;
         },
         |node_a| async move {
             let redis = private;
@@ -408,8 +414,8 @@ async fn workers_take_runs_again_once_redis_is_back() {
         codecrafter_tests::Backend::Postgres,
         |config| {
             shared_redis(config);
-            config.redis_url = Some(secrecy::SecretString::from(url));
-            config.in_process_workers = Some(true);
+            config.redis.url = Some(secrecy::SecretString::from(url));
+            config.workers.in_process = Some(true);
         },
         |app| async move {
             let redis = private;

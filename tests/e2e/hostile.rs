@@ -140,7 +140,7 @@ async fn standard_introspection_is_answered_and_can_be_turned_off() {
             "introspectionLists"
         );
 
-        let closed = app.restart_with(|c| c.introspection = false).await;
+        let closed = app.restart_with(|c| c.server.introspection = false).await;
         let answer = post(&closed, INTROSPECTION, json!({})).await;
         assert_eq!(answer.code(), "BAD_USER_INPUT", "{}", answer.body);
         still_serving(&closed).await;
@@ -216,7 +216,7 @@ async fn a_bad_token_at_connection_init_closes_with_4403() {
         let mut forged = WsClient::open(&app).await;
         forged.send(json!({ "type": "connection_init", "payload": { "authorization": "Bearer forged" } })).await;
         assert_eq!(forged.close_code().await, Some(4403));
-        let expired = app.restart_with(|c| c.access_token_ttl_secs = 0).await;
+        let expired = app.restart_with(|c| c.auth.access_token_ttl_secs = 0).await;
         let user = expired.sign_up("brief").await;
         let mut late = WsClient::open(&expired).await;
         late.send(json!({ "type": "connection_init", "payload": { "authorization": format!("Bearer {}", user.access) } })).await;

@@ -155,7 +155,7 @@ backend_tests! {
     }
 
     async fn silent_clients_expire_after_the_ttl(app) {
-        let app = app.restart_with(|config| config.presence_ttl_secs = 1).await;
+        let app = app.restart_with(|config| config.presence.ttl_secs = 1).await;
         let ann = app.sign_up("ann").await;
         let bob = app.sign_up("bob").await;
         let project = app.create_project(&ann, "Here", false).await;
@@ -277,8 +277,8 @@ async fn presence_crosses_nodes() {
     codecrafter_tests::run(Backend::Postgres, |app| async move {
         let app = app
             .restart_with(|config| {
-                config.redis_url = Some(secrecy::SecretString::from("redis://127.0.0.1:6379"));
-                config.redis_channel = format!("cc-test-{}", uuid::Uuid::new_v4());
+                config.redis.url = Some(secrecy::SecretString::from("redis://127.0.0.1:6379"));
+                config.redis.channel = format!("cc-test-{}", uuid::Uuid::new_v4());
             })
             .await;
         let node_b = app.spawn_node().await;

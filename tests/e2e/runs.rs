@@ -211,7 +211,7 @@ backend_tests! {
         let greedy = python(&app, &owner, &project, "x = []\nwhile True: x.append(bytearray(1 << 20))").await;
         assert_eq!(greedy["status"], "MEMORY_LIMIT");
         // The server's secrets, its data directory and the host's passwords are out of reach.
-        let data_dir = app.config.data_dir.display().to_string();
+        let data_dir = app.config.database.data_dir.display().to_string();
         let nosy = python(&app, &owner, &project, &format!(
             "import os\nprint(sorted(os.environ))\nfor p in ['/etc/shadow', '{data_dir}/codecrafter.db', '{data_dir}/jobs.db']:\n    try:\n        open(p, 'rb').read(); print('READ', p)\n    except Exception as e:\n        print('denied', p)\nprint(open('/proc/1/environ', 'rb').read())"
         )).await;
@@ -261,7 +261,7 @@ backend_tests! {
     }
 
     async fn runs_are_rate_limited_per_user(app) {
-        let app = app.restart_with(|c| c.runs_per_minute = 2).await;
+        let app = app.restart_with(|c| c.runs.runs_per_minute = 2).await;
         let owner = app.sign_up("owner").await;
         let project = project_of(&app, &owner).await;
         let source = json!({ "p": project, "l": "BASH", "s": "true" });
@@ -302,14 +302,14 @@ backend_tests! {
 
     async fn cancelling_queued_and_running_runs(app) {
         // Without workers, a run waits in the queue.
-        let app = app.restart_with(|c| c.in_process_workers = Some(false)).await;
+        let app = app.restart_with(|c| c.workers.in_process = Some(false)).await;
         let owner = app.sign_up("owner").await;
         let project = project_of(&app, &owner).await;
         let queued = start(&app, &owner, json!({ "p": project, "l": "PYTHON", "s": "print('never')" })).await;
         let cancelled = app.gql_as(&owner.access, "mutation($id: ID!) { cancelRun(id: $id) { status } }", json!({ "id": queued })).await;
         assert_eq!(cancelled.data()["cancelRun"]["status"], "CANCELLED");
         // With workers back, the cancelled run stays cancelled and a long one is stopped.
-        let app = app.restart_with(|c| c.in_process_workers = Some(true)).await;
+        let app = app.restart_with(|c| c.workers.in_process = Some(true)).await;
         let running = start(&app, &owner, json!({ "p": project, "l": "PYTHON", "s": "import time\nprint('started', flush=True)\ntime.sleep(60)" })).await;
         let mut ws = WsClient::connect(&app, Some(&owner.access)).await;
         let sub = ws.subscribe(EVENTS, json!({ "id": running })).await;
@@ -334,7 +334,7 @@ backend_tests! {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
         std::fs::set_permissions(&flaky, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let app = app.restart_with(|c| c.sandbox_bwrap = flaky.clone()).await;
+        let app = app.restart_with(|c| c.runs.sandbox_bwrap = flaky.clone()).await;
         let owner = app.sign_up("owner").await;
         let project = project_of(&app, &owner).await;
         let run = python(&app, &owner, &project, "print('second time lucky')").await;
@@ -342,13 +342,13 @@ backend_tests! {
         assert_eq!(run["attempts"], 2);
         assert_eq!(run["stdout"], "second time lucky\n");
         // A sandbox that never starts: three attempts, then INTERNAL_ERROR with the reason.
-        let app = app.restart_with(|c| c.sandbox_bwrap = "/nonexistent/bwrap".into()).await;
+        let app = app.restart_with(|c| c.runs.sandbox_bwrap = "/nonexistent/bwrap".into()).await;
         let run = python(&app, &owner, &project, "print('never')").await;
         assert_eq!(run["status"], "INTERNAL_ERROR", "{run}");
         assert_eq!(run["attempts"], 3);
         assert!(run["error"].as_str().unwrap().contains("gave up after 3 attempts"), "{run}");
         // A failing program is a result, not retried.
-        let app = app.restart_with(|c| c.sandbox_bwrap = "bwrap".into()).await;
+        let app = app.restart_with(|c| c.runs.sandbox_bwrap = "bwrap".into()).await;
         let run = python(&app, &owner, &project, "raise SystemExit(1)").await;
         assert_eq!((&run["status"], &run["attempts"]), (&json!("FAILED"), &json!(1)));
     }
@@ -356,9 +356,9 @@ backend_tests! {
 
 fn redis_config(config: &mut api::Config) {
     let unique = uuid::Uuid::new_v4().simple().to_string();
-    config.redis_url = Some(secrecy::SecretString::from("redis://127.0.0.1:6379"));
-    config.redis_channel = format!("cc-test-{unique}");
-    config.job_queue = format!("cc-test-runs-{unique}");
+    config.redis.url = Some(secrecy::SecretString::from("redis://127.0.0.1:6379"));
+    config.redis.channel = format!("cc-test-{unique}");
+    config.workers.job_queue = format!("cc-test-runs-{unique}");
 }
 
 /// A run started on one API node streams to subscribers on both nodes (PostgreSQL + Redis).
@@ -368,7 +368,7 @@ async fn a_run_streams_to_subscribers_on_two_nodes() {
         codecrafter_tests::Backend::Postgres,
         |config| {
             redis_config(config);
-            config.in_process_workers = Some(true);
+            config.workers.in_process = Some(true);
         },
         |app| async move {
             let node_b = app.spawn_node().await;
@@ -399,14 +399,14 @@ fn spawn_worker(app: &TestApp, data_dir: &std::path::Path) -> tokio::process::Ch
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .env(
             "DATABASE_URL",
-            config.database_url.as_ref().unwrap().expose_secret(),
+            config.database.url.as_ref().unwrap().expose_secret(),
         )
         .env(
             "REDIS_URL",
-            config.redis_url.as_ref().unwrap().expose_secret(),
+            config.redis.url.as_ref().unwrap().expose_secret(),
         )
-        .env("REDIS_CHANNEL", &config.redis_channel)
-        .env("JOB_QUEUE", &config.job_queue)
+        .env("REDIS_CHANNEL", &config.redis.channel)
+        .env("JOB_QUEUE", &config.workers.job_queue)
         .env("CODECRAFTER_DATA_DIR", data_dir)
         .env("WORKER_CONCURRENCY", "1")
         .env("RUST_LOG", "warn")
@@ -418,7 +418,7 @@ fn spawn_worker(app: &TestApp, data_dir: &std::path::Path) -> tokio::process::Ch
 /// How many connections listen on each of the deployment's Redis channels: what the people
 /// in a project share, run events, run control.
 async fn listeners(app: &TestApp) -> [i64; 3] {
-    let channels = schema::realtime::Channels::new(&app.config.redis_channel);
+    let channels = schema::realtime::Channels::new(&app.config.redis.channel);
     let client = redis::Client::open("redis://127.0.0.1:6379").unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
     let counts: Vec<(String, i64)> = redis::cmd("PUBSUB")
@@ -442,7 +442,7 @@ async fn a_worker_process_holds_no_secret_and_hears_only_run_signals() {
         codecrafter_tests::Backend::Postgres,
         |config| {
             redis_config(config);
-            config.in_process_workers = Some(false);
+            config.workers.in_process = Some(false);
         },
         |app| async move {
             // The API node listens to everything.
@@ -488,7 +488,7 @@ async fn a_worker_process_holds_no_secret_and_hears_only_run_signals() {
             let id = start(&app, &owner, json!({ "p": project, "l": "PYTHON", "s": long })).await;
             let sub = ws.subscribe(EVENTS, json!({ "id": id })).await;
             wait_for_output(&mut ws, &sub, "start\n").await;
-            let channels = schema::realtime::Channels::new(&app.config.redis_channel);
+            let channels = schema::realtime::Channels::new(&app.config.redis.channel);
             let client = redis::Client::open("redis://127.0.0.1:6379").unwrap();
             let mut conn = client.get_multiplexed_async_connection().await.unwrap();
             let cancel = json!({
@@ -545,7 +545,7 @@ async fn a_killed_worker_loses_nothing() {
         codecrafter_tests::Backend::Postgres,
         |config| {
             redis_config(config);
-            config.in_process_workers = Some(false);
+            config.workers.in_process = Some(false);
         },
         |app| async move {
             let dir = tempfile::tempdir().unwrap();
@@ -600,7 +600,7 @@ async fn a_terminated_worker_finishes_its_run_and_takes_no_more() {
         codecrafter_tests::Backend::Postgres,
         |config| {
             redis_config(config);
-            config.in_process_workers = Some(false);
+            config.workers.in_process = Some(false);
         },
         |app| async move {
             let dir = tempfile::tempdir().unwrap();
@@ -653,7 +653,7 @@ async fn worker_concurrency_is_honoured(app: TestApp) {
     let mut app = app;
     for (concurrency, count) in [(1, 3), (2, 4)] {
         app = app
-            .restart_with(|c| c.worker_concurrency = Some(concurrency))
+            .restart_with(|c| c.workers.concurrency = Some(concurrency))
             .await;
         let mut ids = Vec::new();
         for _ in 0..count {
@@ -696,7 +696,7 @@ async fn worker_concurrency_on_the_redis_queue() {
         codecrafter_tests::Backend::Postgres,
         |config| {
             redis_config(config);
-            config.in_process_workers = Some(true);
+            config.workers.in_process = Some(true);
         },
         worker_concurrency_is_honoured,
     )

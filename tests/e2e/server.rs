@@ -4,28 +4,6 @@ use codecrafter_tests::serde_json::json;
 use codecrafter_tests::{Backend, Gql, backend_tests, fresh_config};
 
 backend_tests! {
-    async fn metrics_count_what_happens(app) {
-        let metric = |text: &str, name: &str| -> f64 {
-            text.lines()
-                .find(|l| l.starts_with(name))
-                .and_then(|l| l.rsplit(' ').next())
-                .and_then(|v| v.parse().ok())
-                .unwrap_or_else(|| panic!("no {name} in {text}"))
-        };
-        let read = || app.get_text("/metrics");
-        let before = read().await;
-        assert_eq!(metric(&before, "codecrafter_websocket_connections"), 0.0);
-        let owner = app.sign_up("owner").await;
-        let project = app.create_project(&owner, "m", false).await;
-        app.create_file(&owner, &project, "a.py").await;
-        let socket = codecrafter_tests::ws::WsClient::connect(&app, Some(&owner.access)).await;
-        let after = read().await;
-        assert_eq!(metric(&after, "codecrafter_websocket_connections"), 1.0);
-        assert_eq!(metric(&after, "codecrafter_documents_loaded"), 1.0);
-        assert!(after.contains("# TYPE codecrafter_runs_finished_total counter"));
-        drop(socket);
-    }
-
     async fn health_and_readiness(app) {
         let health = app.client.get(app.url("/healthz")).send().await.unwrap();
         assert_eq!(health.status(), 200);
@@ -36,7 +14,7 @@ backend_tests! {
         assert_eq!(body.get("redis"), None, "no Redis configured: {body}");
         // With Redis, readiness covers the link to the other nodes too.
         let app = app
-            .restart_with(|c| c.redis_url = Some(secrecy::SecretString::from("redis://127.0.0.1:6379")))
+            .restart_with(|c| c.redis.url = Some(secrecy::SecretString::from("redis://127.0.0.1:6379")))
             .await;
         let body: serde_json::Value = app.client.get(app.url("/readyz")).send().await.unwrap().json().await.unwrap();
         assert_eq!((&body["status"], &body["database"], &body["redis"]), (&serde_json::json!("ready"), &serde_json::json!("ok"), &serde_json::json!("ok")));
@@ -96,7 +74,7 @@ backend_tests! {
     }
 
     async fn oversized_bodies_are_refused(app) {
-        let huge = "x".repeat(app.config.max_body_bytes + 1);
+        let huge = "x".repeat(app.config.server.max_body_bytes + 1);
         let response = app
             .client
             .post(app.url("/graphql"))
@@ -142,7 +120,7 @@ fn schema_file_matches_the_code() {
 async fn production_mode_requires_a_jwt_secret() {
     let dir = tempfile::tempdir().unwrap();
     let (mut config, database) = fresh_config(Backend::Postgres, dir.path()).await;
-    config.jwt_secret = None;
+    config.auth.jwt_secret = None;
     let error = api::Application::build(&config)
         .await
         .err()
@@ -151,7 +129,7 @@ async fn production_mode_requires_a_jwt_secret() {
         error.to_string().contains("JWT_SECRET is required"),
         "{error}"
     );
-    config.jwt_secret = Some("short".to_owned().into());
+    config.auth.jwt_secret = Some("short".to_owned().into());
     let error = api::Application::build(&config)
         .await
         .err()

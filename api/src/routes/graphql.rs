@@ -20,6 +20,7 @@ const APPLICATION_JSON: &str = "application/json";
 
 pub async fn graphql(
     State(state): State<AppState>,
+    client: Option<axum::Extension<schema::budgets::ClientIp>>,
     method: Method,
     headers: HeaderMap,
     request: Result<GraphQLRequest, async_graphql_axum::rejection::GraphQLRejection>,
@@ -49,12 +50,16 @@ pub async fn graphql(
         }
     }
     let viewer = viewer_from(&headers, &state.services);
-    let request = schema::prepare(request, &state.services, viewer);
+    let operation = request.operation_name.clone();
+    let mut request = schema::prepare(request, &state.services, viewer);
+    if let Some(axum::Extension(client)) = client {
+        request = request.data(client);
+    }
     // A task of its own: when the client goes away or the request times out, a mutation
     // still finishes (stopping one between its commit and its broadcast would lose the
     // broadcast); queries are cut off by their own timeout.
     let schema = state.schema.clone();
-    match tokio::spawn(async move { schema.execute(request).await }).await {
+    let mut answer = match tokio::spawn(async move { schema.execute(request).await }).await {
         Ok(response) => media.respond(response),
         Err(error) => {
             tracing::error!(%error, "a GraphQL execution failed");
@@ -64,7 +69,14 @@ pub async fn graphql(
                 "the server failed to answer; try again".into(),
             )
         }
+    };
+    if let Some(name) = operation {
+        let name: String = name.chars().take(100).collect();
+        answer
+            .extensions_mut()
+            .insert(crate::observe::OperationName(name));
     }
+    answer
 }
 
 /// The media type of the answer, from the request's `Accept` (GraphQL over HTTP): the new
@@ -108,7 +120,9 @@ impl ResponseMedia {
         let request_error = response.data == Value::Null
             && !response.errors.is_empty()
             && response.errors.iter().all(|e| e.path.is_empty());
+        let retry_after = limited(&response);
         let (status, content_type) = match self {
+            _ if retry_after.is_some() => (StatusCode::TOO_MANY_REQUESTS, self.media_type()),
             Self::GraphqlResponseJson if request_error => {
                 (StatusCode::BAD_REQUEST, GRAPHQL_RESPONSE_JSON)
             }
@@ -141,8 +155,45 @@ impl ResponseMedia {
         )
             .into_response();
         answer.headers_mut().extend(response.http_headers);
+        if let Some(seconds) = retry_after {
+            answer
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
         answer
     }
+
+    fn media_type(self) -> &'static str {
+        match self {
+            Self::GraphqlResponseJson => GRAPHQL_RESPONSE_JSON,
+            Self::Json => APPLICATION_JSON,
+        }
+    }
+}
+
+/// When nothing was done because a budget ran out (no data, every error RATE_LIMITED): the
+/// seconds to wait, for HTTP's 429 and `Retry-After`.
+fn limited(response: &Response) -> Option<u64> {
+    if response.data != Value::Null || response.errors.is_empty() {
+        return None;
+    }
+    response
+        .errors
+        .iter()
+        .map(|error| {
+            let extensions = error.extensions.as_ref()?;
+            match (extensions.get("code"), extensions.get("retryAfter")) {
+                (Some(Value::String(code)), Some(Value::Number(after)))
+                    if code == codes::RATE_LIMITED =>
+                {
+                    after.as_u64()
+                }
+                _ => None,
+            }
+        })
+        .collect::<Option<Vec<u64>>>()?
+        .into_iter()
+        .max()
 }
 
 /// GET `/graphql`: a WebSocket upgrade (graphql-ws), or a query in the URL.
@@ -157,9 +208,14 @@ pub async fn graphql_get(State(state): State<AppState>, request: Request) -> Htt
     }
     let (parts, body) = request.into_parts();
     let (method, headers) = (parts.method.clone(), parts.headers.clone());
+    let client = parts
+        .extensions
+        .get::<schema::budgets::ClientIp>()
+        .copied()
+        .map(axum::Extension);
     let graphql_request =
         GraphQLRequest::from_request(Request::from_parts(parts, body), &state).await;
-    graphql(State(state), method, headers, graphql_request).await
+    graphql(State(state), client, method, headers, graphql_request).await
 }
 
 async fn websocket(state: AppState, request: Request) -> HttpResponse {
@@ -182,6 +238,7 @@ async fn websocket(state: AppState, request: Request) -> HttpResponse {
         Err(rejection) => return rejection.into_response(),
     };
     let connections = state.connections.clone();
+    let client = parts.extensions.get::<schema::budgets::ClientIp>().copied();
     upgrade
         .protocols([graphql_ws::PROTOCOL])
         .max_message_size(state.max_ws_message_bytes)
@@ -193,14 +250,9 @@ async fn websocket(state: AppState, request: Request) -> HttpResponse {
             let metrics = state.services.metrics.clone();
             let (settings, shutdown) = (state.ws, state.shutdown.clone());
             connections.track_future(async move {
-                use std::sync::atomic::Ordering;
-                metrics
-                    .websocket_connections
-                    .fetch_add(1, Ordering::Relaxed);
-                graphql_ws::serve(socket, state, settings, shutdown).await;
-                metrics
-                    .websocket_connections
-                    .fetch_sub(1, Ordering::Relaxed);
+                metrics.websocket_opened();
+                graphql_ws::serve(socket, state, settings, shutdown, client).await;
+                metrics.websocket_closed();
             })
         })
 }

@@ -106,6 +106,7 @@ pub async fn serve(
     state: AppState,
     settings: WsSettings,
     shutdown: CancellationToken,
+    client: Option<schema::budgets::ClientIp>,
 ) {
     let (sink, mut incoming) = socket.split();
     let (outgoing, queue) = mpsc::channel::<Message>(OUTGOING_QUEUE);
@@ -114,6 +115,7 @@ pub async fn serve(
         state,
         outgoing,
         data: None,
+        client,
         operations: StreamMap::new(),
         answered: HashSet::new(),
     };
@@ -218,6 +220,8 @@ struct Connection {
     outgoing: mpsc::Sender<Message>,
     /// Set by `connection_init`: who is connected, and what their operations share.
     data: Option<Arc<Data>>,
+    /// The client's address, for the budgets of what it asks.
+    client: Option<schema::budgets::ClientIp>,
     operations: StreamMap<String, Operation>,
     /// Operations that have sent at least one `next`.
     answered: HashSet<String>,
@@ -255,10 +259,11 @@ impl Connection {
                         "Forbidden: the access token is invalid or expired",
                     ));
                 }
-                self.data = Some(Arc::new(schema::connection_data(
-                    &self.state.services,
-                    viewer,
-                )));
+                let mut data = schema::connection_data(&self.state.services, viewer);
+                if let Some(client) = self.client {
+                    data.insert(client);
+                }
+                self.data = Some(Arc::new(data));
                 self.send(json!({ "type": "connection_ack" })).await;
             }
             ClientMessage::Ping {} => self.send(json!({ "type": "pong" })).await,

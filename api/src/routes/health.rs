@@ -45,13 +45,8 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<serde_js
     (code, Json(body))
 }
 
-/// Prometheus text: connections, documents in memory, updates, runs.
+/// Prometheus text (see `schema::metrics` for the families).
 pub async fn metrics(State(state): State<AppState>) -> impl axum::response::IntoResponse {
-    (
-        [(
-            axum::http::header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        schema::metrics::render(&state.services),
-    )
+    schema::metrics::observe(&state.services).await;
+    crate::observe::metrics_response(crate::observe::render_metrics())
 }

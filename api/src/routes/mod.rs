@@ -7,6 +7,7 @@ mod health;
 
 pub use graphql_ws::WsSettings;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -20,7 +21,6 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
-use tower_http::trace::TraceLayer;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -33,6 +33,10 @@ pub struct AppState {
     pub shutdown: tokio_util::sync::CancellationToken,
     /// The WebSocket connections being served, awaited on shutdown.
     pub connections: tokio_util::task::TaskTracker,
+    /// Whose forwarding headers name the client.
+    pub trusted_proxies: Arc<crate::ratelimit::TrustedProxies>,
+    /// The per-address budget of `/graphql`.
+    pub budget: Arc<crate::ratelimit::Budget>,
 }
 
 pub fn router(
@@ -41,8 +45,16 @@ pub fn router(
     request_timeout: Duration,
     cors: CorsLayer,
 ) -> Router {
+    let governor = tower_governor::GovernorLayer::new(state.budget.clone())
+        .error_handler(crate::ratelimit::refused);
+    let trusted = state.trusted_proxies.clone();
     Router::new()
-        .route("/graphql", get(graphql::graphql_get).post(graphql::graphql))
+        .route(
+            "/graphql",
+            get(graphql::graphql_get)
+                .post(graphql::graphql)
+                .layer(governor),
+        )
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
@@ -56,7 +68,11 @@ pub fn router(
         .layer(map_response(coded_errors))
         .layer(cors)
         .layer(CatchPanicLayer::new())
-        .layer(TraceLayer::new_for_http())
+        .layer(axum::middleware::from_fn_with_state(
+            trusted,
+            crate::ratelimit::identify,
+        ))
+        .layer(axum::middleware::from_fn(crate::observe::access))
 }
 
 /// Cross-origin browser access: the listed origins (or any, for `*`) may send the two

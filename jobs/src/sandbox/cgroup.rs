@@ -168,21 +168,26 @@ fn entries(dir: &Path) -> Vec<(String, PathBuf)> {
 /// Kill what is left in a dead worker's run cgroup and remove it.
 fn remove_group(dir: &Path) {
     let _ = std::fs::write(dir.join("cgroup.kill"), "1");
-    for _ in 0..50 {
+    // Killed processes leave the group once the kernel has finished them, which on a busy
+    // host takes a while; the group can only be removed after that.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
         let pids = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
-        if pids.trim().is_empty() {
-            break;
-        }
         for pid in pids.split_whitespace() {
             let _ = std::process::Command::new("/bin/kill")
                 .args(["-9", pid])
                 .stderr(std::process::Stdio::null())
                 .status();
         }
+        if pids.trim().is_empty() && std::fs::remove_dir(dir).is_ok() {
+            tracing::info!(cgroup = %dir.display(), "removed a dead worker's run cgroup");
+            return;
+        }
+        if std::time::Instant::now() >= deadline {
+            tracing::warn!(cgroup = %dir.display(), "cannot remove a dead worker's run cgroup");
+            return;
+        }
         std::thread::sleep(Duration::from_millis(10));
-    }
-    if std::fs::remove_dir(dir).is_ok() {
-        tracing::info!(cgroup = %dir.display(), "removed a dead worker's run cgroup");
     }
 }
 

@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use entity::prelude::*;
+use entity::project::Language;
 use entity::run::{self, RunStatus};
 use entity::time::now;
 use realtime::{Bus, RunSignal};
@@ -61,14 +62,23 @@ impl Default for WorkerConfig {
     }
 }
 
-/// Told when this process's workers start and end runs (the server counts them for
-/// `/metrics`; a worker process has nobody to tell, `()`).
+/// Told what this process's workers do with runs, for `/metrics` (`()` tells nobody).
 pub trait RunObserver: Send + Sync + 'static {
-    fn started(&self) {}
-    fn finished(&self, _status: RunStatus) {}
+    /// A run was claimed after `waited` in the queue.
+    fn claimed(&self, _language: Language, _waited: Duration) {}
+    /// A run's program ended after `wall` and `cpu` (the whole process tree's).
+    fn measured(&self, _language: Language, _wall: Duration, _cpu: Duration) {}
+    /// The sandbox itself failed (the attempt is retried or given up).
+    fn sandbox_failed(&self) {}
+    fn finished(&self, _language: Language, _status: RunStatus) {}
 }
 
 impl RunObserver for () {}
+
+/// How long ago `since` was.
+fn waited(since: chrono::DateTime<chrono::Utc>) -> Duration {
+    (chrono::Utc::now() - since).to_std().unwrap_or_default()
+}
 
 /// Tell the run's followers and its project that it ended.
 pub fn announce_finished(bus: &Bus, run: &run::Model, status: RunStatus) {
@@ -109,7 +119,7 @@ impl Executor {
     }
 
     fn announce_finished(&self, run: &run::Model, status: RunStatus) {
-        self.observer.finished(status);
+        self.observer.finished(run.language, status);
         announce_finished(&self.bus, run, status);
     }
 
@@ -139,7 +149,7 @@ impl Executor {
         let Some(run) = self.claim(id).await? else {
             return Ok(());
         };
-        self.observer.started();
+        self.observer.claimed(run.language, waited(run.created_at));
         self.bus.publish_run(
             id,
             RunSignal::Status {
@@ -320,6 +330,8 @@ impl Executor {
             .exec(&self.db)
             .await?;
         if written.rows_affected == 1 {
+            self.observer
+                .measured(run.language, outcome.wall_time, outcome.cpu_time);
             self.announce_finished(run, status);
         }
         Ok(())
@@ -328,6 +340,7 @@ impl Executor {
     /// The sandbox could not do its job: try again later, or give up after the last attempt.
     async fn failed_attempt(&self, run: &run::Model, reason: String) -> anyhow::Result<()> {
         tracing::warn!(run = %run.id, attempt = run.attempts, %reason, "run attempt failed");
+        self.observer.sandbox_failed();
         if run.attempts >= self.config.max_attempts {
             return self.give_up(run, &reason).await;
         }

@@ -92,7 +92,7 @@ impl AuthMutation {
     ) -> Result<AuthPayload> {
         let services = ctx.data_unchecked::<Services>();
         Ok(AuthPayload(
-            service::sign_in(services, &input.login, input.password).await?,
+            service::sign_in(services, &input.login, input.password, client_ip(ctx)).await?,
         ))
     }
 
@@ -139,4 +139,9 @@ impl AuthMutation {
         .await?;
         Ok(true)
     }
+}
+
+/// The caller's address, when the transport knows it.
+fn client_ip(ctx: &Context<'_>) -> Option<std::net::IpAddr> {
+    ctx.data_opt::<crate::budgets::ClientIp>().map(|ip| ip.0)
 }

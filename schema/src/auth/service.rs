@@ -102,9 +102,14 @@ pub async fn sign_up(services: &Services, input: SignUp) -> ApiResult<Session> {
 }
 
 /// `login` is a username or an email address.
-pub async fn sign_in(services: &Services, login: &str, password: String) -> ApiResult<Session> {
+pub async fn sign_in(
+    services: &Services,
+    login: &str,
+    password: String,
+    ip: Option<std::net::IpAddr>,
+) -> ApiResult<Session> {
     let login = login.trim().to_lowercase();
-    services.sign_ins.check(&login)?;
+    services.sign_ins.check(&login, ip)?;
     let column = if login.contains('@') {
         user::Column::Email
     } else {
@@ -116,10 +121,10 @@ pub async fn sign_in(services: &Services, login: &str, password: String) -> ApiR
         .await?;
     let hash = found.as_ref().map(|u| u.password_hash.clone());
     if !password::verify(password, hash).await? {
-        services.sign_ins.failed(&login);
+        services.sign_ins.failed(&login, ip);
         return Err(ApiError::unauthenticated(BAD_CREDENTIALS));
     }
-    services.sign_ins.succeeded(&login);
+    services.sign_ins.succeeded(&login, ip);
     let Some(user) = found else {
         return Err(ApiError::unauthenticated(BAD_CREDENTIALS));
     };

@@ -209,12 +209,9 @@ impl DocumentsMutation {
             client_id,
             &bytes,
         )
-        .await?;
-        services
-            .metrics
-            .document_updates
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Ok(applied.into())
+        .await;
+        crate::metrics::update(&applied, bytes.len());
+        Ok(applied?.into())
     }
 
     /// Create a file. EDITOR or OWNER. CONFLICT when the path is taken.

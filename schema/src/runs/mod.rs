@@ -6,21 +6,34 @@ mod config;
 mod graphql;
 pub mod service;
 
+use std::time::Duration;
+
+use entity::project::Language;
 use entity::run::RunStatus;
+use sea_orm::ActiveEnum;
 
 pub use config::RunsConfig;
 pub use graphql::{Run, RunConnection, RunsMutation, RunsQuery, RunsSubscription};
 pub use jobs::RunLimits;
 
-/// The server's workers count the runs they start and end for `/metrics`.
-impl jobs::worker::RunObserver for crate::metrics::Metrics {
-    fn started(&self) {
-        self.runs_started
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+/// What workers do with runs, counted for `/metrics`: the server's in-process workers and a
+/// `codecrafter worker` process alike.
+pub struct RunMetrics;
+
+impl jobs::worker::RunObserver for RunMetrics {
+    fn claimed(&self, language: Language, waited: Duration) {
+        crate::metrics::run_claimed(language.to_value(), waited);
     }
 
-    fn finished(&self, status: RunStatus) {
-        use sea_orm::ActiveEnum;
-        self.run_finished(&status.to_value());
+    fn measured(&self, language: Language, wall: Duration, cpu: Duration) {
+        crate::metrics::run_measured(language.to_value(), wall, cpu);
+    }
+
+    fn sandbox_failed(&self) {
+        crate::metrics::sandbox_failed();
+    }
+
+    fn finished(&self, language: Language, status: RunStatus) {
+        crate::metrics::run_finished(language.to_value(), status.to_value());
     }
 }

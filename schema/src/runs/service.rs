@@ -52,6 +52,7 @@ async fn check_rate(services: &Services, viewer: &AuthUser) -> ApiResult<()> {
         let retry_after = (oldest + ChronoDuration::seconds(60) - now())
             .num_seconds()
             .clamp(1, 60);
+        crate::metrics::rate_limited("runsPerMinute");
         return Err(ApiError::RateLimited {
             retry_after_secs: u64::try_from(retry_after).unwrap_or(60),
         });
@@ -251,7 +252,7 @@ pub async fn cancel(services: &Services, viewer: &AuthUser, id: Uuid) -> ApiResu
         .exec(&services.db)
         .await?;
     if cancelled.rows_affected == 1 {
-        jobs::worker::RunObserver::finished(services.metrics.as_ref(), RunStatus::Cancelled);
+        jobs::worker::RunObserver::finished(&super::RunMetrics, run.language, RunStatus::Cancelled);
         jobs::worker::announce_finished(&services.bus, &run, RunStatus::Cancelled);
     } else {
         let asked = Run::update_many()

@@ -22,6 +22,7 @@ use crate::versions;
 /// Build a document from what is stored.
 pub(super) async fn load(db: &DatabaseConnection, project: Uuid) -> ApiResult<Loaded> {
     let stored = store::load(db, project).await?;
+    crate::metrics::document_loaded();
     let doc = LoroDoc::new();
     doc.set_peer_id(rand::random::<u64>() >> 1)
         .map_err(ApiError::internal)?;
@@ -94,6 +95,7 @@ impl Hub {
             .map_err(ApiError::internal)?;
         store::compact(&self.db, entry.project, snapshot, loaded.seq).await?;
         loaded.appended_since_compaction = 0;
+        crate::metrics::document_compacted();
         Ok(())
     }
 
@@ -146,6 +148,7 @@ impl Hub {
             // Two references: the map's and ours. Anybody else is about to use it.
             if Arc::strong_count(&entry) == 2 && entry.updates.receiver_count() == 0 {
                 entries.remove(&entry.project);
+                crate::metrics::document_unloaded();
             }
         }
     }
