@@ -20,4 +20,5 @@ mod ratelimit;
 mod runs;
 mod sdl;
 mod server;
+mod shutdown;
 mod users;

@@ -1,0 +1,112 @@
+//! SIGTERM, as an orchestrator sends it: a server process stops accepting, finishes the
+//! request in flight, completes its subscriptions, closes its sockets with 1001, and exits 0.
+
+use std::time::Duration;
+
+use codecrafter_tests::serde_json::json;
+use codecrafter_tests::ws::{Event, WsClient};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+
+/// Not a test: a server that stops on SIGTERM, as `main` does.
+#[tokio::test]
+#[ignore = "started by sigterm_drains_requests_and_sockets"]
+async fn sigterm_server_process() {
+    if std::env::var_os("CODECRAFTER_TEST_SERVER").is_none() {
+        return;
+    }
+    use clap::Parser;
+    let cli = api::Cli::try_parse_from(["codecrafter"]).unwrap();
+    let app = api::Application::build(&cli.config).await.unwrap();
+    println!("listening on {}", app.local_addr().unwrap());
+    let mut terminate =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).unwrap();
+    app.run_until(async move {
+        terminate.recv().await;
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn sigterm_drains_requests_and_sockets() {
+    codecrafter_tests::run(codecrafter_tests::Backend::Sqlite, |app| async move {
+        let data_dir = tempfile::tempdir().unwrap();
+        let mut child = tokio::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "shutdown::sigterm_server_process",
+                "--exact",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env("CODECRAFTER_TEST_SERVER", "1")
+            .env("BIND", "127.0.0.1:0")
+            .env("CODECRAFTER_DATA_DIR", data_dir.path())
+            .env("RUST_LOG", "warn")
+            .env_remove("DATABASE_URL")
+            .env_remove("REDIS_URL")
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+        let addr: std::net::SocketAddr = tokio::time::timeout(Duration::from_secs(30), async {
+            while let Some(line) = stdout.next_line().await.unwrap() {
+                if let Some((_, addr)) = line.split_once("listening on ") {
+                    return addr.trim().parse().unwrap();
+                }
+            }
+            panic!("the server ended before listening");
+        })
+        .await
+        .unwrap();
+        let node = app.at(addr);
+        let owner = node.sign_up("owner").await;
+        let project = node.create_project(&owner, "stopping", false).await;
+        let mut follower = WsClient::connect(&node, Some(&owner.access)).await;
+        let sub = follower
+            .subscribe(
+                "subscription($p: ID!) { projectEvents(projectId: $p) { __typename } }",
+                json!({ "p": project }),
+            )
+            .await;
+        assert!(follower.is_quiet(&sub, Duration::from_millis(200)).await);
+
+        // A request in flight: its headers are in, its body is still coming.
+        let body = json!({ "query": "{ __typename }" }).to_string();
+        let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let head = format!(
+            "POST /graphql HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+            body.len()
+        );
+        tcp.write_all(head.as_bytes()).await.unwrap();
+        tcp.write_all(&body.as_bytes()[..5]).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+
+        let pid = child.id().unwrap().to_string();
+        let signalled = tokio::process::Command::new("kill").args(["-TERM", &pid]).status().await.unwrap();
+        assert!(signalled.success());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+
+        // The request in flight is answered.
+        tcp.write_all(&body.as_bytes()[5..]).await.unwrap();
+        let mut answer = String::new();
+        tokio::time::timeout(Duration::from_secs(10), tcp.read_to_string(&mut answer))
+            .await
+            .expect("the request in flight is answered")
+            .unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(answer.contains("\"__typename\":\"Query\""), "{answer}");
+        // The subscription is completed and the socket closed as going away.
+        assert_eq!(follower.close_code().await, Some(1001));
+        assert!(follower.received(&sub).iter().any(|e| matches!(e, Event::Complete)));
+        // No new connection is accepted, and the process ends cleanly.
+        let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
+            .await
+            .expect("the server exits after SIGTERM")
+            .unwrap();
+        assert!(status.success(), "{status}");
+        assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+    })
+    .await;
+}
