@@ -74,7 +74,7 @@ impl ViewerExt for async_graphql::Context<'_> {
         static ANONYMOUS: Viewer = Viewer::Anonymous;
         static SIGNED_OUT: Viewer = Viewer::SignedOut;
         let viewer = self.data_opt::<Viewer>().unwrap_or(&ANONYMOUS);
-        match (viewer, self.data_opt::<crate::Services>()) {
+        match (viewer, self.services().ok()) {
             (Viewer::User(user), Some(services))
                 if services.revoked_sessions.is_revoked(user.session_id) =>
             {
@@ -82,6 +82,21 @@ impl ViewerExt for async_graphql::Context<'_> {
             }
             _ => viewer,
         }
+    }
+}
+
+/// The services behind the schema, as every resolver reaches them.
+pub trait ServicesExt {
+    /// The [`crate::Services`] the schema was built with ([`crate::build`] always adds
+    /// them): INTERNAL rather than a panic should a schema ever lack them.
+    fn services(&self) -> ApiResult<&crate::Services>;
+}
+
+impl ServicesExt for async_graphql::Context<'_> {
+    fn services(&self) -> ApiResult<&crate::Services> {
+        self.data_opt::<crate::Services>().ok_or_else(|| {
+            ApiError::internal(anyhow::anyhow!("the schema was built without its services"))
+        })
     }
 }
 

@@ -1,11 +1,11 @@
 //! GraphQL resolvers of authentication.
 
+use crate::context::ServicesExt;
 use async_graphql::{Context, InputObject, Object, Result};
 use chrono::{DateTime, Utc};
 
 use super::service::{self, Session, SignUp};
 use crate::context::ViewerExt;
-use crate::state::Services;
 use crate::users::Account;
 
 /// Tokens for a signed-in session.
@@ -79,9 +79,7 @@ impl AuthMutation {
             password: input.password,
             display_name: input.display_name,
         };
-        Ok(AuthPayload(
-            service::sign_up(ctx.data_unchecked::<Services>(), input).await?,
-        ))
+        Ok(AuthPayload(service::sign_up(ctx.services()?, input).await?))
     }
 
     /// Sign in by username or email.
@@ -90,7 +88,7 @@ impl AuthMutation {
         ctx: &Context<'_>,
         #[graphql(desc = "The login (username or email) and password.")] input: SignInInput,
     ) -> Result<AuthPayload> {
-        let services = ctx.data_unchecked::<Services>();
+        let services = ctx.services()?;
         Ok(AuthPayload(
             service::sign_in(services, &input.login, input.password, client_ip(ctx)).await?,
         ))
@@ -106,7 +104,7 @@ impl AuthMutation {
         refresh_token: String,
     ) -> Result<AuthPayload> {
         Ok(AuthPayload(
-            service::refresh(ctx.data_unchecked::<Services>(), &refresh_token).await?,
+            service::refresh(ctx.services()?, &refresh_token).await?,
         ))
     }
 
@@ -117,7 +115,7 @@ impl AuthMutation {
         ctx: &Context<'_>,
         #[graphql(desc = "The refresh token of the session to end.")] refresh_token: String,
     ) -> Result<bool> {
-        service::sign_out(ctx.data_unchecked::<Services>(), &refresh_token).await?;
+        service::sign_out(ctx.services()?, &refresh_token).await?;
         Ok(true)
     }
 
@@ -130,13 +128,7 @@ impl AuthMutation {
         #[graphql(desc = "The new password, 8–128 characters.")] new_password: String,
     ) -> Result<bool> {
         let viewer = ctx.viewer().require()?;
-        service::change_password(
-            ctx.data_unchecked::<Services>(),
-            viewer,
-            current_password,
-            new_password,
-        )
-        .await?;
+        service::change_password(ctx.services()?, viewer, current_password, new_password).await?;
         Ok(true)
     }
 }

@@ -1,5 +1,6 @@
 //! GraphQL types and resolvers of the chat.
 
+use crate::context::ServicesExt;
 use async_graphql::connection::{Connection, Edge, EmptyFields};
 use async_graphql::{Context, ID, Object, Result};
 use chrono::{DateTime, Utc};
@@ -9,7 +10,6 @@ use uuid::Uuid;
 use super::service;
 use crate::context::ViewerExt;
 use crate::loaders::load_user;
-use crate::state::Services;
 use crate::users::User;
 use crate::validation;
 
@@ -83,7 +83,7 @@ impl ChatQuery {
     ) -> Result<MessageConnection> {
         let project = project_id_arg(&project_id)?;
         let page = service::list(
-            ctx.data_unchecked::<Services>(),
+            ctx.services()?,
             ctx.viewer(),
             project,
             first,
@@ -115,8 +115,7 @@ impl ChatMutation {
     ) -> Result<Message> {
         let viewer = ctx.viewer().require()?;
         let project = project_id_arg(&project_id)?;
-        let message =
-            service::send(ctx.data_unchecked::<Services>(), viewer, project, &text).await?;
+        let message = service::send(ctx.services()?, viewer, project, &text).await?;
         Ok(message.into())
     }
 }

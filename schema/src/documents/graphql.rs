@@ -1,5 +1,6 @@
 //! GraphQL types and resolvers of documents: files, updates and their live feed.
 
+use crate::context::ServicesExt;
 use std::sync::Arc;
 
 use async_graphql::{Context, ID, Object, Result, SimpleObject, Subscription};
@@ -97,12 +98,6 @@ impl DocumentUpdate {
     }
 }
 
-fn services_of(ctx: &Context<'_>) -> ApiResult<Services> {
-    ctx.data::<Services>()
-        .cloned()
-        .map_err(|e| ApiError::internal(anyhow::anyhow!(e.message)))
-}
-
 #[derive(Default)]
 pub struct DocumentsQuery;
 
@@ -115,7 +110,7 @@ impl DocumentsQuery {
         #[graphql(desc = "The project's id.")] project_id: ID,
     ) -> Result<Vec<FileObject>> {
         let project = project_id_arg(&project_id)?;
-        let services = services_of(ctx)?;
+        let services = ctx.services()?;
         let files = service::files(
             &services.db,
             &services.documents,
@@ -134,7 +129,7 @@ impl DocumentsQuery {
         #[graphql(desc = "The project's id.")] project_id: ID,
     ) -> Result<DocumentVersion> {
         let project = project_id_arg(&project_id)?;
-        let services = services_of(ctx)?;
+        let services = ctx.services()?;
         let head = service::head(
             &services.db,
             &services.documents,
@@ -157,7 +152,7 @@ impl DocumentsQuery {
         let version = version
             .map(|version| validation::id("version", &version))
             .transpose()?;
-        let services = services_of(ctx)?;
+        let services = ctx.services()?;
         let file = service::file(
             &services.db,
             &services.documents,
@@ -197,7 +192,7 @@ impl DocumentsMutation {
         client_id: Option<String>,
     ) -> Result<DocumentVersion> {
         let project = project_id_arg(&project_id)?;
-        let services = services_of(ctx)?;
+        let services = ctx.services()?;
         let bytes = update
             .into_bytes()
             .ok_or_else(|| ApiError::bad_input("update", "not valid base64"))?;
@@ -223,7 +218,7 @@ impl DocumentsMutation {
         #[graphql(desc = "The initial text (empty when absent).")] content: Option<String>,
     ) -> Result<FileObject> {
         let project = project_id_arg(&project_id)?;
-        let services = services_of(ctx)?;
+        let services = ctx.services()?;
         let file = service::create_file(
             &services.db,
             &services.documents,
@@ -245,7 +240,7 @@ impl DocumentsMutation {
         #[graphql(desc = "The path it moves to.")] new_path: String,
     ) -> Result<FileObject> {
         let project = project_id_arg(&project_id)?;
-        let services = services_of(ctx)?;
+        let services = ctx.services()?;
         let file = service::rename_file(
             &services.db,
             &services.documents,
@@ -266,7 +261,7 @@ impl DocumentsMutation {
         #[graphql(desc = "The path of the file to delete.")] path: String,
     ) -> Result<bool> {
         let project = project_id_arg(&project_id)?;
-        let services = services_of(ctx)?;
+        let services = ctx.services()?;
         service::delete_file(
             &services.db,
             &services.documents,
@@ -306,7 +301,7 @@ impl DocumentsSubscription {
             }
             None => None,
         };
-        let services = services_of(ctx)?;
+        let services = ctx.services()?;
         let viewer = ctx.viewer().user()?.cloned();
         let revocation =
             Revocation::watch(&services.bus, services.db.clone(), project, viewer.clone());
@@ -320,7 +315,7 @@ impl DocumentsSubscription {
         .await?;
         Ok(crate::context::budgeted(
             ctx,
-            updates_stream(services, subscription, revocation),
+            updates_stream(services.clone(), subscription, revocation),
         )?)
     }
 }

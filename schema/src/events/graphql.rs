@@ -1,5 +1,6 @@
 //! `projectEvents`: what happens in a project besides edits, live.
 
+use crate::context::ServicesExt;
 use std::sync::Arc;
 
 use async_graphql::{Context, ID, Object, Result, SimpleObject, Subscription, Union};
@@ -74,7 +75,7 @@ pub struct VisibilityChanged {
 
 /// A run as `run(id)` reads it now (the event only carries its id).
 async fn run_as_read_now(ctx: &Context<'_>, id: Uuid) -> Result<crate::runs::Run> {
-    let services = ctx.data_unchecked::<Services>();
+    let services = ctx.services()?;
     Ok(crate::runs::Run(
         crate::runs::service::get(services, ctx.viewer(), id).await?,
     ))
@@ -223,7 +224,7 @@ impl EventsSubscription {
         #[graphql(desc = "The project's id.")] project_id: ID,
     ) -> Result<impl Stream<Item = Result<ProjectEvent>> + use<>> {
         let project = validation::id("projectId", &project_id)?;
-        let services = ctx.data_unchecked::<Services>().clone();
+        let services = ctx.services()?.clone();
         let viewer = ctx.viewer().user()?.cloned();
         let signals =
             super::service::follow(&services.db, &services.bus, viewer.as_ref(), project).await?;

@@ -1,5 +1,6 @@
 //! GraphQL types and resolvers of presence.
 
+use crate::context::ServicesExt;
 use async_graphql::{Context, ID, InputObject, Object, Result, SimpleObject, Subscription};
 use chrono::{DateTime, Utc};
 use futures_util::Stream;
@@ -11,7 +12,6 @@ use crate::error::{ApiError, ApiResult};
 use crate::loaders::load_user;
 use crate::projects::revocation::Revocation;
 use crate::realtime::PresenceState;
-use crate::state::Services;
 use crate::time::now;
 use crate::users::User;
 use crate::validation;
@@ -151,7 +151,7 @@ impl PresenceMutation {
                 ))
             })
             .transpose()?;
-        let services = ctx.data_unchecked::<Services>();
+        let services = ctx.services()?;
         service::share(
             &services.db,
             &services.presence,
@@ -192,7 +192,7 @@ impl PresenceSubscription {
         client_id: Option<String>,
     ) -> Result<impl Stream<Item = Result<Vec<PresenceEntry>>> + use<>> {
         let project = validation::id("projectId", &project_id)?;
-        let services = ctx.data_unchecked::<Services>().clone();
+        let services = ctx.services()?.clone();
         let viewer = ctx.viewer().user()?.cloned();
         let mut revocation =
             Revocation::watch(&services.bus, services.db.clone(), project, viewer.clone());

@@ -1,5 +1,6 @@
 //! GraphQL types and resolvers of projects and members.
 
+use crate::context::ServicesExt;
 use async_graphql::connection::{Connection, Edge, EmptyFields};
 use async_graphql::{Context, Enum, ID, InputObject, Object, Result, SimpleObject};
 use chrono::{DateTime, Utc};
@@ -11,7 +12,6 @@ use super::service::{self, NewProject, ProjectChanges, ProjectListFilter};
 use crate::context::ViewerExt;
 use crate::error::{ApiError, ApiResult};
 use crate::loaders::load_user;
-use crate::state::Services;
 use crate::users::User;
 use crate::validation;
 
@@ -107,7 +107,7 @@ impl Project {
         let Some(source) = self.0.project.forked_from else {
             return Ok(None);
         };
-        let services = ctx.data_unchecked::<Services>();
+        let services = ctx.services()?;
         match service::get(&services.db, ctx.viewer(), source).await {
             Ok(access) => Ok(Some(Project(access))),
             Err(ApiError::NotFound(_)) => Ok(None),
@@ -116,12 +116,11 @@ impl Project {
     }
     /// How many forks of this project exist.
     async fn forks_count(&self, ctx: &Context<'_>) -> Result<u64> {
-        Ok(service::forks_count(&ctx.data_unchecked::<Services>().db, self.0.project.id).await?)
+        Ok(service::forks_count(&ctx.services()?.db, self.0.project.id).await?)
     }
     /// Everyone in the project, longest-standing first.
     async fn members(&self, ctx: &Context<'_>) -> Result<Vec<ProjectMember>> {
-        let members =
-            service::members(&ctx.data_unchecked::<Services>().db, self.0.project.id).await?;
+        let members = service::members(&ctx.services()?.db, self.0.project.id).await?;
         Ok(members.into_iter().map(ProjectMember).collect())
     }
 }
@@ -220,7 +219,7 @@ impl ProjectsQuery {
     ) -> Result<Vec<Invite>> {
         let viewer = ctx.viewer().require()?;
         let id = validation::id("projectId", &project_id)?;
-        let invites = super::invites::list(ctx.data_unchecked::<Services>(), viewer, id).await?;
+        let invites = super::invites::list(ctx.services()?, viewer, id).await?;
         Ok(invites.into_iter().map(Invite).collect())
     }
 
@@ -232,7 +231,7 @@ impl ProjectsQuery {
     ) -> Result<Project> {
         let id = project_id(&id)?;
         Ok(Project(
-            service::get(&ctx.data_unchecked::<Services>().db, ctx.viewer(), id).await?,
+            service::get(&ctx.services()?.db, ctx.viewer(), id).await?,
         ))
     }
 
@@ -253,7 +252,7 @@ impl ProjectsQuery {
             search: filter.search,
         };
         let page = service::list(
-            &ctx.data_unchecked::<Services>().db,
+            &ctx.services()?.db,
             ctx.viewer(),
             filter,
             first,
@@ -296,7 +295,7 @@ impl ProjectsMutation {
             is_public: input.is_public,
         };
         Ok(Project(
-            service::create(&ctx.data_unchecked::<Services>().db, viewer, input).await?,
+            service::create(&ctx.services()?.db, viewer, input).await?,
         ))
     }
 
@@ -309,7 +308,7 @@ impl ProjectsMutation {
         input: UpdateProjectInput,
     ) -> Result<Project> {
         let viewer = ctx.viewer().require()?;
-        let services = ctx.data_unchecked::<Services>();
+        let services = ctx.services()?;
         let id = project_id(&id)?;
         let changes = ProjectChanges {
             title: input.title,
@@ -329,7 +328,7 @@ impl ProjectsMutation {
         #[graphql(desc = "The project's id.")] id: ID,
     ) -> Result<ID> {
         let viewer = ctx.viewer().require()?;
-        let services = ctx.data_unchecked::<Services>();
+        let services = ctx.services()?;
         service::delete(
             &services.db,
             &services.documents,
@@ -350,7 +349,7 @@ impl ProjectsMutation {
         #[graphql(desc = "The fork's title; the original's when absent.")] title: Option<String>,
     ) -> Result<Project> {
         let viewer = ctx.viewer().require()?;
-        let services = ctx.data_unchecked::<Services>();
+        let services = ctx.services()?;
         Ok(Project(
             service::fork(
                 &services.db,
@@ -370,7 +369,7 @@ impl ProjectsMutation {
         #[graphql(desc = "The id of the public project to join.")] id: ID,
     ) -> Result<Project> {
         let viewer = ctx.viewer().require()?;
-        let services = ctx.data_unchecked::<Services>();
+        let services = ctx.services()?;
         Ok(Project(
             service::join(&services.db, &services.bus, viewer, project_id(&id)?).await?,
         ))
@@ -383,7 +382,7 @@ impl ProjectsMutation {
         #[graphql(desc = "The project's id.")] id: ID,
     ) -> Result<ID> {
         let viewer = ctx.viewer().require()?;
-        let services = ctx.data_unchecked::<Services>();
+        let services = ctx.services()?;
         service::leave(&services.db, &services.bus, viewer, project_id(&id)?).await?;
         Ok(id)
     }
@@ -401,14 +400,9 @@ impl ProjectsMutation {
     ) -> Result<CreatedInvite> {
         let viewer = ctx.viewer().require()?;
         let id = validation::id("projectId", &project_id)?;
-        let (token, invite) = super::invites::create(
-            ctx.data_unchecked::<Services>(),
-            viewer,
-            id,
-            role.into(),
-            expires_in_hours,
-        )
-        .await?;
+        let (token, invite) =
+            super::invites::create(ctx.services()?, viewer, id, role.into(), expires_in_hours)
+                .await?;
         Ok(CreatedInvite {
             token,
             invite: Invite(invite),
@@ -423,7 +417,7 @@ impl ProjectsMutation {
     ) -> Result<Invite> {
         let viewer = ctx.viewer().require()?;
         let id = validation::id("id", &id)?;
-        let invite = super::invites::revoke(ctx.data_unchecked::<Services>(), viewer, id).await?;
+        let invite = super::invites::revoke(ctx.services()?, viewer, id).await?;
         Ok(Invite(invite))
     }
 
@@ -435,8 +429,7 @@ impl ProjectsMutation {
         #[graphql(desc = "The token from the invite link.")] token: String,
     ) -> Result<Project> {
         let viewer = ctx.viewer().require()?;
-        let access =
-            super::invites::accept(ctx.data_unchecked::<Services>(), viewer, &token).await?;
+        let access = super::invites::accept(ctx.services()?, viewer, &token).await?;
         Ok(Project(access))
     }
 
@@ -450,7 +443,7 @@ impl ProjectsMutation {
     ) -> Result<ProjectMember> {
         let viewer = ctx.viewer().require()?;
         let id = validation::id("projectId", &project_id)?;
-        let services = ctx.data_unchecked::<Services>();
+        let services = ctx.services()?;
         let member = service::add_member(
             &services.db,
             &services.bus,
@@ -473,7 +466,7 @@ impl ProjectsMutation {
     ) -> Result<ProjectMember> {
         let viewer = ctx.viewer().require()?;
         let (id, user_id) = membership_ids(&project_id, &user_id)?;
-        let services = ctx.data_unchecked::<Services>();
+        let services = ctx.services()?;
         let member = service::set_member_role(
             &services.db,
             &services.bus,
@@ -494,7 +487,7 @@ impl ProjectsMutation {
         #[graphql(desc = "The member's user id.")] user_id: ID,
     ) -> Result<Project> {
         let viewer = ctx.viewer().require()?;
-        let services = ctx.data_unchecked::<Services>();
+        let services = ctx.services()?;
         let (id, user_id) = membership_ids(&project_id, &user_id)?;
         Ok(Project(
             service::remove_member(&services.db, &services.bus, viewer, id, user_id).await?,
@@ -509,7 +502,7 @@ impl ProjectsMutation {
         #[graphql(desc = "The user id of the member who becomes the primary OWNER.")] user_id: ID,
     ) -> Result<Project> {
         let viewer = ctx.viewer().require()?;
-        let services = ctx.data_unchecked::<Services>();
+        let services = ctx.services()?;
         let (id, user_id) = membership_ids(&project_id, &user_id)?;
         Ok(Project(
             service::transfer_ownership(&services.db, &services.bus, viewer, id, user_id).await?,

@@ -1,5 +1,6 @@
 //! GraphQL types and resolvers of code runs.
 
+use crate::context::ServicesExt;
 use async_graphql::connection::{Connection, Edge, EmptyFields};
 use async_graphql::{
     Context, Enum, ID, InputObject, Object, Result, SimpleObject, Subscription, Union,
@@ -328,7 +329,7 @@ impl RunsQuery {
         ctx: &Context<'_>,
         #[graphql(desc = "The run's id.")] id: ID,
     ) -> Result<Run> {
-        let services = ctx.data_unchecked::<Services>();
+        let services = ctx.services()?;
         let run = service::get(services, ctx.viewer(), id_arg("id", &id)?).await?;
         Ok(Run(run))
     }
@@ -341,7 +342,7 @@ impl RunsQuery {
         #[graphql(default = 20, desc = "Page size, 1 to 100.")] first: i32,
         #[graphql(desc = "The `endCursor` of the previous page.")] after: Option<String>,
     ) -> Result<RunConnection> {
-        let services = ctx.data_unchecked::<Services>();
+        let services = ctx.services()?;
         let project = id_arg("projectId", &project_id)?;
         let page = service::list(services, ctx.viewer(), project, first, after.as_deref()).await?;
         let mut connection = Connection::new(page.has_previous_page, page.has_next_page);
@@ -380,7 +381,7 @@ impl RunsMutation {
         limits: Option<RunLimitsInput>,
     ) -> Result<Run> {
         let viewer = ctx.viewer().require()?;
-        let services = ctx.data_unchecked::<Services>();
+        let services = ctx.services()?;
         let project = id_arg("projectId", &project_id)?;
         let limits = limits.unwrap_or_default().resolve(&services.runs.config)?;
         let run = service::start(
@@ -407,7 +408,7 @@ impl RunsMutation {
         #[graphql(desc = "The run's id.")] id: ID,
     ) -> Result<Run> {
         let viewer = ctx.viewer().require()?;
-        let services = ctx.data_unchecked::<Services>();
+        let services = ctx.services()?;
         Ok(Run(
             service::cancel(services, viewer, id_arg("id", &id)?).await?
         ))
@@ -469,7 +470,7 @@ impl RunsSubscription {
         ctx: &Context<'_>,
         #[graphql(desc = "The run's id.")] run_id: ID,
     ) -> Result<impl Stream<Item = Result<RunEvent>> + use<>> {
-        let services = ctx.data_unchecked::<Services>().clone();
+        let services = ctx.services()?.clone();
         let id = id_arg("runId", &run_id)?;
         // Listen first, then read what is stored: nothing falls between.
         let mut signals = services.bus.subscribe_run(id);

@@ -1,5 +1,6 @@
 //! GraphQL types and resolvers of users.
 
+use crate::context::ServicesExt;
 use async_graphql::{Context, Enum, ID, InputObject, Object, Result};
 use chrono::{DateTime, Utc};
 use entity::user;
@@ -7,7 +8,6 @@ use entity::user;
 use super::preferences::{Preferences, PreferencesInput};
 use super::service::{self, ProfileUpdate};
 use crate::context::ViewerExt;
-use crate::state::Services;
 
 /// A user's public profile.
 pub struct User(pub user::Model);
@@ -101,9 +101,7 @@ impl UsersQuery {
     /// The signed-in user.
     async fn me(&self, ctx: &Context<'_>) -> Result<Account> {
         let viewer = ctx.viewer().require()?;
-        Ok(Account(
-            service::me(ctx.data_unchecked::<Services>(), viewer).await?,
-        ))
+        Ok(Account(service::me(ctx.services()?, viewer).await?))
     }
 
     /// Anyone's public profile, by username.
@@ -114,7 +112,7 @@ impl UsersQuery {
     ) -> Result<User> {
         ctx.viewer().user()?;
         Ok(User(
-            service::by_username(ctx.data_unchecked::<Services>(), &username).await?,
+            service::by_username(ctx.services()?, &username).await?,
         ))
     }
 }
@@ -137,7 +135,7 @@ impl UsersMutation {
             preferences: input.preferences,
         };
         Ok(Account(
-            service::update_me(ctx.data_unchecked::<Services>(), viewer, update).await?,
+            service::update_me(ctx.services()?, viewer, update).await?,
         ))
     }
 }

@@ -1,5 +1,6 @@
 //! GraphQL types and resolvers of versions.
 
+use crate::context::ServicesExt;
 use async_graphql::{Context, ID, Object, Result};
 use chrono::{DateTime, Utc};
 use entity::version;
@@ -8,7 +9,6 @@ use super::service;
 use crate::context::ViewerExt;
 use crate::documents::{DocumentVersion, FileObject};
 use crate::loaders::load_user_opt;
-use crate::state::Services;
 use crate::users::User;
 use crate::validation;
 
@@ -44,7 +44,7 @@ impl Version {
     }
     /// The files as they were at this version, sorted by path.
     async fn files(&self, ctx: &Context<'_>) -> Result<Vec<FileObject>> {
-        let services = ctx.data::<Services>()?;
+        let services = ctx.services()?;
         let files = service::files_at(
             &services.db,
             &services.documents,
@@ -67,7 +67,7 @@ impl VersionsQuery {
         ctx: &Context<'_>,
         #[graphql(desc = "The project's id.")] project_id: ID,
     ) -> Result<Vec<Version>> {
-        let services = ctx.data::<Services>()?;
+        let services = ctx.services()?;
         let project = validation::id("projectId", &project_id)?;
         let versions = service::list(&services.db, ctx.viewer().user()?, project).await?;
         Ok(versions.into_iter().map(Version).collect())
@@ -87,7 +87,7 @@ impl VersionsMutation {
         #[graphql(desc = "The version's name, 1–120 characters.")] title: String,
         #[graphql(desc = "A longer note about the version.")] message: Option<String>,
     ) -> Result<Version> {
-        let services = ctx.data::<Services>()?;
+        let services = ctx.services()?;
         let viewer = ctx.viewer().require()?;
         let project = validation::id("projectId", &project_id)?;
         let version = service::create(
@@ -110,7 +110,7 @@ impl VersionsMutation {
         #[graphql(desc = "The project's id.")] project_id: ID,
         #[graphql(desc = "The id of the version to bring back.")] version_id: ID,
     ) -> Result<DocumentVersion> {
-        let services = ctx.data::<Services>()?;
+        let services = ctx.services()?;
         let viewer = ctx.viewer().require()?;
         let project = validation::id("projectId", &project_id)?;
         let version = validation::id("versionId", &version_id)?;
