@@ -532,3 +532,48 @@ pub async fn eventually_some<T>(
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
+
+/// A server in a process of its own: this test binary run again with `--exact --ignored`
+/// for `entry`, an ignored test that serves and prints `listening on <addr>` (for example
+/// `fanout::server_process`). `configure` adds its environment to what every such process
+/// gets (a port of its own, the data directory, no database or Redis unless configured).
+pub async fn spawn_server_process(
+    entry: &str,
+    data_dir: &std::path::Path,
+    configure: impl FnOnce(&mut tokio::process::Command),
+) -> (tokio::process::Child, SocketAddr) {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let mut command = tokio::process::Command::new(std::env::current_exe().unwrap());
+    command
+        .args([
+            entry,
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("CODECRAFTER_TEST_SERVER", "1")
+        .env("BIND", "127.0.0.1:0")
+        .env("CODECRAFTER_DATA_DIR", data_dir)
+        .env_remove("DATABASE_URL")
+        .env_remove("REDIS_URL")
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    configure(&mut command);
+    let mut child = command.spawn().unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+    let addr = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        while let Some(line) = stdout.next_line().await.unwrap() {
+            // (After libtest's "test <entry> ... ", on the same line.)
+            if let Some((_, addr)) = line.split_once("listening on ") {
+                return addr.trim().parse().unwrap();
+            }
+        }
+        panic!("the server process {entry} ended before listening");
+    })
+    .await
+    .expect("the server process listens within 30 s");
+    // What it prints later goes nowhere; nobody reads it.
+    tokio::spawn(async move { while let Ok(Some(_)) = stdout.next_line().await {} });
+    (child, addr)
+}

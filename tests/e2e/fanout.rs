@@ -6,7 +6,6 @@ use std::time::{Duration, Instant};
 
 use codecrafter_tests::TestApp;
 use serde_json::json;
-use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::documents::{APPLY, Peer, server_files, team};
 
@@ -44,55 +43,36 @@ impl NodeProcess {
         use secrecy::ExposeSecret;
         let config = &app.config;
         let data_dir = tempfile::tempdir().unwrap();
-        let mut child = tokio::process::Command::new(std::env::current_exe().unwrap())
-            .args([
-                "fanout::server_process",
-                "--exact",
-                "--ignored",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env("CODECRAFTER_TEST_SERVER", "1")
-            .env("BIND", "127.0.0.1:0")
-            .env(
-                "DATABASE_URL",
-                config.database.url.as_ref().unwrap().expose_secret(),
-            )
-            .env(
-                "JWT_SECRET",
-                config.auth.jwt_secret.as_ref().unwrap().expose_secret(),
-            )
-            .env(
-                "REDIS_URL",
-                config.redis.url.as_ref().unwrap().expose_secret(),
-            )
-            .env("REDIS_CHANNEL", &config.redis.channel)
-            .env("IN_PROCESS_WORKERS", "false")
-            .env("DATABASE_MAX_CONNECTIONS", "2")
-            // The edits come faster than a person's (as for every test server).
-            .env("RATE_LIMIT_PER_SECOND", "10000")
-            .env("RATE_LIMIT_BURST", "100000")
-            .env("RATE_LIMIT_AUTH_BURST", "100000")
-            .env("RATE_LIMIT_WRITES_BURST", "100000")
-            .env("RATE_LIMIT_UPDATES_BURST", "100000")
-            .env("CODECRAFTER_DATA_DIR", data_dir.path())
-            .env("RUST_LOG", "warn")
-            .stdout(std::process::Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let addr = tokio::time::timeout(Duration::from_secs(30), async {
-            while let Some(line) = lines.next_line().await.unwrap() {
-                // (After libtest's "test fanout::server_process ... ", on the same line.)
-                if let Some((_, addr)) = line.split_once("listening on ") {
-                    return addr.trim().parse().unwrap();
-                }
-            }
-            panic!("the server process ended before listening");
-        })
-        .await
-        .expect("the server process listens within 30 s");
+        let (child, addr) = codecrafter_tests::spawn_server_process(
+            "fanout::server_process",
+            data_dir.path(),
+            |command| {
+                command
+                    .env(
+                        "DATABASE_URL",
+                        config.database.url.as_ref().unwrap().expose_secret(),
+                    )
+                    .env(
+                        "JWT_SECRET",
+                        config.auth.jwt_secret.as_ref().unwrap().expose_secret(),
+                    )
+                    .env(
+                        "REDIS_URL",
+                        config.redis.url.as_ref().unwrap().expose_secret(),
+                    )
+                    .env("REDIS_CHANNEL", &config.redis.channel)
+                    .env("IN_PROCESS_WORKERS", "false")
+                    .env("DATABASE_MAX_CONNECTIONS", "2")
+                    // The edits come faster than a person's (as for every test server).
+                    .env("RATE_LIMIT_PER_SECOND", "10000")
+                    .env("RATE_LIMIT_BURST", "100000")
+                    .env("RATE_LIMIT_AUTH_BURST", "100000")
+                    .env("RATE_LIMIT_WRITES_BURST", "100000")
+                    .env("RATE_LIMIT_UPDATES_BURST", "100000")
+                    .env("RUST_LOG", "warn");
+            },
+        )
+        .await;
         NodeProcess {
             child,
             addr,

@@ -30,37 +30,18 @@ struct LoggingServer {
 
 async fn serve_logging(format: &str) -> LoggingServer {
     let data_dir = tempfile::tempdir().unwrap();
-    let mut child = tokio::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "logs::logging_server_process",
-            "--exact",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env("CODECRAFTER_TEST_SERVER", "1")
-        .env("BIND", "127.0.0.1:0")
-        .env("CODECRAFTER_DATA_DIR", data_dir.path())
-        .env("RUST_LOG", "info")
-        .env("LOG_FORMAT", format)
-        .env_remove("DATABASE_URL")
-        .env_remove("REDIS_URL")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
-    let addr = tokio::time::timeout(Duration::from_secs(30), async {
-        while let Some(line) = stdout.next_line().await.unwrap() {
-            if let Some((_, addr)) = line.split_once("listening on ") {
-                return addr.trim().to_owned();
-            }
-        }
-        panic!("the server process ended before listening");
-    })
-    .await
-    .expect("the server listens within 30 s");
+    let (mut child, addr) = codecrafter_tests::spawn_server_process(
+        "logs::logging_server_process",
+        data_dir.path(),
+        |command| {
+            command
+                .env("RUST_LOG", "info")
+                .env("LOG_FORMAT", format)
+                .stderr(std::process::Stdio::piped());
+        },
+    )
+    .await;
+    let addr = addr.to_string();
     let stderr = BufReader::new(child.stderr.take().unwrap()).lines();
     LoggingServer {
         child,

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use codecrafter_tests::serde_json::json;
 use codecrafter_tests::ws::{Event, WsClient};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Not a test: a server that stops on SIGTERM, as `main` does.
 #[tokio::test]
@@ -31,35 +31,14 @@ async fn sigterm_server_process() {
 async fn sigterm_drains_requests_and_sockets() {
     codecrafter_tests::run(codecrafter_tests::Backend::Sqlite, |app| async move {
         let data_dir = tempfile::tempdir().unwrap();
-        let mut child = tokio::process::Command::new(std::env::current_exe().unwrap())
-            .args([
-                "shutdown::sigterm_server_process",
-                "--exact",
-                "--ignored",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env("CODECRAFTER_TEST_SERVER", "1")
-            .env("BIND", "127.0.0.1:0")
-            .env("CODECRAFTER_DATA_DIR", data_dir.path())
-            .env("RUST_LOG", "warn")
-            .env_remove("DATABASE_URL")
-            .env_remove("REDIS_URL")
-            .stdout(std::process::Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
-        let addr: std::net::SocketAddr = tokio::time::timeout(Duration::from_secs(30), async {
-            while let Some(line) = stdout.next_line().await.unwrap() {
-                if let Some((_, addr)) = line.split_once("listening on ") {
-                    return addr.trim().parse().unwrap();
-                }
-            }
-            panic!("the server ended before listening");
-        })
-        .await
-        .unwrap();
+        let (mut child, addr) = codecrafter_tests::spawn_server_process(
+            "shutdown::sigterm_server_process",
+            data_dir.path(),
+            |command| {
+                command.env("RUST_LOG", "warn");
+            },
+        )
+        .await;
         let node = app.at(addr);
         let owner = node.sign_up("owner").await;
         let project = node.create_project(&owner, "stopping", false).await;

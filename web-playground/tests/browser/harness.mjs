@@ -56,6 +56,13 @@ export async function startServer(env = {}) {
       CODECRAFTER_DATA_DIR: dataDir,
       BIND: `127.0.0.1:${port}`,
       RUST_LOG: process.env.TEST_LOG ? 'info' : 'warn',
+      // The tests set up their scenes (dozens of chat messages, projects) faster than a
+      // person would; the budgets of a real deployment would refuse them.
+      RATE_LIMIT_PER_SECOND: '10000',
+      RATE_LIMIT_BURST: '100000',
+      RATE_LIMIT_AUTH_BURST: '100000',
+      RATE_LIMIT_WRITES_BURST: '100000',
+      RATE_LIMIT_UPDATES_BURST: '100000',
       ...env,
     },
     stdio: ['ignore', 'pipe', 'pipe'],
