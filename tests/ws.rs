@@ -13,8 +13,11 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::TestApp;
 
-/// How long a test waits for a message it expects.
-pub const WAIT: Duration = Duration::from_secs(15);
+/// How long a test waits for a message it expects: generous, since on a loaded machine a
+/// worker process starting (it detects its toolchains by running them) or a reaper taking up
+/// a dead worker's run (its heartbeat is stale after 10 s) takes well over 15 s. A test that
+/// passes never waits this long.
+pub const WAIT: Duration = Duration::from_secs(40);
 
 /// What the server sent for one operation.
 #[derive(Debug, Clone)]
