@@ -409,6 +409,8 @@ fn spawn_worker(app: &TestApp, data_dir: &std::path::Path) -> tokio::process::Ch
         .env("JOB_QUEUE", &config.workers.job_queue)
         .env("CODECRAFTER_DATA_DIR", data_dir)
         .env("WORKER_CONCURRENCY", "1")
+        // Its /metrics on a port of its own: tests run worker processes side by side.
+        .env("WORKER_METRICS_BIND", "127.0.0.1:0")
         .env("RUST_LOG", "warn")
         .kill_on_drop(true)
         .spawn()
