@@ -25,7 +25,7 @@ use entity::run::{self, RunStatus};
 use entity::time::now;
 use realtime::{Bus, RunSignal};
 use sea_orm::sea_query::{Expr, ExprTrait};
-use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter};
+use sea_orm::{ColumnTrait, Condition, DatabaseConnection, EntityTrait, QueryFilter};
 use tokio::sync::{mpsc, watch};
 use uuid::Uuid;
 
@@ -257,6 +257,17 @@ impl Executor {
         }
     }
 
+    /// The run's row while this worker holds attempt `attempt` of it (RUNNING, claimed by this
+    /// worker): the fence of every write of a claimed run.
+    fn held(&self, id: Uuid, attempt: i32) -> Condition {
+        Condition::all()
+            .add(run::Column::Id.eq(id))
+            .add(run::Column::WorkerId.eq(self.worker_id.clone()))
+            // The attempt too: the same worker may hold a later claim of the same run.
+            .add(run::Column::Attempts.eq(attempt))
+            .add(run::Column::Status.eq(RunStatus::Running))
+    }
+
     /// Keep the run ours and its output so far in the row; answers whether it still is, and
     /// whether a cancel was asked.
     async fn beat(&self, id: Uuid, attempt: i32, output: &Output) -> anyhow::Result<Beat> {
@@ -265,11 +276,7 @@ impl Executor {
             .col_expr(run::Column::Stdout, Expr::value(output.text(false)))
             .col_expr(run::Column::Stderr, Expr::value(output.text(true)))
             .col_expr(run::Column::OutputSeq, Expr::value(output.seq()))
-            .filter(run::Column::Id.eq(id))
-            .filter(run::Column::WorkerId.eq(self.worker_id.clone()))
-            // The attempt too: the same worker may hold a later claim of the same run.
-            .filter(run::Column::Attempts.eq(attempt))
-            .filter(run::Column::Status.eq(RunStatus::Running))
+            .filter(self.held(id, attempt))
             .exec(&self.db)
             .await?;
         if kept.rows_affected == 0 {
@@ -323,10 +330,7 @@ impl Executor {
             )
             .col_expr(run::Column::Error, Expr::value(outcome.error.clone()))
             .col_expr(run::Column::FinishedAt, Expr::value(now()))
-            .filter(run::Column::Id.eq(run.id))
-            .filter(run::Column::WorkerId.eq(self.worker_id.clone()))
-            .filter(run::Column::Attempts.eq(run.attempts))
-            .filter(run::Column::Status.eq(RunStatus::Running))
+            .filter(self.held(run.id, run.attempts))
             .exec(&self.db)
             .await?;
         if written.rows_affected == 1 {
@@ -348,10 +352,7 @@ impl Executor {
             .col_expr(run::Column::Status, Expr::value(RunStatus::Queued))
             .col_expr(run::Column::WorkerId, Expr::value(Option::<String>::None))
             .col_expr(run::Column::Error, Expr::value(reason))
-            .filter(run::Column::Id.eq(run.id))
-            .filter(run::Column::WorkerId.eq(self.worker_id.clone()))
-            .filter(run::Column::Attempts.eq(run.attempts))
-            .filter(run::Column::Status.eq(RunStatus::Running))
+            .filter(self.held(run.id, run.attempts))
             .exec(&self.db)
             .await?;
         if requeued.rows_affected == 1 {
