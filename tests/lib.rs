@@ -22,6 +22,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 pub use serde_json;
+pub use testkit::{eventually, eventually_some};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
@@ -507,30 +508,6 @@ macro_rules! backend_tests {
             }
         )*
     };
-}
-
-/// Wait until `condition` holds, checking every 20 ms; panics after `deadline`.
-pub async fn eventually(deadline: std::time::Duration, mut condition: impl AsyncFnMut() -> bool) {
-    eventually_some(deadline, async || condition().await.then_some(())).await
-}
-
-/// Wait until `probe` yields a value and return it, checking every 20 ms; panics after
-/// `deadline`. For conditions that need what they found ("the run once it has ended").
-pub async fn eventually_some<T>(
-    deadline: std::time::Duration,
-    mut probe: impl AsyncFnMut() -> Option<T>,
-) -> T {
-    let until = tokio::time::Instant::now() + deadline;
-    loop {
-        if let Some(found) = probe().await {
-            return found;
-        }
-        assert!(
-            tokio::time::Instant::now() < until,
-            "the condition did not hold within {deadline:?}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
 }
 
 /// A server in a process of its own: this test binary run again with `--exact --ignored`

@@ -349,15 +349,21 @@ async fn paths_outside_the_work_directory_are_refused() {
 
 #[tokio::test]
 async fn cancelling_kills_the_run() {
-    let (tx, _rx) = mpsc::unbounded_channel();
     let (cancel_tx, cancel) = watch::channel(false);
+    let (tx, mut output) = mpsc::unbounded_channel();
     let task = tokio::spawn(sandbox::run(
         bwrap(),
-        spec(Language::Python, "main.py", "import time; time.sleep(60)"),
+        spec(
+            Language::Python,
+            "main.py",
+            "import time\nprint('started', flush=True)\ntime.sleep(60)",
+        ),
         tx,
         cancel,
     ));
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Cancelled once it runs (not before it starts).
+    let said = tokio::time::timeout(Duration::from_secs(30), output.recv()).await;
+    assert!(said.is_ok_and(|chunk| chunk.is_some()), "the run starts");
     cancel_tx.send(true).unwrap();
     let outcome = task.await.unwrap().unwrap();
     assert_eq!(outcome.status, Status::Cancelled);
@@ -493,42 +499,39 @@ async fn inherited_descriptors_are_closed() {
     assert_eq!(result.stdout.trim(), "done", "{}", result.stderr);
 }
 
+/// The modes and owners of a run directory named `pattern…` and of its `src/main.sh`, once
+/// both exist.
+fn run_directory_modes(pattern: &str) -> Option<(u32, u32, u32, u32)> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    std::fs::read_dir(std::env::temp_dir())
+        .ok()?
+        .flatten()
+        .filter(|entry| entry.file_name().to_string_lossy().starts_with(pattern))
+        .find_map(|entry| {
+            let dir = entry.metadata().ok()?;
+            let file = std::fs::metadata(entry.path().join("src").join("main.sh")).ok()?;
+            Some((
+                dir.permissions().mode() & 0o777,
+                dir.uid(),
+                file.permissions().mode() & 0o777,
+                file.uid(),
+            ))
+        })
+}
+
 #[tokio::test]
 async fn users_are_generated_and_run_directories_private() {
     let pattern = format!("codecrafter-run-{}-", std::process::id());
-    let watcher = tokio::spawn({
-        let pattern = pattern.clone();
-        async move {
-            let deadline = std::time::Instant::now() + Duration::from_secs(10);
-            while std::time::Instant::now() < deadline {
-                for entry in std::fs::read_dir(std::env::temp_dir()).unwrap().flatten() {
-                    let name = entry.file_name().to_string_lossy().into_owned();
-                    if name.starts_with(&pattern)
-                        && let Ok(meta) = entry.metadata()
-                    {
-                        use std::os::unix::fs::{MetadataExt, PermissionsExt};
-                        let src = entry.path().join("src").join("main.sh");
-                        if let Ok(file) = std::fs::metadata(&src) {
-                            return Some((
-                                meta.permissions().mode() & 0o777,
-                                meta.uid(),
-                                file.permissions().mode() & 0o777,
-                                file.uid(),
-                            ));
-                        }
-                    }
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            None
-        }
+    // The directory is looked at while the run is under way.
+    let watcher = testkit::eventually_some(Duration::from_secs(10), async || {
+        run_directory_modes(&pattern)
     });
-    let result = run(spec(
+    let running = run(spec(
         Language::Bash,
         "main.sh",
         "id -un; id -gn; cat /etc/passwd | cut -d: -f1 | tr '\\n' ' '; echo; sleep 1",
-    ))
-    .await;
+    ));
+    let ((dir_mode, dir_uid, file_mode, file_uid), result) = tokio::join!(watcher, running);
     assert_eq!(
         result.outcome.status,
         Status::Succeeded,
@@ -542,8 +545,6 @@ async fn users_are_generated_and_run_directories_private() {
         "root sandbox nobody",
         "only generated users"
     );
-    let (dir_mode, dir_uid, file_mode, file_uid) =
-        watcher.await.unwrap().expect("saw the run directory");
     assert_eq!((dir_mode, file_mode), (0o700, 0o600));
     assert!(
         dir_uid >= 20_000 && dir_uid == file_uid,
@@ -855,19 +856,12 @@ fn run_dirs_of(pid: u32) -> Vec<(std::path::PathBuf, u32)> {
 
 /// Wait until `pid` has `count` run directories.
 async fn wait_for_runs(pid: u32, count: usize) -> Vec<(std::path::PathBuf, u32)> {
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    loop {
+    testkit::eventually_some(Duration::from_secs(20), async || {
         let dirs = run_dirs_of(pid);
         // A directory exists before its files are written; give each a moment's slack.
-        if dirs.len() >= count && dirs.iter().all(|(p, _)| p.join("status").exists()) {
-            return dirs;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{pid} never had {count} runs"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        (dirs.len() >= count && dirs.iter().all(|(p, _)| p.join("status").exists())).then_some(dirs)
+    })
+    .await
 }
 
 /// Cgroup directories below /sys/fs/cgroup whose name carries `pid` as a run's worker.
@@ -1089,7 +1083,8 @@ async fn a_hog_does_not_starve_another_run() {
         spec(
             Language::Python,
             "main.py",
-            "import os, sys, time\nfor _ in range(8):\n    if os.fork() == 0:\n        os.setsid()\n        while True: pass\nprint('spinning', flush=True)\ntime.sleep(120)",
+            // Each child says it spins before it does, so the victim starts beside all 8.
+            "import os, sys, time\nr, w = os.pipe()\nfor _ in range(8):\n    if os.fork() == 0:\n        os.setsid()\n        os.write(w, b'x')\n        while True: pass\nn = 0\nwhile n < 8:\n    n += len(os.read(r, 8))\nprint('spinning', flush=True)\ntime.sleep(120)",
         ),
         |l| {
             l.wall_ms = 60000;
@@ -1104,8 +1099,6 @@ async fn a_hog_does_not_starve_another_run() {
         .expect("the hog starts")
         .expect("the hog speaks");
     assert_eq!(String::from_utf8_lossy(&said.data), "spinning\n");
-    // Let its children spread over the machine.
-    tokio::time::sleep(Duration::from_millis(500)).await;
     let beside = victim_seconds().await;
     stop_hog.send(true).unwrap();
     let hog = hog.await.unwrap().unwrap();
