@@ -431,16 +431,16 @@ pub struct RunSettings {
 }
 
 impl RunSettings {
-    pub const RUNS_PER_MINUTE: u32 = 10;
+    pub const RUNS_PER_MINUTE: u32 = schema::runs::RunsConfig::RUNS_PER_MINUTE;
     pub const MAX_WALL_SECS: u64 = jobs::limits::MAX_WALL_MS / 1000;
     pub const MAX_MEMORY_MB: u64 = jobs::limits::MAX_MEMORY_BYTES / jobs::limits::MIB;
-    pub const SANDBOX_BWRAP: &str = "bwrap";
+    pub const SANDBOX_BWRAP: &str = schema::runs::RunsConfig::BWRAP;
 
     /// The rules of code runs.
     pub fn config(&self) -> schema::runs::RunsConfig {
         let mut max = schema::runs::RunLimits::MAX;
         max.wall_ms = self.run_max_wall_secs.max(1) * 1000;
-        max.memory_bytes = self.run_max_memory_mb.max(16) * 1024 * 1024;
+        max.memory_bytes = self.run_max_memory_mb.max(16) * jobs::limits::MIB;
         let default = schema::runs::RunLimits::DEFAULT;
         schema::runs::RunsConfig {
             runs_per_minute: self.runs_per_minute.max(1),

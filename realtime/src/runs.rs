@@ -5,23 +5,17 @@ use entity::run::RunStatus;
 use uuid::Uuid;
 
 use crate::bus::Bus;
-use crate::signal::{ProjectEvent, ProjectSignal, RunSignal};
+use crate::signal::{ProjectEvent, RunSignal};
 
 impl Bus {
     /// Run `run` of `project`, asked for by `by`, started.
     pub fn run_started(&self, project: Uuid, run: Uuid, by: Uuid) {
-        self.publish_project(
-            project,
-            ProjectSignal::Event(ProjectEvent::RunStarted { run, by }),
-        );
+        self.announce(project, ProjectEvent::RunStarted { run, by });
     }
 
     /// Run `run` of `project` ended with `status`; its row holds the result.
     pub fn run_finished(&self, project: Uuid, run: Uuid, status: RunStatus) {
         self.publish_run(run, RunSignal::Finished { status });
-        self.publish_project(
-            project,
-            ProjectSignal::Event(ProjectEvent::RunFinished { run, status }),
-        );
+        self.announce(project, ProjectEvent::RunFinished { run, status });
     }
 }

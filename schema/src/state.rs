@@ -8,7 +8,7 @@ use crate::auth::revocations::RevokedSessions;
 use crate::auth::tokens::TokenIssuer;
 use crate::documents::{CollabConfig, Documents};
 use crate::presence::Presence;
-use crate::realtime::{Bus, ProjectEvent, ProjectSignal};
+use crate::realtime::Bus;
 use crate::runs::RunsConfig;
 
 /// Code runs: where they are queued, and their rules.
@@ -71,11 +71,5 @@ impl Services {
         self.revoked_sessions.shutdown().await;
         // Last: the auto-saves above may still have something to tell the other nodes.
         self.bus.shutdown().await;
-    }
-
-    /// Tell everybody following `project`, on every node.
-    pub fn announce(&self, project: uuid::Uuid, event: ProjectEvent) {
-        self.bus
-            .publish_project(project, ProjectSignal::Event(event));
     }
 }

@@ -354,22 +354,32 @@ backend_tests! {
     }
 }
 
-fn redis_config(config: &mut api::Config) {
-    let unique = uuid::Uuid::new_v4().simple().to_string();
-    config.redis.url = Some(secrecy::SecretString::from("redis://127.0.0.1:6379"));
-    config.redis.channel = format!("cc-test-{unique}");
-    config.workers.job_queue = format!("cc-test-runs-{unique}");
+/// Run `test` in production mode: PostgreSQL, and Redis with a channel and a job queue of
+/// its own; the API node runs workers itself when `workers_in_process`.
+async fn on_redis<F, Fut>(workers_in_process: bool, test: F)
+where
+    F: FnOnce(codecrafter_tests::TestApp) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    codecrafter_tests::run_with(
+        codecrafter_tests::Backend::Postgres,
+        |config| {
+            let unique = uuid::Uuid::new_v4().simple().to_string();
+            config.redis.url = Some(secrecy::SecretString::from("redis://127.0.0.1:6379"));
+            config.redis.channel = format!("cc-test-{unique}");
+            config.workers.job_queue = format!("cc-test-runs-{unique}");
+            config.workers.in_process = Some(workers_in_process);
+        },
+        test,
+    )
+    .await;
 }
 
 /// A run started on one API node streams to subscribers on both nodes (PostgreSQL + Redis).
 #[tokio::test]
 async fn a_run_streams_to_subscribers_on_two_nodes() {
-    codecrafter_tests::run_with(
-        codecrafter_tests::Backend::Postgres,
-        |config| {
-            redis_config(config);
-            config.workers.in_process = Some(true);
-        },
+    on_redis(
+        true,
         |app| async move {
             let node_b = app.spawn_node().await;
             let owner = app.sign_up("owner").await;
@@ -440,12 +450,8 @@ async fn listeners(app: &TestApp) -> [i64; 3] {
 /// listens to run control alone: no edit, presence or project event reaches it.
 #[tokio::test]
 async fn a_worker_process_holds_no_secret_and_hears_only_run_signals() {
-    codecrafter_tests::run_with(
-        codecrafter_tests::Backend::Postgres,
-        |config| {
-            redis_config(config);
-            config.workers.in_process = Some(false);
-        },
+    on_redis(
+        false,
         |app| async move {
             // The API node listens to everything.
             assert_eq!(listeners(&app).await, [1, 1, 1]);
@@ -543,12 +549,8 @@ async fn a_worker_process_holds_no_secret_and_hears_only_run_signals() {
 /// up, and it ends exactly once.
 #[tokio::test]
 async fn a_killed_worker_loses_nothing() {
-    codecrafter_tests::run_with(
-        codecrafter_tests::Backend::Postgres,
-        |config| {
-            redis_config(config);
-            config.workers.in_process = Some(false);
-        },
+    on_redis(
+        false,
         |app| async move {
             let dir = tempfile::tempdir().unwrap();
             let mut first = spawn_worker(&app, dir.path());
@@ -598,12 +600,8 @@ async fn a_killed_worker_loses_nothing() {
 /// SIGTERM drains a worker: the run in hand finishes, no new one is taken.
 #[tokio::test]
 async fn a_terminated_worker_finishes_its_run_and_takes_no_more() {
-    codecrafter_tests::run_with(
-        codecrafter_tests::Backend::Postgres,
-        |config| {
-            redis_config(config);
-            config.workers.in_process = Some(false);
-        },
+    on_redis(
+        false,
         |app| async move {
             let dir = tempfile::tempdir().unwrap();
             let mut worker = spawn_worker(&app, dir.path());
@@ -694,13 +692,5 @@ async fn worker_concurrency_on_the_sqlite_queue() {
 /// In production mode (PostgreSQL database and Redis job queue).
 #[tokio::test]
 async fn worker_concurrency_on_the_redis_queue() {
-    codecrafter_tests::run_with(
-        codecrafter_tests::Backend::Postgres,
-        |config| {
-            redis_config(config);
-            config.workers.in_process = Some(true);
-        },
-        worker_concurrency_is_honoured,
-    )
-    .await;
+    on_redis(true, worker_concurrency_is_honoured).await;
 }

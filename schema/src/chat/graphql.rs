@@ -83,7 +83,7 @@ impl ChatQuery {
     ) -> Result<MessageConnection> {
         let project = project_id_arg(&project_id)?;
         let page = service::list(
-            ctx.services()?,
+            &ctx.services()?.db,
             ctx.viewer(),
             project,
             first,
@@ -115,7 +115,8 @@ impl ChatMutation {
     ) -> Result<Message> {
         let viewer = ctx.viewer().require()?;
         let project = project_id_arg(&project_id)?;
-        let message = service::send(ctx.services()?, viewer, project, &text).await?;
+        let services = ctx.services()?;
+        let message = service::send(&services.db, &services.bus, viewer, project, &text).await?;
         Ok(message.into())
     }
 }

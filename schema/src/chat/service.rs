@@ -5,15 +5,17 @@ use entity::message;
 use entity::prelude::*;
 use entity::project;
 use sea_orm::sea_query::Expr;
-use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, Set, TransactionTrait};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, Set,
+    TransactionTrait,
+};
 use uuid::Uuid;
 
 use crate::context::{AuthUser, Viewer};
 use crate::error::{ApiError, ApiResult};
 use crate::paging::{self, Page};
 use crate::projects::access::{self, ProjectAction};
-use crate::realtime::ProjectEvent;
-use crate::state::Services;
+use crate::realtime::{Bus, ProjectEvent};
 use crate::time::now;
 use crate::validation;
 
@@ -59,15 +61,16 @@ pub fn check_text(field: &'static str, raw: &str) -> ApiResult<String> {
 
 /// Post `text` in `project`'s chat. Any member may, whatever their role. The message is
 /// stored (and the project's activity time moved) before everyone following the project
-/// hears of it.
+/// hears of it (on `bus`).
 pub async fn send(
-    services: &Services,
+    db: &DatabaseConnection,
+    bus: &Bus,
     viewer: &AuthUser,
     project_id: Uuid,
     text: &str,
 ) -> ApiResult<message::Model> {
     let body = check_text("text", text)?;
-    let txn = services.db.begin().await?;
+    let txn = db.begin().await?;
     access::load_member(&txn, viewer, project_id, "post in its chat").await?;
     let at = now();
     let inserted = message::ActiveModel {
@@ -98,7 +101,7 @@ pub async fn send(
         .exec(&txn)
         .await?;
     txn.commit().await?;
-    services.announce(
+    bus.announce(
         project_id,
         ProjectEvent::MessagePosted {
             id: message.id,
@@ -113,7 +116,7 @@ pub async fn send(
 /// Up to `first` messages of `project`, newest first, older than the message at `before`
 /// when given. Whoever can read the project can read its chat.
 pub async fn list(
-    services: &Services,
+    db: &DatabaseConnection,
     viewer: &Viewer,
     project_id: Uuid,
     first: i32,
@@ -122,13 +125,13 @@ pub async fn list(
     let viewer = viewer.user()?;
     let first = validation::in_range("first", first, 1..=PAGE_MAX)?;
     let before = before.map(|c| paging::decode("before", c)).transpose()?;
-    access::check(&services.db, viewer, project_id, ProjectAction::Read).await?;
+    access::check(db, viewer, project_id, ProjectAction::Read).await?;
     let Page {
         rows: messages,
         has_next_page,
         has_previous_page,
     } = paging::newest_first(
-        &services.db,
+        db,
         Message::find().filter(message::Column::ProjectId.eq(project_id)),
         message::Column::CreatedAt,
         message::Column::Id,

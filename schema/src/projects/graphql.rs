@@ -219,7 +219,7 @@ impl ProjectsQuery {
     ) -> Result<Vec<Invite>> {
         let viewer = ctx.viewer().require()?;
         let id = validation::id("projectId", &project_id)?;
-        let invites = super::invites::list(ctx.services()?, viewer, id).await?;
+        let invites = super::invites::list(&ctx.services()?.db, viewer, id).await?;
         Ok(invites.into_iter().map(Invite).collect())
     }
 
@@ -400,9 +400,14 @@ impl ProjectsMutation {
     ) -> Result<CreatedInvite> {
         let viewer = ctx.viewer().require()?;
         let id = validation::id("projectId", &project_id)?;
-        let (token, invite) =
-            super::invites::create(ctx.services()?, viewer, id, role.into(), expires_in_hours)
-                .await?;
+        let (token, invite) = super::invites::create(
+            &ctx.services()?.db,
+            viewer,
+            id,
+            role.into(),
+            expires_in_hours,
+        )
+        .await?;
         Ok(CreatedInvite {
             token,
             invite: Invite(invite),
@@ -417,7 +422,7 @@ impl ProjectsMutation {
     ) -> Result<Invite> {
         let viewer = ctx.viewer().require()?;
         let id = validation::id("id", &id)?;
-        let invite = super::invites::revoke(ctx.services()?, viewer, id).await?;
+        let invite = super::invites::revoke(&ctx.services()?.db, viewer, id).await?;
         Ok(Invite(invite))
     }
 
@@ -429,7 +434,8 @@ impl ProjectsMutation {
         #[graphql(desc = "The token from the invite link.")] token: String,
     ) -> Result<Project> {
         let viewer = ctx.viewer().require()?;
-        let access = super::invites::accept(ctx.services()?, viewer, &token).await?;
+        let services = ctx.services()?;
+        let access = super::invites::accept(&services.db, &services.bus, viewer, &token).await?;
         Ok(Project(access))
     }
 

@@ -8,7 +8,8 @@ use entity::prelude::*;
 use entity::project_member::ProjectRole;
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, Set, TransactionTrait,
+    ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, Set,
+    TransactionTrait,
 };
 use uuid::Uuid;
 
@@ -17,28 +18,25 @@ use super::service::insert_member;
 use crate::auth::tokens::{hash_refresh_token, new_refresh_token};
 use crate::context::AuthUser;
 use crate::error::{ApiError, ApiResult};
-use crate::realtime::ProjectEvent;
-use crate::state::Services;
+use crate::realtime::{Bus, ProjectEvent};
 use crate::time::now;
 
 /// The longest an invite may stay valid, in hours (30 days).
 pub const MAX_HOURS: i32 = 720;
 
 /// Invites are managed by the project's owners.
-async fn manage(services: &Services, viewer: &AuthUser, project: Uuid) -> ApiResult<ProjectAccess> {
-    access::check(
-        &services.db,
-        Some(viewer),
-        project,
-        ProjectAction::ManageMembers,
-    )
-    .await
+async fn manage(
+    db: &DatabaseConnection,
+    viewer: &AuthUser,
+    project: Uuid,
+) -> ApiResult<ProjectAccess> {
+    access::check(db, Some(viewer), project, ProjectAction::ManageMembers).await
 }
 
 /// Create an invite. OWNER only; the role is EDITOR or VIEWER. Returns the token (shown
 /// this once) and the invite.
 pub async fn create(
-    services: &Services,
+    db: &DatabaseConnection,
     viewer: &AuthUser,
     project: Uuid,
     role: ProjectRole,
@@ -60,7 +58,7 @@ pub async fn create(
         Some(hours) => Some(now() + ChronoDuration::hours(i64::from(hours))),
         None => None,
     };
-    manage(services, viewer, project).await?;
+    manage(db, viewer, project).await?;
     let (token, hash) = new_refresh_token();
     let invite = invite::ActiveModel {
         id: Set(Uuid::new_v4()),
@@ -73,18 +71,18 @@ pub async fn create(
         expires_at: Set(expires_at),
         revoked_at: Set(None),
     }
-    .insert(&services.db)
+    .insert(db)
     .await?;
     Ok((token, invite))
 }
 
 /// A project's invites that still work, newest first. OWNER only.
 pub async fn list(
-    services: &Services,
+    db: &DatabaseConnection,
     viewer: &AuthUser,
     project: Uuid,
 ) -> ApiResult<Vec<invite::Model>> {
-    manage(services, viewer, project).await?;
+    manage(db, viewer, project).await?;
     let at = now();
     Ok(Invite::find()
         .filter(invite::Column::ProjectId.eq(project))
@@ -95,18 +93,22 @@ pub async fn list(
                 .add(invite::Column::ExpiresAt.gt(at)),
         )
         .order_by_desc(invite::Column::CreatedAt)
-        .all(&services.db)
+        .all(db)
         .await?)
 }
 
 /// Revoke an invite. OWNER of its project only. Revoking twice changes nothing.
-pub async fn revoke(services: &Services, viewer: &AuthUser, id: Uuid) -> ApiResult<invite::Model> {
+pub async fn revoke(
+    db: &DatabaseConnection,
+    viewer: &AuthUser,
+    id: Uuid,
+) -> ApiResult<invite::Model> {
     let invite = Invite::find_by_id(id)
-        .one(&services.db)
+        .one(db)
         .await?
         .ok_or(ApiError::NotFound("invite"))?;
     access::check(
-        &services.db,
+        db,
         Some(viewer),
         invite.project_id,
         ProjectAction::ManageMembers,
@@ -121,18 +123,19 @@ pub async fn revoke(services: &Services, viewer: &AuthUser, id: Uuid) -> ApiResu
     }
     let mut active: invite::ActiveModel = invite.into();
     active.revoked_at = Set(Some(now()));
-    Ok(active.update(&services.db).await?)
+    Ok(active.update(db).await?)
 }
 
 /// Join the invite's project with its role. A token that is unknown, revoked or expired is
 /// NOT_FOUND (alike, so tokens cannot be probed). A member already keeps their role.
 pub async fn accept(
-    services: &Services,
+    db: &DatabaseConnection,
+    bus: &Bus,
     viewer: &AuthUser,
     token: &str,
 ) -> ApiResult<ProjectAccess> {
     let hash = hash_refresh_token(token.trim());
-    let txn = services.db.begin().await?;
+    let txn = db.begin().await?;
     let invite = Invite::find()
         .filter(invite::Column::TokenHash.eq(hash))
         .one(&txn)
@@ -159,7 +162,7 @@ pub async fn accept(
         .exec(&txn)
         .await?;
     txn.commit().await?;
-    services.announce(
+    bus.announce(
         project.id,
         ProjectEvent::MemberJoined {
             user: viewer.id,

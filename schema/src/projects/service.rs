@@ -16,7 +16,7 @@ use crate::context::{AuthUser, Viewer};
 use crate::documents::Documents;
 use crate::error::{ApiError, ApiResult};
 use crate::paging;
-use crate::realtime::{Bus, ProjectEvent, ProjectSignal};
+use crate::realtime::{Bus, ProjectEvent};
 use crate::time::now;
 use crate::validation;
 
@@ -54,11 +54,6 @@ pub struct ProjectPage {
     pub has_next_page: bool,
     pub has_previous_page: bool,
     pub total_count: u64,
-}
-
-/// Tell everybody following `project`, on every node.
-fn announce(bus: &Bus, project: Uuid, event: ProjectEvent) {
-    bus.publish_project(project, ProjectSignal::Event(event));
 }
 
 pub async fn create(
@@ -205,8 +200,7 @@ pub async fn update(
     active.last_activity_at = Set(at);
     let project = active.update(db).await?;
     if project.is_public != was_public {
-        announce(
-            bus,
+        bus.announce(
             id,
             ProjectEvent::VisibilityChanged {
                 public: project.is_public,
@@ -229,7 +223,7 @@ pub async fn delete(
     project.delete(&txn).await?;
     txn.commit().await?;
     documents.forget(id);
-    announce(bus, id, ProjectEvent::ProjectDeleted);
+    bus.announce(id, ProjectEvent::ProjectDeleted);
     Ok(())
 }
 
@@ -382,8 +376,7 @@ pub async fn join(
     insert_member(&txn, id, viewer.id, ProjectRole::Viewer).await?;
     let project = touch(&txn, access.project).await?;
     txn.commit().await?;
-    announce(
-        bus,
+    bus.announce(
         id,
         ProjectEvent::MemberJoined {
             user: viewer.id,
@@ -408,7 +401,7 @@ pub async fn leave(
     let member = find_member(&txn, id, viewer.id).await?;
     remove(&txn, access.project, member).await?;
     txn.commit().await?;
-    announce(bus, id, ProjectEvent::MemberLeft { user: viewer.id });
+    bus.announce(id, ProjectEvent::MemberLeft { user: viewer.id });
     Ok(())
 }
 
@@ -440,8 +433,7 @@ pub async fn add_member(
     let member = insert_member(&txn, id, user.id, role).await?;
     touch(&txn, access.project).await?;
     txn.commit().await?;
-    announce(
-        bus,
+    bus.announce(
         id,
         ProjectEvent::MemberJoined {
             user: user.id,
@@ -474,8 +466,7 @@ pub async fn set_member_role(
     let project = touch(&txn, access.project).await?;
     ensure_primary_owner(&txn, project).await?;
     txn.commit().await?;
-    announce(
-        bus,
+    bus.announce(
         id,
         ProjectEvent::MemberRoleChanged {
             user: user_id,
@@ -502,8 +493,7 @@ pub async fn remove_member(
         access.role
     };
     txn.commit().await?;
-    announce(
-        bus,
+    bus.announce(
         id,
         if user_id == viewer.id {
             ProjectEvent::MemberLeft { user: user_id }
@@ -552,16 +542,14 @@ pub async fn transfer_ownership(
     project.last_activity_at = Set(at);
     let project = project.update(&txn).await?;
     txn.commit().await?;
-    announce(
-        bus,
+    bus.announce(
         id,
         ProjectEvent::MemberRoleChanged {
             user: user_id,
             role: ProjectRole::Owner,
         },
     );
-    announce(
-        bus,
+    bus.announce(
         id,
         ProjectEvent::MemberRoleChanged {
             user: viewer.id,

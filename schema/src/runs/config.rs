@@ -26,19 +26,25 @@ pub struct RunsConfig {
 impl Default for RunsConfig {
     fn default() -> Self {
         Self {
-            runs_per_minute: 10,
+            runs_per_minute: Self::RUNS_PER_MINUTE,
             default_limits: RunLimits::DEFAULT,
             max_limits: RunLimits::MAX,
-            max_source_bytes: 64 * 1024,
-            max_stdin_bytes: 64 * 1024,
-            max_files_bytes: 8 * 1024 * 1024,
+            max_source_bytes: Self::MAX_SOURCE_BYTES,
+            max_stdin_bytes: Self::MAX_STDIN_BYTES,
+            max_files_bytes: Self::MAX_FILES_BYTES,
             max_attempts: DEFAULT_MAX_ATTEMPTS,
-            bwrap: "bwrap".into(),
+            bwrap: Self::BWRAP.into(),
         }
     }
 }
 
 impl RunsConfig {
+    pub const RUNS_PER_MINUTE: u32 = 10;
+    pub const MAX_SOURCE_BYTES: usize = 64 * 1024;
+    pub const MAX_STDIN_BYTES: usize = 64 * 1024;
+    pub const MAX_FILES_BYTES: usize = 8 * jobs::limits::MIB as usize;
+    pub const BWRAP: &str = "bwrap";
+
     /// What a worker needs of these rules.
     pub fn worker(&self) -> WorkerConfig {
         WorkerConfig {

@@ -330,7 +330,7 @@ impl RunsQuery {
         #[graphql(desc = "The run's id.")] id: ID,
     ) -> Result<Run> {
         let services = ctx.services()?;
-        let run = service::get(services, ctx.viewer(), id_arg("id", &id)?).await?;
+        let run = service::get(&services.db, ctx.viewer(), id_arg("id", &id)?).await?;
         Ok(Run(run))
     }
 
@@ -344,7 +344,8 @@ impl RunsQuery {
     ) -> Result<RunConnection> {
         let services = ctx.services()?;
         let project = id_arg("projectId", &project_id)?;
-        let page = service::list(services, ctx.viewer(), project, first, after.as_deref()).await?;
+        let page =
+            service::list(&services.db, ctx.viewer(), project, first, after.as_deref()).await?;
         let mut connection = Connection::new(page.has_previous_page, page.has_next_page);
         connection.edges.extend(
             page.runs
@@ -385,7 +386,9 @@ impl RunsMutation {
         let project = id_arg("projectId", &project_id)?;
         let limits = limits.unwrap_or_default().resolve(&services.runs.config)?;
         let run = service::start(
-            services,
+            &services.db,
+            &services.documents,
+            &services.runs,
             viewer,
             project,
             RunRequest {
@@ -409,9 +412,13 @@ impl RunsMutation {
     ) -> Result<Run> {
         let viewer = ctx.viewer().require()?;
         let services = ctx.services()?;
-        Ok(Run(
-            service::cancel(services, viewer, id_arg("id", &id)?).await?
-        ))
+        Ok(Run(service::cancel(
+            &services.db,
+            &services.bus,
+            viewer,
+            id_arg("id", &id)?,
+        )
+        .await?))
     }
 }
 
@@ -474,7 +481,7 @@ impl RunsSubscription {
         let id = id_arg("runId", &run_id)?;
         // Listen first, then read what is stored: nothing falls between.
         let mut signals = services.bus.subscribe_run(id);
-        let run = service::get(&services, ctx.viewer(), id).await?;
+        let run = service::get(&services.db, ctx.viewer(), id).await?;
         let stream = async_stream::stream! {
             yield Ok(RunEvent::RunStatusChanged(RunStatusChanged { status: run.status.into() }));
             let mut seen = 0;

@@ -8,17 +8,18 @@ use entity::project::Language;
 use entity::run::{self, RunStatus};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set,
+    ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect, Set,
 };
 use uuid::Uuid;
 
 use crate::context::{AuthUser, Viewer};
-use crate::documents::{check_path, list_files};
+use crate::documents::{Documents, check_path, list_files};
 use crate::error::{ApiError, ApiResult};
 use crate::paging::{self, Page};
 use crate::projects::access::{self, ProjectAction};
-use crate::realtime::RunSignal;
-use crate::state::Services;
+use crate::realtime::{Bus, RunSignal};
+use crate::state::Runs;
 use crate::time::now;
 use crate::validation;
 use jobs::RunLimits;
@@ -36,16 +37,15 @@ pub struct RunRequest {
     pub limits: RunLimits,
 }
 
-/// Refuse a user who started too many runs in the last minute.
-async fn check_rate(services: &Services, viewer: &AuthUser) -> ApiResult<()> {
-    let per_minute = services.runs.config.runs_per_minute;
+/// Refuse a user who started more than `per_minute` runs in the last minute.
+async fn check_rate(db: &DatabaseConnection, per_minute: u32, viewer: &AuthUser) -> ApiResult<()> {
     let since = now() - ChronoDuration::seconds(60);
     let recent = Run::find()
         .filter(run::Column::RequestedBy.eq(viewer.id))
         .filter(run::Column::CreatedAt.gt(since))
         .order_by_asc(run::Column::CreatedAt)
         .limit(u64::from(per_minute))
-        .all(&services.db)
+        .all(db)
         .await?;
     if recent.len() >= per_minute as usize {
         let oldest = recent.first().map_or_else(now, |r| r.created_at);
@@ -60,15 +60,17 @@ async fn check_rate(services: &Services, viewer: &AuthUser) -> ApiResult<()> {
     Ok(())
 }
 
-/// Start a run: EDITOR or OWNER. The run is stored QUEUED and handed to the queue; the
-/// answer does not wait for it.
+/// Start a run: EDITOR or OWNER. The run is stored QUEUED (with the files it runs, read
+/// from the live document) and handed to `runs`' queue; the answer does not wait for it.
 pub async fn start(
-    services: &Services,
+    db: &DatabaseConnection,
+    documents: &Documents,
+    runs: &Runs,
     viewer: &AuthUser,
     project_id: Uuid,
     request: RunRequest,
 ) -> ApiResult<run::Model> {
-    let config = &services.runs.config;
+    let config = &runs.config;
     let stdin = request.stdin.unwrap_or_default();
     if stdin.len() > config.max_stdin_bytes {
         return Err(ApiError::bad_input(
@@ -77,7 +79,7 @@ pub async fn start(
         ));
     }
     let limits = request.limits;
-    let access = access::check(&services.db, Some(viewer), project_id, ProjectAction::Edit).await?;
+    let access = access::check(db, Some(viewer), project_id, ProjectAction::Edit).await?;
     let language = request.language.unwrap_or(access.project.default_language);
     if !jobs::sandbox::is_available(language.into()) {
         return Err(ApiError::bad_input(
@@ -106,7 +108,7 @@ pub async fn start(
         }
         (Some(entry), None) => {
             check_path("entry", &entry)?;
-            let files = services.documents.read(project_id, list_files).await?;
+            let files = documents.read(project_id, list_files).await?;
             let total: usize = files.iter().map(|f| f.size).sum();
             if total > config.max_files_bytes {
                 return Err(ApiError::bad_input(
@@ -125,7 +127,7 @@ pub async fn start(
             (entry, files)
         }
     };
-    check_rate(services, viewer).await?;
+    check_rate(db, config.runs_per_minute, viewer).await?;
     let run = run::ActiveModel {
         id: Set(Uuid::new_v4()),
         project_id: Set(project_id),
@@ -155,9 +157,9 @@ pub async fn start(
         started_at: Set(None),
         finished_at: Set(None),
     }
-    .insert(&services.db)
+    .insert(db)
     .await?;
-    if let Err(error) = services.runs.queue.push(run.id).await {
+    if let Err(error) = runs.queue.push(run.id).await {
         // The run stays QUEUED; workers re-enqueue forgotten runs (see `jobs::worker`'s reaper).
         tracing::error!(run = %run.id, ?error, "cannot enqueue a run");
     }
@@ -165,20 +167,20 @@ pub async fn start(
 }
 
 /// A run the viewer may read (whoever can read its project).
-pub async fn get(services: &Services, viewer: &Viewer, id: Uuid) -> ApiResult<run::Model> {
-    authorized(services, viewer.user()?, id, ProjectAction::Read).await
+pub async fn get(db: &DatabaseConnection, viewer: &Viewer, id: Uuid) -> ApiResult<run::Model> {
+    authorized(db, viewer.user()?, id, ProjectAction::Read).await
 }
 
 /// Run `id`, once `viewer` may do `action` in its project (a run of a project the viewer
 /// cannot see is NOT_FOUND, like the project).
 async fn authorized(
-    services: &Services,
+    db: &DatabaseConnection,
     viewer: Option<&AuthUser>,
     id: Uuid,
     action: ProjectAction,
 ) -> ApiResult<run::Model> {
-    let run = find(services, id).await?;
-    access::check(&services.db, viewer, run.project_id, action)
+    let run = find(db, id).await?;
+    access::check(db, viewer, run.project_id, action)
         .await
         .map_err(|error| match error {
             ApiError::NotFound(_) => ApiError::NotFound("run"),
@@ -187,9 +189,9 @@ async fn authorized(
     Ok(run)
 }
 
-async fn find(services: &Services, id: Uuid) -> ApiResult<run::Model> {
+async fn find(db: &DatabaseConnection, id: Uuid) -> ApiResult<run::Model> {
     Run::find_by_id(id)
-        .one(&services.db)
+        .one(db)
         .await?
         .ok_or(ApiError::NotFound("run"))
 }
@@ -202,7 +204,7 @@ pub struct RunPage {
 }
 
 pub async fn list(
-    services: &Services,
+    db: &DatabaseConnection,
     viewer: &Viewer,
     project_id: Uuid,
     first: i32,
@@ -210,19 +212,13 @@ pub async fn list(
 ) -> ApiResult<RunPage> {
     let first = validation::in_range("first", first, 1..=PAGE_MAX)?;
     let after = after.map(|c| paging::decode("after", c)).transpose()?;
-    access::check(
-        &services.db,
-        viewer.user()?,
-        project_id,
-        ProjectAction::Read,
-    )
-    .await?;
+    access::check(db, viewer.user()?, project_id, ProjectAction::Read).await?;
     let Page {
         rows: runs,
         has_next_page,
         has_previous_page,
     } = paging::newest_first(
-        &services.db,
+        db,
         Run::find().filter(run::Column::ProjectId.eq(project_id)),
         run::Column::CreatedAt,
         run::Column::Id,
@@ -240,30 +236,35 @@ pub async fn list(
 
 /// Cancel a run: EDITOR or OWNER of its project. A queued run is CANCELLED at once; a
 /// running one is killed by its worker, which then records CANCELLED. Cancelling a run that
-/// has ended changes nothing.
-pub async fn cancel(services: &Services, viewer: &AuthUser, id: Uuid) -> ApiResult<run::Model> {
-    let run = authorized(services, Some(viewer), id, ProjectAction::Edit).await?;
+/// has ended changes nothing. Followers hear it on `bus`.
+pub async fn cancel(
+    db: &DatabaseConnection,
+    bus: &Bus,
+    viewer: &AuthUser,
+    id: Uuid,
+) -> ApiResult<run::Model> {
+    let run = authorized(db, Some(viewer), id, ProjectAction::Edit).await?;
     let at = now();
     let cancelled = Run::update_many()
         .col_expr(run::Column::Status, Expr::value(RunStatus::Cancelled))
         .col_expr(run::Column::FinishedAt, Expr::value(at))
         .filter(run::Column::Id.eq(id))
         .filter(run::Column::Status.eq(RunStatus::Queued))
-        .exec(&services.db)
+        .exec(db)
         .await?;
     if cancelled.rows_affected == 1 {
         jobs::worker::RunObserver::finished(&super::RunMetrics, run.language, RunStatus::Cancelled);
-        jobs::worker::announce_finished(&services.bus, &run, RunStatus::Cancelled);
+        jobs::worker::announce_finished(bus, &run, RunStatus::Cancelled);
     } else {
         let asked = Run::update_many()
             .col_expr(run::Column::CancelRequested, Expr::value(true))
             .filter(run::Column::Id.eq(id))
             .filter(run::Column::Status.eq(RunStatus::Running))
-            .exec(&services.db)
+            .exec(db)
             .await?;
         if asked.rows_affected == 1 {
-            services.bus.publish_run(id, RunSignal::Cancel);
+            bus.publish_run(id, RunSignal::Cancel);
         }
     }
-    find(services, id).await
+    find(db, id).await
 }

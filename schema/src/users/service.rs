@@ -2,26 +2,25 @@
 
 use entity::prelude::*;
 use entity::user;
-use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, Set};
+use sea_orm::{ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, Set};
 
 use super::preferences::{Preferences, PreferencesInput};
 use crate::context::AuthUser;
 use crate::error::{ApiError, ApiResult};
-use crate::state::Services;
 use crate::time::now;
 use crate::validation;
 
-pub async fn me(services: &Services, viewer: &AuthUser) -> ApiResult<user::Model> {
+pub async fn me(db: &DatabaseConnection, viewer: &AuthUser) -> ApiResult<user::Model> {
     User::find_by_id(viewer.id)
-        .one(&services.db)
+        .one(db)
         .await?
         .ok_or_else(|| ApiError::unauthenticated("this account no longer exists"))
 }
 
-pub async fn by_username(services: &Services, username: &str) -> ApiResult<user::Model> {
+pub async fn by_username(db: &DatabaseConnection, username: &str) -> ApiResult<user::Model> {
     User::find()
         .filter(user::Column::Username.eq(username.trim().to_lowercase()))
-        .one(&services.db)
+        .one(db)
         .await?
         .ok_or(ApiError::NotFound("user"))
 }
@@ -32,7 +31,7 @@ pub struct ProfileUpdate {
 }
 
 pub async fn update_me(
-    services: &Services,
+    db: &DatabaseConnection,
     viewer: &AuthUser,
     update: ProfileUpdate,
 ) -> ApiResult<user::Model> {
@@ -40,7 +39,7 @@ pub async fn update_me(
         .display_name
         .map(|name| validation::single_line("displayName", &name, validation::DISPLAY_NAME_MAX))
         .transpose()?;
-    let user = me(services, viewer).await?;
+    let user = me(db, viewer).await?;
     let preferences = match update.preferences {
         Some(input) => Some(Preferences::from_json(&user.preferences).apply(input)?),
         None => None,
@@ -53,5 +52,5 @@ pub async fn update_me(
         active.preferences = Set(preferences.to_json());
     }
     active.updated_at = Set(now());
-    Ok(active.update(&services.db).await?)
+    Ok(active.update(db).await?)
 }
