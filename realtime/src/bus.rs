@@ -9,7 +9,7 @@ use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
 use crate::redis_link::RedisLink;
-use crate::signal::{DocSignal, ProjectSignal, RunSignal, Signal};
+use crate::signal::{DocSignal, ProjectEvent, ProjectSignal, RunSignal, Signal};
 use crate::topics::Topics;
 use crate::wire::{Channels, Envelope, Inbound, Interest};
 
@@ -161,11 +161,15 @@ impl Bus {
 
     /// Tell everybody in `project`, on this node and the others.
     pub fn publish_project(&self, project: Uuid, signal: ProjectSignal) {
-        self.to_other_nodes(|| Signal::Project {
+        self.publish(&self.projects, project, signal, |signal| Signal::Project {
             project,
-            signal: signal.clone(),
+            signal,
         });
-        self.projects.send(project, Arc::new(signal));
+    }
+
+    /// Tell everybody following `project`, on every node, that `event` happened.
+    pub fn announce(&self, project: Uuid, event: ProjectEvent) {
+        self.publish_project(project, ProjectSignal::Event(event));
     }
 
     /// What happens to run `run`, from every node and worker.
@@ -175,11 +179,23 @@ impl Bus {
 
     /// Tell everybody following run `run`, on this node and the others.
     pub fn publish_run(&self, run: Uuid, signal: RunSignal) {
-        self.to_other_nodes(|| Signal::Run {
+        self.publish(&self.runs, run, signal, |signal| Signal::Run {
             run,
-            signal: signal.clone(),
+            signal,
         });
-        self.runs.send(run, Arc::new(signal));
+    }
+
+    /// `signal` to the subscribers of `key` in `topics` here, and, as `remote` makes it, to
+    /// the other nodes.
+    fn publish<T: Clone>(
+        &self,
+        topics: &Topics<T>,
+        key: Uuid,
+        signal: T,
+        remote: impl FnOnce(T) -> Signal,
+    ) {
+        self.to_other_nodes(|| remote(signal.clone()));
+        topics.send(key, Arc::new(signal));
     }
 
     /// Tell the other nodes about an update this node appended (its own subscribers are
@@ -205,13 +221,7 @@ impl Bus {
         confirm: bool,
     ) -> Option<oneshot::Receiver<bool>> {
         let redis = self.redis.as_ref()?;
-        redis.publish(
-            Envelope {
-                origin: self.node,
-                signal: signal(),
-            },
-            confirm,
-        )
+        redis.publish(Envelope::new(self.node, signal()), confirm)
     }
 
     /// The queue of document updates from other nodes; the document hub takes it once.
@@ -223,7 +233,8 @@ impl Bus {
     }
 }
 
-/// Hand what other nodes published to this node's subscribers, in the order it arrives.
+/// Hand what other nodes published to this node's subscribers, in the order it arrives (the
+/// Redis link has already left out what this node sent itself).
 async fn deliver_inbound(bus: std::sync::Weak<Bus>, mut inbound: mpsc::Receiver<Inbound>) {
     while let Some(item) = inbound.recv().await {
         let Some(bus) = bus.upgrade() else { return };
@@ -233,7 +244,6 @@ async fn deliver_inbound(bus: std::sync::Weak<Bus>, mut inbound: mpsc::Receiver<
                 let _ = bus.remote_docs.send(RemoteDoc::Resync).await;
             }
             Inbound::Reconnected => {}
-            Inbound::Envelope(envelope) if envelope.origin == bus.node => {}
             Inbound::Envelope(envelope) => match envelope.signal {
                 Signal::Doc(update) => {
                     let _ = bus.remote_docs.send(RemoteDoc::Update(update)).await;

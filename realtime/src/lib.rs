@@ -14,7 +14,7 @@ mod topics;
 mod wire;
 
 pub use bus::{Announced, Bus, RemoteDoc};
-pub use redis_link::REDIS_RECONNECTS;
+pub use redis_link::{FANOUT_LAG, REDIS_RECONNECTS};
 pub use signal::{
     DocSignal, PresenceSignal, PresenceState, ProjectEvent, ProjectSignal, RunSignal, Signal,
 };

@@ -24,6 +24,9 @@ const BATCH: usize = 256;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// The counter of this link's reconnections (a family of the server's `/metrics`).
 pub const REDIS_RECONNECTS: &str = "codecrafter_redis_reconnects_total";
+/// The histogram of the time from another node's publish to its arrival here, by kind of
+/// signal (a family of the server's `/metrics`).
+pub const FANOUT_LAG: &str = "codecrafter_fanout_lag_seconds";
 /// What is still queued when the link stops gets this long to reach Redis.
 const LAST_PUBLISH_WAIT: Duration = Duration::from_secs(2);
 
@@ -276,8 +279,13 @@ async fn listen_loop(
             let mut messages = current.on_message();
             while let Some(message) = messages.next().await {
                 match serde_json::from_slice::<Envelope>(message.get_payload_bytes()) {
+                    // The one place a node's own signals are left out: it served them itself.
                     Ok(envelope) if envelope.origin == node => {}
                     Ok(envelope) => {
+                        if let Some(lag) = envelope.lag() {
+                            metrics::histogram!(FANOUT_LAG, "kind" => envelope.kind())
+                                .record(lag.as_secs_f64());
+                        }
                         if inbound.send(Inbound::Envelope(envelope)).await.is_err() {
                             return;
                         }

@@ -3,6 +3,8 @@
 use chrono::{DateTime, Utc};
 use entity::project_member::ProjectRole;
 use entity::run::RunStatus;
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -45,8 +47,10 @@ pub enum RunSignal {
 pub struct DocSignal {
     pub project: Uuid,
     pub seq: i64,
-    #[serde(with = "base64_bytes")]
-    pub update: Vec<u8>,
+    /// The Loro update as base64: encoded once, by the node that appended it, for its own
+    /// subscribers; the same text travels to the other nodes and to their subscribers.
+    #[serde(with = "shared_text")]
+    pub update: Arc<str>,
     pub author: Option<Uuid>,
     pub client_id: Option<String>,
 }
@@ -165,6 +169,21 @@ mod base64_bytes {
     }
 }
 
+/// Text shared by reference (`serde`'s `rc` feature would do it for every crate of the build).
+mod shared_text {
+    use std::sync::Arc;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(text: &Arc<str>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(text)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Arc<str>, D::Error> {
+        String::deserialize(d).map(Arc::from)
+    }
+}
+
 mod role {
     use entity::project_member::ProjectRole;
     use serde::{Deserialize, Deserializer, Serializer};
@@ -198,7 +217,7 @@ mod tests {
             Signal::Doc(DocSignal {
                 project: Uuid::new_v4(),
                 seq: 7,
-                update: vec![0, 1, 2, 255],
+                update: "AAEC/w==".into(),
                 author: Some(Uuid::new_v4()),
                 client_id: Some("tab-1".into()),
             }),

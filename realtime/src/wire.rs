@@ -6,11 +6,42 @@ use uuid::Uuid;
 
 use crate::signal::{RunSignal, Signal};
 
-/// A signal as it travels between nodes: JSON, with the node that sent it.
+/// A signal as it travels between nodes: JSON, with the node that sent it and when.
 #[derive(Serialize, Deserialize)]
 pub(crate) struct Envelope {
     pub origin: Uuid,
+    /// When the sending node published it, in microseconds since the Unix epoch (for the
+    /// fan-out lag a receiving node measures; 0 from a node that predates it).
+    #[serde(default)]
+    pub sent_at: i64,
     pub signal: Signal,
+}
+
+impl Envelope {
+    /// `signal`, leaving `origin` now.
+    pub fn new(origin: Uuid, signal: Signal) -> Self {
+        Self {
+            origin,
+            sent_at: chrono::Utc::now().timestamp_micros(),
+            signal,
+        }
+    }
+
+    /// How long it took from the sender's publish to now (clocks of different hosts may
+    /// disagree a little: a negative figure counts as no lag; `None` without a send time).
+    pub fn lag(&self) -> Option<std::time::Duration> {
+        let micros = chrono::Utc::now().timestamp_micros() - self.sent_at;
+        (self.sent_at > 0).then(|| std::time::Duration::from_micros(micros.max(0).unsigned_abs()))
+    }
+
+    /// The kind of signal, as the fan-out lag's label.
+    pub fn kind(&self) -> &'static str {
+        match self.signal {
+            Signal::Doc(_) => "document",
+            Signal::Project { .. } => "project",
+            Signal::Run { .. } => "run",
+        }
+    }
 }
 
 /// What the Redis link hands the bus.
@@ -75,4 +106,46 @@ pub enum Interest {
     /// Only what is asked of runs (cancel): a `codecrafter worker` process. It publishes run
     /// events and hears no edit, presence or project event.
     RunControl,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::signal::RunSignal;
+
+    fn cancel() -> Signal {
+        Signal::Run {
+            run: Uuid::new_v4(),
+            signal: RunSignal::Cancel,
+        }
+    }
+
+    #[test]
+    fn an_envelope_carries_its_send_time_for_the_lag() {
+        let envelope = Envelope::new(Uuid::new_v4(), cancel());
+        let lag = envelope.lag();
+        assert!(
+            lag.is_some_and(|lag| lag < std::time::Duration::from_secs(5)),
+            "{lag:?}"
+        );
+        assert_eq!(envelope.kind(), "run");
+        let old = Envelope {
+            sent_at: 0,
+            ..Envelope::new(Uuid::new_v4(), cancel())
+        };
+        assert_eq!(
+            old.lag(),
+            None,
+            "a sender without a clock reading measures nothing"
+        );
+        let ahead = Envelope {
+            sent_at: chrono::Utc::now().timestamp_micros() + 60_000_000,
+            ..Envelope::new(Uuid::new_v4(), cancel())
+        };
+        assert_eq!(
+            ahead.lag(),
+            Some(std::time::Duration::ZERO),
+            "a clock ahead is no lag"
+        );
+    }
 }

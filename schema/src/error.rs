@@ -40,6 +40,38 @@ pub enum ApiError {
 }
 
 impl ApiError {
+    /// The same failure, for each other request of a group that failed together (a group
+    /// commit). An internal error's cause stays with the first: it is logged once, and a
+    /// client sees only INTERNAL_ERROR anyway.
+    pub fn again(&self) -> Self {
+        match self {
+            Self::Unauthenticated(message) => Self::Unauthenticated(message.clone()),
+            Self::Forbidden(message) => Self::Forbidden(message.clone()),
+            Self::NotFound(what) => Self::NotFound(what),
+            Self::BadUserInput { field, message } => Self::BadUserInput {
+                field: field.clone(),
+                message: message.clone(),
+            },
+            Self::Conflict { field, message } => Self::Conflict {
+                field: *field,
+                message: message.clone(),
+            },
+            Self::OutOfDate {
+                message,
+                version_vector,
+            } => Self::OutOfDate {
+                message: message.clone(),
+                version_vector: version_vector.clone(),
+            },
+            Self::RateLimited { retry_after_secs } => Self::RateLimited {
+                retry_after_secs: *retry_after_secs,
+            },
+            Self::Internal(_) => {
+                Self::Internal(anyhow::anyhow!("failed together with another request"))
+            }
+        }
+    }
+
     pub fn bad_input(
         field: impl Into<Cow<'static, str>>,
         message: impl Into<Cow<'static, str>>,

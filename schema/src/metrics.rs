@@ -30,6 +30,7 @@ pub mod names {
     pub const UPDATES_APPLIED: &str = "codecrafter_document_updates_total";
     pub const UPDATES_REFUSED: &str = "codecrafter_document_updates_refused_total";
     pub const UPDATE_BYTES: &str = "codecrafter_document_update_bytes_total";
+    pub const LOG_COMMITS: &str = "codecrafter_document_log_commits_total";
     pub const DOCUMENTS_LOADED: &str = "codecrafter_documents_loaded";
     pub const DOCUMENT_LOADS: &str = "codecrafter_document_loads_total";
     pub const DOCUMENT_UNLOADS: &str = "codecrafter_document_unloads_total";
@@ -37,6 +38,7 @@ pub mod names {
     pub const PRESENCE_REPLICAS: &str = "codecrafter_presence_replicas";
     pub const REDIS_CONNECTED: &str = "codecrafter_redis_connected";
     pub const REDIS_RECONNECTS: &str = realtime::REDIS_RECONNECTS;
+    pub const FANOUT_LAG: &str = realtime::FANOUT_LAG;
     pub const RUN_QUEUE_DEPTH: &str = "codecrafter_run_queue_depth";
     pub const RUN_QUEUE_WAIT: &str = "codecrafter_run_queue_wait_seconds";
     pub const RUNS_STARTED: &str = "codecrafter_runs_started_total";
@@ -81,6 +83,10 @@ pub fn describe() {
         "Subscriptions being served, by root field."
     );
     describe_counter!(UPDATES_APPLIED, "Document updates stored by this node.");
+    describe_counter!(
+        LOG_COMMITS,
+        "Transactions appending updates to document logs (a group commit writes every edit queued meanwhile in one: updates_total / log_commits_total is the mean group)."
+    );
     describe_counter!(UPDATES_REFUSED, "Document updates refused, by error code.");
     describe_counter!(
         UPDATE_BYTES,
@@ -108,6 +114,11 @@ pub fn describe() {
     describe_counter!(
         REDIS_RECONNECTS,
         "Times the Redis link was established again after a loss."
+    );
+    describe_histogram!(
+        FANOUT_LAG,
+        Unit::Seconds,
+        "Time from another node's publish to its arrival on this node, by kind of signal (document, project, run); across hosts it includes their clock difference."
     );
     describe_gauge!(RUN_QUEUE_DEPTH, "Code runs waiting for a worker.");
     describe_histogram!(
@@ -153,6 +164,7 @@ pub fn describe() {
 pub fn register_families() {
     counter!(UPDATES_APPLIED).absolute(0);
     counter!(UPDATE_BYTES).absolute(0);
+    counter!(LOG_COMMITS).absolute(0);
     counter!(DOCUMENT_LOADS).absolute(0);
     counter!(DOCUMENT_UNLOADS).absolute(0);
     counter!(DOCUMENT_COMPACTIONS).absolute(0);
@@ -203,6 +215,11 @@ pub fn update<T>(result: &crate::error::ApiResult<T>, bytes: usize) {
         }
         Err(error) => counter!(UPDATES_REFUSED, "code" => error.code()).increment(1),
     }
+}
+
+/// One transaction appended updates to a document's log.
+pub fn log_committed() {
+    counter!(LOG_COMMITS).increment(1);
 }
 
 pub fn document_loaded() {

@@ -10,7 +10,7 @@ pub enum Base64 {
     /// Decoded, as received from a client.
     Bytes(Vec<u8>),
     /// Already encoded, as sent to clients (encoded once, shared by every subscriber).
-    Text(String),
+    Text(std::sync::Arc<str>),
 }
 
 impl Base64 {
@@ -18,7 +18,7 @@ impl Base64 {
     pub fn into_bytes(self) -> Option<Vec<u8>> {
         match self {
             Self::Bytes(bytes) => Some(bytes),
-            Self::Text(text) => STANDARD.decode(text).ok(),
+            Self::Text(text) => STANDARD.decode(text.as_bytes()).ok(),
         }
     }
 }
@@ -42,7 +42,7 @@ impl ScalarType for Base64 {
     fn to_value(&self) -> Value {
         match self {
             Self::Bytes(bytes) => Value::String(STANDARD.encode(bytes)),
-            Self::Text(text) => Value::String(text.clone()),
+            Self::Text(text) => Value::String(text.to_string()),
         }
     }
 }

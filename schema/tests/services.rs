@@ -1,5 +1,6 @@
-//! The projects and documents services against a real, migrated SQLite database, without
-//! HTTP or GraphQL: what each operation stores, refuses and answers.
+//! The projects, documents and runs services against a real, migrated SQLite database (and,
+//! for runs, a real apalis queue on SQLite), without HTTP or GraphQL: what each operation
+//! stores, refuses and answers.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -8,14 +9,21 @@ use std::time::Duration;
 
 use entity::project::Language;
 use entity::project_member::ProjectRole;
+use entity::run::RunStatus;
 use entity::user::{self, UserRole};
 use migration::{Migrator, MigratorTrait};
 use schema::context::{AuthUser, Viewer};
 use schema::documents::{self, CollabConfig, Documents, service as files};
 use schema::error::{ApiError, ApiResult};
 use schema::projects::service::{self as projects, NewProject, ProjectListFilter};
-use schema::realtime::Bus;
-use sea_orm::{ActiveModelTrait, ConnectOptions, Database, DatabaseConnection, Set};
+use schema::realtime::{Bus, RunSignal};
+use schema::runs::service::{self as runs, RunRequest};
+use schema::runs::{RunLimits, RunsConfig};
+use schema::state::Runs;
+use sea_orm::{
+    ActiveModelTrait, ConnectOptions, Database, DatabaseConnection, EntityTrait, PaginatorTrait,
+    Set,
+};
 use uuid::Uuid;
 
 /// A fresh in-memory database, migrated (one connection: the memory is the connection's).
@@ -388,4 +396,251 @@ async fn shutdown_writes_the_pending_auto_save() {
             .len(),
         1
     );
+}
+
+/// A handler that only tells which runs the queue handed it.
+struct Taken(tokio::sync::mpsc::UnboundedSender<Uuid>);
+
+#[async_trait::async_trait]
+impl jobs::queue::RunHandler for Taken {
+    async fn handle(&self, run_id: Uuid) {
+        let _ = self.0.send(run_id);
+    }
+}
+
+fn python(source: &str) -> RunRequest {
+    RunRequest {
+        language: None,
+        entry: None,
+        source: Some(source.into()),
+        stdin: None,
+        limits: RunLimits::DEFAULT,
+    }
+}
+
+#[tokio::test]
+async fn runs_are_stored_queued_refused_by_role_and_rate_and_cancelled() {
+    let w = world().await;
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let runs = Runs {
+        queue: jobs::queue::Queue::sqlite(&dir.path().join("queue.db"))
+            .await
+            .expect("queue opens"),
+        config: RunsConfig {
+            runs_per_minute: 3,
+            ..RunsConfig::default()
+        },
+    };
+    let ann = user(&w.db, "ann").await;
+    let bob = user(&w.db, "bob").await;
+    let id = project(&w.db, &ann, "runs", true).await;
+    files::create_file(&w.db, &w.documents, Some(&ann), id, "main.py", "print(2)")
+        .await
+        .expect("file created");
+
+    let run = runs::start(&w.db, &w.documents, &runs, &ann, id, python("print(1)"))
+        .await
+        .expect("started");
+    assert_eq!(run.status, RunStatus::Queued);
+    assert_eq!(
+        (run.language, run.entry.as_str()),
+        (Language::Python, "main.py")
+    );
+    assert_eq!(
+        run.files,
+        serde_json::json!({ "main.py": "print(1)" }),
+        "the source, not the project's file"
+    );
+
+    // The queue hands the run to a worker.
+    let (taken, mut taken_rx) = tokio::sync::mpsc::unbounded_channel();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let worker = tokio::spawn({
+        let queue = runs.queue.clone();
+        let stop = stop.clone();
+        async move {
+            queue
+                .work("services-test", 1, Arc::new(Taken(taken)), async move {
+                    stop.cancelled().await
+                })
+                .await
+        }
+    });
+    let handed = tokio::time::timeout(Duration::from_secs(30), taken_rx.recv()).await;
+    assert_eq!(handed.ok().flatten(), Some(run.id));
+    stop.cancel();
+    let _ = worker.await;
+
+    // Refused, and nothing stored: a reader who is not an editor, both or neither of entry
+    // and source, an entry the project lacks.
+    let stored = |db: DatabaseConnection| async move {
+        entity::run::Entity::find().count(&db).await.expect("count")
+    };
+    assert_eq!(
+        code(runs::start(&w.db, &w.documents, &runs, &bob, id, python("1")).await),
+        "FORBIDDEN"
+    );
+    let both = RunRequest {
+        entry: Some("main.py".into()),
+        ..python("1")
+    };
+    assert_eq!(
+        code(runs::start(&w.db, &w.documents, &runs, &ann, id, both).await),
+        "BAD_USER_INPUT"
+    );
+    let missing = RunRequest {
+        entry: Some("nope.py".into()),
+        source: None,
+        ..python("")
+    };
+    assert_eq!(
+        code(runs::start(&w.db, &w.documents, &runs, &ann, id, missing).await),
+        "BAD_USER_INPUT"
+    );
+    assert_eq!(stored(w.db.clone()).await, 1);
+
+    // A project file runs with the project's files as they are now.
+    let entry = RunRequest {
+        entry: Some("main.py".into()),
+        source: None,
+        ..python("")
+    };
+    let second = runs::start(&w.db, &w.documents, &runs, &ann, id, entry)
+        .await
+        .expect("entry run");
+    assert_eq!(second.files, serde_json::json!({ "main.py": "print(2)" }));
+
+    // The list pages newest first.
+    let ann_viewer = Viewer::User(ann.clone());
+    let page = runs::list(&w.db, &ann_viewer, id, 1, None)
+        .await
+        .expect("first page");
+    assert_eq!(
+        page.runs.iter().map(|(_, r)| r.id).collect::<Vec<_>>(),
+        [second.id]
+    );
+    assert!(page.has_next_page);
+    let after = page.runs.last().map(|(cursor, _)| cursor.clone());
+    let rest = runs::list(&w.db, &ann_viewer, id, 10, after.as_deref())
+        .await
+        .expect("second page");
+    assert_eq!(
+        rest.runs.iter().map(|(_, r)| r.id).collect::<Vec<_>>(),
+        [run.id]
+    );
+
+    // Cancelling a queued run ends it at once, and its followers hear so.
+    let third = runs::start(&w.db, &w.documents, &runs, &ann, id, python("2"))
+        .await
+        .expect("third run");
+    let mut followers = w.bus.subscribe_run(third.id);
+    assert_eq!(
+        code(runs::cancel(&w.db, &w.bus, &bob, third.id).await),
+        "FORBIDDEN"
+    );
+    let cancelled = runs::cancel(&w.db, &w.bus, &ann, third.id)
+        .await
+        .expect("cancelled");
+    assert_eq!(cancelled.status, RunStatus::Cancelled);
+    let heard = followers.recv().await.expect("the end is announced");
+    assert_eq!(
+        *heard,
+        RunSignal::Finished {
+            status: RunStatus::Cancelled
+        }
+    );
+
+    // A fourth run within the minute is over the rate.
+    assert_eq!(
+        code(runs::start(&w.db, &w.documents, &runs, &ann, id, python("3")).await),
+        "RATE_LIMITED"
+    );
+    assert_eq!(stored(w.db.clone()).await, 3);
+    assert_eq!(
+        code(runs::get(&w.db, &Viewer::Anonymous, run.id).await),
+        "OK",
+        "a public project's runs are readable"
+    );
+}
+
+/// An update made by a client of its own (peer `peer`) from an empty document.
+fn client_update(peer: u64, edit: impl FnOnce(&loro::LoroDoc)) -> Vec<u8> {
+    let doc = loro::LoroDoc::new();
+    doc.set_peer_id(peer).expect("peer id");
+    edit(&doc);
+    doc.commit();
+    doc.export(loro::ExportMode::all_updates()).expect("export")
+}
+
+fn new_file(path: &str, text: &str) -> impl FnOnce(&loro::LoroDoc) {
+    let (path, text) = (path.to_owned(), text.to_owned());
+    move |doc| {
+        let file = doc
+            .get_map(documents::FILES)
+            .insert_container(&path, loro::LoroText::new())
+            .expect("file");
+        file.insert(0, &text).expect("text");
+    }
+}
+
+/// Edits sent at once are written together (a group commit), each answered with its own
+/// place in the log; one refused among them is refused alone and changes nothing, and the
+/// log holds exactly the accepted ones.
+#[tokio::test]
+async fn edits_sent_at_once_are_all_written_and_a_bad_one_alone_refused() {
+    let w = world().await;
+    let ann = user(&w.db, "ann").await;
+    let id = project(&w.db, &ann, "busy", false).await;
+    let mut edits = tokio::task::JoinSet::new();
+    for peer in 1..=40u64 {
+        let (db, documents, ann) = (w.db.clone(), w.documents.clone(), ann.clone());
+        let update = if peer == 20 {
+            client_update(peer, |doc| {
+                doc.get_text("elsewhere").insert(0, "x").expect("text");
+            })
+        } else {
+            client_update(peer, new_file(&format!("f{peer}.py"), &format!("# {peer}")))
+        };
+        edits.spawn(async move {
+            let client = Some(format!("tab-{peer}"));
+            let outcome =
+                files::apply_update(&db, &documents, Some(&ann), id, client, &update).await;
+            (peer, outcome.map(|applied| applied.seq))
+        });
+    }
+    let mut seqs = Vec::new();
+    while let Some(joined) = edits.join_next().await {
+        let (peer, outcome) = joined.expect("edit task");
+        match peer {
+            20 => assert_eq!(code(outcome), "BAD_USER_INPUT"),
+            _ => seqs.push(outcome.expect("written")),
+        }
+    }
+    seqs.sort_unstable();
+    assert_eq!(
+        seqs,
+        (1..=39).collect::<Vec<i64>>(),
+        "each its own place, none lost"
+    );
+    let mut names = paths(&w, &ann, id).await;
+    names.sort();
+    let mut expected: Vec<String> = (1..=40)
+        .filter(|p| *p != 20)
+        .map(|p| format!("f{p}.py"))
+        .collect();
+    expected.sort();
+    assert_eq!(names, expected);
+    // What is stored builds the same document.
+    let log = documents::store::since(&w.db, id, 0).await.expect("log");
+    assert_eq!(log.len(), 39);
+    let rebuilt = loro::LoroDoc::new();
+    for row in &log {
+        rebuilt.import(&row.data).expect("stored update imports");
+    }
+    let mut stored = documents::list_files(&rebuilt)
+        .into_iter()
+        .map(|f| f.path)
+        .collect::<Vec<_>>();
+    stored.sort();
+    assert_eq!(stored, expected);
 }

@@ -252,6 +252,8 @@ async fn dashboards_and_alerts_query_metrics_that_exist() {
         |app| async move {
             let owner = app.sign_up("watcher").await;
             let project = app.create_project(&owner, "observed", false).await;
+            // A second node hears this one's edits, so the fan-out lag has something to measure.
+            let _other_node = app.spawn_node().await;
             let mut peer = crate::documents::Peer::join(&app, &owner, &project, 3).await;
             peer.edit(|p| p.text("a.py").insert(0, "x = 1\n").unwrap()).await;
             let refused = peer
@@ -268,15 +270,16 @@ async fn dashboards_and_alerts_query_metrics_that_exist() {
                 serde_json::json!({}),
             )
             .await;
-            let text = app
-                .client
-                .get(app.url("/metrics"))
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap();
+            let scrape = async || {
+                let response = app.client.get(app.url("/metrics")).send().await.unwrap();
+                response.text().await.unwrap()
+            };
+            // The edit reaches the other node through Redis a moment after its answer.
+            codecrafter_tests::eventually(codecrafter_tests::ws::WAIT, async || {
+                scrape().await.contains("codecrafter_fanout_lag_seconds_bucket{kind=\"document\"")
+            })
+            .await;
+            let text = scrape().await;
             let exposed: BTreeSet<String> = text
                 .lines()
                 .filter(|l| !l.starts_with('#') && !l.is_empty())

@@ -112,6 +112,7 @@ backend_tests! {
         // Documents and updates.
         assert!(value(&after, "codecrafter_document_updates_total", &[]) >= 1.0);
         assert!(value(&after, "codecrafter_document_update_bytes_total", &[]) >= 1.0);
+        assert!(value(&after, "codecrafter_document_log_commits_total", &[]) >= 1.0);
         assert!(value(&after, "codecrafter_document_updates_refused_total", &[("code", "BAD_USER_INPUT")]) >= 1.0);
         assert_eq!(value(&after, "codecrafter_documents_loaded", &[]), 1.0);
         assert!(value(&after, "codecrafter_document_loads_total", &[]) >= 1.0);

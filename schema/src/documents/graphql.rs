@@ -369,7 +369,7 @@ fn updates_stream(
 /// The version a subscriber is known to hold: that of the last update it was sent.
 fn last_known(update: &DocUpdate) -> VersionVector {
     STANDARD
-        .decode(&update.version_vector)
+        .decode(update.version_vector.as_bytes())
         .ok()
         .and_then(|bytes| VersionVector::decode(&bytes).ok())
         .unwrap_or_default()

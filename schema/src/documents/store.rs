@@ -86,44 +86,58 @@ pub async fn heads(db: &DatabaseConnection, projects: &[Uuid]) -> ApiResult<Vec<
     Ok(heads)
 }
 
-/// Append an update to the log, durably; returns its sequence number. The counter row is
-/// locked by the UPDATE, so appends from several nodes get consecutive numbers.
+/// One update on its way into the log.
+pub struct NewUpdate {
+    pub data: Vec<u8>,
+    pub author: Option<Uuid>,
+    pub client_id: Option<String>,
+}
+
+/// Append `updates` to the log, in order and durably, in one transaction (a group commit:
+/// the edits that arrived while the previous commit was in flight); returns the sequence
+/// number of the first, the others following it. The counter row is locked by the UPDATE,
+/// so appends from several nodes get consecutive numbers.
 pub async fn append(
     db: &DatabaseConnection,
     project: Uuid,
-    data: Vec<u8>,
-    author: Option<Uuid>,
-    client_id: Option<String>,
+    updates: Vec<NewUpdate>,
 ) -> ApiResult<i64> {
+    let count = i64::try_from(updates.len()).map_err(ApiError::internal)?;
+    if count == 0 {
+        return Err(ApiError::internal(anyhow::anyhow!("nothing to append")));
+    }
     let at = now();
     let txn = db.begin().await?;
     let bump = Query::update()
         .table(document::Entity)
         .value(
             document::Column::HeadSeq,
-            Expr::col(document::Column::HeadSeq).add(1),
+            Expr::col(document::Column::HeadSeq).add(count),
         )
         .value(document::Column::UpdatedAt, at)
         .and_where(document::Column::ProjectId.eq(project))
         .returning_col(document::Column::HeadSeq)
         .to_owned();
-    let seq: i64 = txn
+    let last: i64 = txn
         .query_one(&bump)
         .await?
         .ok_or(ApiError::NotFound("project"))?
         .try_get("", "head_seq")?;
-    document_update::ActiveModel {
-        project_id: Set(project),
-        seq: Set(seq),
-        data: Set(data),
-        author_id: Set(author),
-        client_id: Set(client_id),
-        created_at: Set(at),
-    }
-    .insert(&txn)
+    let first = last - count + 1;
+    DocumentUpdate::insert_many(updates.into_iter().zip(first..).map(|(update, seq)| {
+        document_update::ActiveModel {
+            project_id: Set(project),
+            seq: Set(seq),
+            data: Set(update.data),
+            author_id: Set(update.author),
+            client_id: Set(update.client_id),
+            created_at: Set(at),
+        }
+    }))
+    .exec(&txn)
     .await?;
     txn.commit().await?;
-    Ok(seq)
+    Ok(first)
 }
 
 /// Replace the snapshot with one holding every update up to `upto`, and drop those

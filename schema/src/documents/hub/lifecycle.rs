@@ -6,15 +6,13 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
 use loro::{ExportMode, LoroDoc, VersionVector};
 use sea_orm::DatabaseConnection;
 use tokio::sync::OwnedMutexGuard;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::{DocUpdate, Entry, Hub, Loaded, encode_vv};
+use super::{DocUpdate, Entry, Hub, Loaded, encode_update, encode_vv};
 use crate::documents::store;
 use crate::error::{ApiError, ApiResult};
 use crate::versions;
@@ -73,10 +71,10 @@ impl Hub {
                 {
                     let _ = entry.updates.send(Arc::new(DocUpdate {
                         seq: Some(fresh.seq),
-                        update: STANDARD.encode(update),
+                        update: encode_update(&update),
                         author: None,
                         client_id: None,
-                        version_vector: encode_vv(&fresh.doc.oplog_vv()),
+                        version_vector: encode_vv(&fresh.doc.oplog_vv()).into(),
                     }));
                 }
                 **guard = Some(fresh);

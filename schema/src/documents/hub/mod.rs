@@ -6,13 +6,14 @@
 //! broadcast of it happen under the document's lock, and so does a new subscriber's
 //! catch-up, so a subscriber sees each update exactly once (or, after lagging, a resync).
 //!
-//! This file holds the copies and the write path (import, check, append, broadcast);
-//! `lifecycle.rs` loads and unloads them (idle sweep, auto-save, compaction, the auto-saves
+//! This file holds the copies and what reads or changes them; `writer.rs` is the write path
+//! of clients' edits (a group commit: import, check, append, broadcast), `lifecycle.rs` loads and unloads them (idle sweep, auto-save, compaction, the auto-saves
 //! written on shutdown), `remote.rs` brings them up to date with what other nodes appended. The shape
 //! check is `documents/shape.rs`, the log store `documents/store.rs`.
 
 mod lifecycle;
 mod remote;
+mod writer;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -31,7 +32,7 @@ use super::limits::CollabConfig;
 use super::shape::check_shape;
 use super::store;
 use crate::error::{ApiError, ApiResult};
-use crate::realtime::{Announced, Bus, DocSignal};
+use crate::realtime::Bus;
 
 /// Edits move a project up the lists at most this often (one write, not one per keystroke).
 const ACTIVITY_RESOLUTION: Duration = Duration::from_secs(60);
@@ -48,12 +49,12 @@ pub const DEPENDENCY_WAIT_MAX: Duration = Duration::from_secs(30);
 pub struct DocUpdate {
     /// Position in the document's log; `None` for a catch-up or resync.
     pub seq: Option<i64>,
-    /// The Loro update, base64.
-    pub update: String,
+    /// The Loro update, base64 (the text other nodes received too, see [`crate::realtime::DocSignal`]).
+    pub update: Arc<str>,
     pub author: Option<Uuid>,
     pub client_id: Option<String>,
     /// The document's version vector once this update is applied, base64.
-    pub version_vector: String,
+    pub version_vector: Arc<str>,
 }
 
 /// The outcome of a write.
@@ -62,7 +63,7 @@ pub struct Applied {
     /// Sequence number of the appended update (the current head when nothing was new).
     pub seq: i64,
     /// The document's version vector after the write, base64.
-    pub version_vector: String,
+    pub version_vector: Arc<str>,
 }
 
 /// Cheap to clone.
@@ -88,6 +89,8 @@ pub struct Entry {
     state: Arc<tokio::sync::Mutex<Option<Loaded>>>,
     updates: broadcast::Sender<Arc<DocUpdate>>,
     last_used: Mutex<Instant>,
+    /// Clients' edits waiting for the next holder of the lock (see `writer.rs`).
+    queued: Mutex<Vec<writer::Queued>>,
 }
 
 struct Loaded {
@@ -121,6 +124,12 @@ pub struct Subscription {
 
 fn encode_vv(vv: &VersionVector) -> String {
     STANDARD.encode(vv.encode())
+}
+
+/// An update's bytes as subscribers and other nodes receive them: the one base64 encoding
+/// on an edit's way.
+fn encode_update(update: &[u8]) -> Arc<str> {
+    STANDARD.encode(update).into()
 }
 
 /// Decode a version vector a client sent (base64 already removed).
@@ -208,73 +217,15 @@ impl Documents {
             ));
         }
         let entry = self.hub.entry(project);
-        // A client may send its next update before the answer to the previous one, and
-        // requests (or operations on one socket) may reach the lock in any order: an update
-        // whose dependencies are missing waits for them, as long as the document does not
-        // stand still for DEPENDENCY_WAIT, and at most DEPENDENCY_WAIT_MAX.
-        let mut waiting_until = tokio::time::Instant::now() + DEPENDENCY_WAIT;
-        let give_up_at = tokio::time::Instant::now() + DEPENDENCY_WAIT_MAX;
-        let mut seen_seq = None;
-        let (mut guard, before) = loop {
-            let mut guard = self.hub.lock_loaded(&entry).await?;
-            let loaded = loaded_mut(&mut guard)?;
-            let before = loaded.doc.oplog_vv();
-            if before.includes_vv(&meta.partial_start_vv) {
-                if before.includes_vv(&meta.partial_end_vv) {
-                    return Ok(loaded.head());
-                }
-                let outcome = match loaded.doc.import(update) {
-                    Err(_) => Err(ApiError::bad_input("update", "not a valid Loro update")),
-                    Ok(status) if status.pending.is_some() => Err(missing_dependencies(&before)),
-                    Ok(_) => check_shape(&loaded.doc, &before, config),
-                };
-                match outcome {
-                    Ok(()) => break (guard, before),
-                    Err(error @ ApiError::OutOfDate { .. }) => {
-                        self.hub.rebuild(&entry, &mut guard, &before).await;
-                        if guard.is_none() {
-                            return Err(error);
-                        }
-                    }
-                    Err(error) => {
-                        self.hub.rebuild(&entry, &mut guard, &before).await;
-                        return Err(error);
-                    }
-                }
-            }
-            let loaded = loaded_mut(&mut guard)?;
-            let now = tokio::time::Instant::now();
-            if seen_seq.is_some_and(|seen| seen != loaded.seq) {
-                // The document moves: what this update needs may be on its way.
-                waiting_until = now + DEPENDENCY_WAIT;
-            }
-            if now >= waiting_until || now >= give_up_at {
-                return Err(missing_dependencies(&before));
-            }
-            seen_seq = Some(loaded.seq);
-            let (wake, woken) = tokio::sync::oneshot::channel();
-            loaded.waiting.push(Waiting {
-                needs: meta.partial_start_vv.clone(),
-                wake,
-            });
-            drop(guard);
-            let _ = tokio::time::timeout_at(waiting_until.min(give_up_at), woken).await;
-        };
-        let (applied, announced) = self
-            .hub
-            .commit(
+        self.hub
+            .apply(
                 &entry,
-                &mut guard,
-                &before,
-                update.to_vec(),
-                Some(author),
+                (meta.partial_start_vv, meta.partial_end_vv),
+                update,
+                author,
                 client_id,
             )
-            .await?;
-        // The next edit of this document need not wait for Redis; this answer does.
-        drop(guard);
-        announced.sent().await;
-        Ok(applied)
+            .await
     }
 
     /// Change the document on the server's behalf (file operations, restores): `edit` works
@@ -309,10 +260,19 @@ impl Documents {
                 return Err(error);
             }
         };
+        let version = loaded_mut(&mut guard)?.doc.oplog_vv();
+        let accepted = writer::Accepted {
+            update,
+            author: Some(author),
+            client_id: None,
+            version,
+        };
         let (applied, announced) = self
             .hub
-            .commit(&entry, &mut guard, &before, update, Some(author), None)
-            .await?;
+            .append(&entry, &mut guard, &before, vec![accepted])
+            .await?
+            .pop()
+            .ok_or_else(|| ApiError::internal(anyhow::anyhow!("the edit was not written")))?;
         drop(guard);
         announced.sent().await;
         Ok((value, applied))
@@ -391,10 +351,10 @@ fn export_since(loaded: &Loaded, since: &VersionVector) -> ApiResult<DocUpdate> 
         .map_err(ApiError::internal)?;
     Ok(DocUpdate {
         seq: None,
-        update: STANDARD.encode(update),
+        update: encode_update(&update),
         author: None,
         client_id: None,
-        version_vector: encode_vv(&loaded.doc.oplog_vv()),
+        version_vector: encode_vv(&loaded.doc.oplog_vv()).into(),
     })
 }
 
@@ -403,8 +363,13 @@ impl Loaded {
     fn head(&self) -> Applied {
         Applied {
             seq: self.seq,
-            version_vector: encode_vv(&self.doc.oplog_vv()),
+            version_vector: self.version(),
         }
+    }
+
+    /// The copy's version vector, base64.
+    fn version(&self) -> Arc<str> {
+        encode_vv(&self.doc.oplog_vv()).into()
     }
 }
 
@@ -423,6 +388,7 @@ impl Hub {
                     state: Arc::new(tokio::sync::Mutex::new(None)),
                     updates: broadcast::channel(SUBSCRIBER_QUEUE).0,
                     last_used: Mutex::new(Instant::now()),
+                    queued: Mutex::new(Vec::new()),
                 })
             })
             .clone();
@@ -430,51 +396,12 @@ impl Hub {
         entry
     }
 
-    /// Store what was just imported into the copy and broadcast it; on failure, undo. The
-    /// caller answers once the update has left for the other nodes ([`Announced::sent`]).
-    async fn commit(
-        &self,
-        entry: &Arc<Entry>,
-        guard: &mut OwnedMutexGuard<Option<Loaded>>,
-        before: &VersionVector,
-        update: Vec<u8>,
-        author: Option<Uuid>,
-        client_id: Option<String>,
-    ) -> ApiResult<(Applied, Announced)> {
-        let appended = store::append(
-            &self.db,
-            entry.project,
-            update.clone(),
-            author,
-            client_id.clone(),
-        )
-        .await;
-        let seq = match appended {
-            Ok(seq) => seq,
-            Err(error) => {
-                self.rebuild(entry, guard, before).await;
-                return Err(error);
-            }
-        };
-        if seq != loaded_mut(guard)?.seq + 1 {
-            // Another node appended in between and its signal has not arrived yet: take
-            // those updates from the log first, so subscribers here see every one.
-            self.catch_up(entry, guard, Some(seq)).await;
-        }
-        // (After a rebuild in the catch-up this may repeat what the resync carried; clients
-        // import idempotently, and missing it would be worse.)
-        let loaded = loaded_mut(guard)?;
-        self.broadcast(entry, loaded, seq, &update, author, client_id.clone());
-        let announced = self.bus.announce_doc(DocSignal {
-            project: entry.project,
-            seq,
-            update,
-            author,
-            client_id,
-        });
+    /// What follows `count` updates written from this node: the auto-save and the project's
+    /// activity notice it, and the log is compacted once long enough.
+    async fn written(&self, entry: &Entry, loaded: &mut Loaded, count: u32) {
         loaded.changed_since_checkpoint = true;
         loaded.last_change = Instant::now();
-        loaded.appended_since_compaction += 1;
+        loaded.appended_since_compaction += count;
         if loaded
             .activity_marked
             .is_none_or(|at| at.elapsed() >= ACTIVITY_RESOLUTION)
@@ -484,35 +411,33 @@ impl Hub {
                 tracing::warn!(project = %entry.project, ?error, "cannot mark activity");
             }
         }
-        let applied = Applied {
-            seq,
-            ..loaded.head()
-        };
         if loaded.appended_since_compaction >= self.config.compact_after_updates
             && let Err(error) = self.compact(entry, loaded).await
         {
             tracing::warn!(project = %entry.project, ?error, "compaction failed");
         }
-        Ok((applied, announced))
     }
 
-    /// Record `seq` as applied and hand it to this node's subscribers.
+    /// Record `seq` as applied and hand it (`update` and the `version` it brings the
+    /// document to, both already base64) to this node's subscribers.
+    #[allow(clippy::too_many_arguments)] // one per field of what subscribers receive
     fn broadcast(
         &self,
         entry: &Entry,
         loaded: &mut Loaded,
         seq: i64,
-        update: &[u8],
+        update: Arc<str>,
+        version: Arc<str>,
         author: Option<Uuid>,
         client_id: Option<String>,
     ) {
         loaded.seq = loaded.seq.max(seq);
         let _ = entry.updates.send(Arc::new(DocUpdate {
             seq: Some(seq),
-            update: STANDARD.encode(update),
+            update,
             author,
             client_id,
-            version_vector: encode_vv(&loaded.doc.oplog_vv()),
+            version_vector: version,
         }));
         let now = loaded.doc.oplog_vv();
         for waiting in loaded

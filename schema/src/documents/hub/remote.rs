@@ -9,7 +9,10 @@ use tokio::sync::OwnedMutexGuard;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::{Entry, Hub, Loaded};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+
+use super::{Entry, Hub, Loaded, encode_update};
 use crate::documents::store;
 use crate::realtime::{DocSignal, RemoteDoc};
 
@@ -26,15 +29,19 @@ impl Hub {
         if signal.seq <= loaded.seq {
             return;
         }
+        // Decoded once to import; subscribers here get the sender's base64 text as it came.
         if signal.seq == loaded.seq + 1
-            && let Ok(status) = loaded.doc.import(&signal.update)
+            && let Ok(bytes) = STANDARD.decode(signal.update.as_bytes())
+            && let Ok(status) = loaded.doc.import(&bytes)
             && status.pending.is_none()
         {
+            let version = loaded.version();
             self.broadcast(
                 &entry,
                 loaded,
                 signal.seq,
-                &signal.update,
+                signal.update,
+                version,
                 signal.author,
                 signal.client_id,
             );
@@ -58,14 +65,18 @@ impl Hub {
             Ok(rows) if rows.first().is_none_or(|r| r.seq == loaded.seq + 1) => {
                 for row in rows.into_iter().filter(|r| until.is_none_or(|u| r.seq < u)) {
                     match loaded.doc.import(&row.data) {
-                        Ok(status) if status.pending.is_none() => self.broadcast(
-                            entry,
-                            loaded,
-                            row.seq,
-                            &row.data,
-                            row.author_id,
-                            row.client_id,
-                        ),
+                        Ok(status) if status.pending.is_none() => {
+                            let version = loaded.version();
+                            self.broadcast(
+                                entry,
+                                loaded,
+                                row.seq,
+                                encode_update(&row.data),
+                                version,
+                                row.author_id,
+                                row.client_id,
+                            );
+                        }
                         _ => return self.rebuild(entry, guard, &known).await,
                     }
                 }
