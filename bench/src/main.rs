@@ -7,6 +7,7 @@
 //!
 //! `cargo build --release -p codecrafter-api -p codecrafter-bench`
 //! `target/release/codecrafter-bench [path/to/codecrafter] [receivers] [edits]`
+//! (`BENCH_PIPELINE=1`: the writer sends every edit without waiting for the answers)
 
 use std::time::{Duration, Instant};
 
@@ -92,6 +93,86 @@ fn rss_bytes(pid: u32) -> anyhow::Result<u64> {
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[index.min(sorted.len() - 1)]
+}
+
+fn apply_message(i: usize, project: &str, update: &[u8]) -> Message {
+    let message = json!({ "id": format!("w{i}"), "type": "subscribe", "payload": { "query": APPLY, "variables": { "p": project, "u": STANDARD.encode(update) } } });
+    Message::text(message.to_string())
+}
+
+/// When each edit was sent, how long each took to be answered, and how many were refused.
+type Written = (Vec<Instant>, Vec<Duration>, usize);
+
+/// Each edit sent once the previous one is answered.
+async fn write_one_by_one(
+    mut writer: Socket,
+    project: &str,
+    updates: Vec<Vec<u8>>,
+) -> anyhow::Result<Written> {
+    let (mut sent, mut acked) = (Vec::new(), Vec::new());
+    for (i, update) in updates.iter().enumerate() {
+        let start = Instant::now();
+        writer.send(apply_message(i, project, update)).await?;
+        sent.push(start);
+        let answer = next_of(&mut writer, &format!("w{i}")).await?;
+        acked.push(start.elapsed());
+        anyhow::ensure!(
+            answer.get("errors").is_none(),
+            "applyUpdate failed: {answer}"
+        );
+    }
+    Ok((sent, acked, 0))
+}
+
+/// Every edit sent at once; the answers are read as they come.
+async fn write_pipelined(
+    writer: Socket,
+    project: &str,
+    updates: Vec<Vec<u8>>,
+) -> anyhow::Result<Written> {
+    let count = updates.len();
+    let (mut sink, mut stream) = writer.split();
+    let reading = tokio::spawn(async move {
+        let mut answered = vec![None; count];
+        let mut refused = 0;
+        let mut left = count;
+        while left > 0 {
+            let Some(frame) = stream.next().await else {
+                bail!("the writer's socket closed")
+            };
+            let Message::Text(text) = frame? else {
+                continue;
+            };
+            let message: Value = serde_json::from_str(&text)?;
+            let index = message["id"]
+                .as_str()
+                .and_then(|id| id.strip_prefix('w'))
+                .and_then(|i| i.parse::<usize>().ok());
+            if let (Some(i), "next") = (index, message["type"].as_str().unwrap_or("")) {
+                if message["payload"].get("errors").is_some() {
+                    refused += 1;
+                }
+                if let Some(slot) = answered.get_mut(i) {
+                    *slot = Some(Instant::now());
+                }
+                left -= 1;
+            }
+        }
+        Ok::<_, anyhow::Error>((answered, refused))
+    });
+    let mut sent = Vec::with_capacity(count);
+    for (i, update) in updates.iter().enumerate() {
+        sent.push(Instant::now());
+        sink.feed(apply_message(i, project, update)).await?;
+    }
+    sink.flush().await?;
+    let (answered, refused) = reading.await??;
+    let acked = sent
+        .iter()
+        .zip(answered)
+        .map(|(start, at)| at.map_or(Duration::MAX, |at| at.duration_since(*start)))
+        .collect();
+    Ok((sent, acked, refused))
 }
 
 #[tokio::main]
@@ -211,32 +292,31 @@ async fn main() -> anyhow::Result<()> {
     }
     drop(seen_tx);
 
-    let mut writer = connect(port, &token).await?;
+    let writer = connect(port, &token).await?;
     let doc = LoroDoc::new();
     let text = doc
         .get_map("files")
         .insert_container("main.py", loro::LoroText::new())?;
     let cpu_before = cpu_time(pid)?;
-    let mut sent = Vec::with_capacity(edits);
-    let mut acked = Vec::with_capacity(edits);
-    let mut sent_until = loro::VersionVector::default();
-    for i in 0..edits {
-        text.insert(text.len_unicode(), &format!("{i} "))?;
-        doc.commit();
-        let update = doc.export(ExportMode::updates(&sent_until))?;
-        sent_until = doc.oplog_vv();
-        let id = format!("w{i}");
-        let message = json!({ "id": id, "type": "subscribe", "payload": { "query": APPLY, "variables": { "p": project, "u": STANDARD.encode(update) } } });
-        let start = Instant::now();
-        writer.send(Message::text(message.to_string())).await?;
-        sent.push(start);
-        let answer = next_of(&mut writer, &id).await?;
-        acked.push(start.elapsed());
-        anyhow::ensure!(
-            answer.get("errors").is_none(),
-            "applyUpdate failed: {answer}"
-        );
-    }
+    // BENCH_PIPELINE=1: the writer sends every edit at once, without waiting for answers (a
+    // fast typist on a slow network); otherwise it waits for each answer before the next.
+    let pipelined = std::env::var_os("BENCH_PIPELINE").is_some();
+    let updates = (0..edits)
+        .map(|i| {
+            let before = doc.oplog_vv();
+            text.insert(text.len_unicode(), &format!("{i} "))?;
+            doc.commit();
+            Ok(doc.export(ExportMode::updates(&before))?)
+        })
+        .collect::<anyhow::Result<Vec<Vec<u8>>>>()?;
+    let started = Instant::now();
+    let (sent, acked, refused) = if pipelined {
+        write_pipelined(writer, &project, updates).await?
+    } else {
+        write_one_by_one(writer, &project, updates).await?
+    };
+    let writing = started.elapsed();
+    let mut acked = acked;
     // Wait until every receiver has every edit.
     let mut first_seen: Vec<Option<Instant>> = vec![None; edits + 2];
     let mut deliveries = 0usize;
@@ -261,7 +341,14 @@ async fn main() -> anyhow::Result<()> {
         .collect();
     first.sort();
     acked.sort();
-    println!("receivers: {receivers}, edits: {edits}, delivered: {deliveries}/{expected}");
+    println!(
+        "receivers: {receivers}, edits: {edits} ({}), delivered: {deliveries}/{expected}",
+        if pipelined { "pipelined" } else { "one by one" }
+    );
+    println!(
+        "writer: all {edits} answered in {writing:?} ({:.0} edits/s), refused: {refused}",
+        edits as f64 / writing.as_secs_f64()
+    );
     println!(
         "server CPU per delivered update: {:.2} µs",
         cpu.as_secs_f64() * 1e6 / deliveries.max(1) as f64

@@ -31,16 +31,16 @@ pub fn check_shape(doc: &LoroDoc, before: &VersionVector, config: &CollabConfig)
     for path in touched_files(doc, before)? {
         check_path("update", &path)?;
         match files.get(&path) {
-            // Deleted by the change.
-            None => {}
-            Some(ValueOrContainer::Container(Container::Text(text))) => {
-                if text.len_utf8() > config.max_file_bytes {
-                    return refuse(format!(
-                        "{path} would be larger than {} bytes",
-                        config.max_file_bytes
-                    ));
-                }
+            Some(ValueOrContainer::Container(Container::Text(text)))
+                if text.len_utf8() > config.max_file_bytes =>
+            {
+                return refuse(format!(
+                    "{path} would be larger than {} bytes",
+                    config.max_file_bytes
+                ));
             }
+            // A text within the limit, or a file the change deleted.
+            Some(ValueOrContainer::Container(Container::Text(_))) | None => {}
             Some(_) => return refuse(format!("files/{path} must be a text")),
         }
     }
