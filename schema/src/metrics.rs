@@ -47,6 +47,7 @@ pub mod names {
     pub const RATE_LIMITED: &str = "codecrafter_rate_limited_total";
     pub const DB_POOL_CONNECTIONS: &str = "codecrafter_db_pool_connections";
     pub const DB_POOL_MAX: &str = "codecrafter_db_pool_max_connections";
+    pub const RATE_LIMIT_FALLBACKS: &str = "codecrafter_rate_limit_redis_fallbacks_total";
 }
 
 use names::*;
@@ -146,6 +147,11 @@ pub fn describe() {
         "Database pool connections, by state (in_use, idle)."
     );
     describe_gauge!(DB_POOL_MAX, "The database pool's size limit.");
+    describe_counter!(
+        RATE_LIMIT_FALLBACKS,
+        "Rate-limit decisions (budgets, sign-in slowdown) this node took alone because Redis \
+         did not answer in time; with REDIS_URL they are otherwise shared by every node."
+    );
 }
 
 /// Create every family with a zero, so dashboards and alerts find them before the first
@@ -159,6 +165,7 @@ pub fn register_families() {
     counter!(WEBSOCKETS_OPENED).absolute(0);
     counter!(REDIS_RECONNECTS).absolute(0);
     counter!(SANDBOX_FAILURES).absolute(0);
+    counter!(RATE_LIMIT_FALLBACKS).absolute(0);
 }
 
 pub fn http_request(route: &str, method: &str, status: u16, elapsed: Duration) {
@@ -219,6 +226,11 @@ pub fn document_compacted() {
 
 pub fn rate_limited(limit: &'static str) {
     counter!(RATE_LIMITED, "limit" => limit).increment(1);
+}
+
+/// A rate limit decided on this node alone: Redis did not answer in time.
+pub fn rate_limit_fallback() {
+    counter!(RATE_LIMIT_FALLBACKS).increment(1);
 }
 
 /// A worker took a run requested `waited` ago.

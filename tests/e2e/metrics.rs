@@ -115,7 +115,7 @@ backend_tests! {
         assert!(value(&after, "codecrafter_document_updates_refused_total", &[("code", "BAD_USER_INPUT")]) >= 1.0);
         assert_eq!(value(&after, "codecrafter_documents_loaded", &[]), 1.0);
         assert!(value(&after, "codecrafter_document_loads_total", &[]) >= 1.0);
-        for family in ["codecrafter_document_unloads_total", "codecrafter_document_compactions_total", "codecrafter_redis_reconnects_total", "codecrafter_sandbox_failures_total"] {
+        for family in ["codecrafter_document_unloads_total", "codecrafter_document_compactions_total", "codecrafter_redis_reconnects_total", "codecrafter_sandbox_failures_total", "codecrafter_rate_limit_redis_fallbacks_total"] {
             assert!(!samples(&after, family, &[]).is_empty(), "no {family}");
         }
         // The database pool, the queue and the process.
