@@ -47,6 +47,7 @@ pub mod names {
     pub const RATE_LIMITED: &str = "codecrafter_rate_limited_total";
     pub const DB_POOL_CONNECTIONS: &str = "codecrafter_db_pool_connections";
     pub const DB_POOL_MAX: &str = "codecrafter_db_pool_max_connections";
+    pub const DB_POOL_ACQUIRE_WAIT: &str = "codecrafter_db_pool_acquire_wait_seconds";
     pub const RATE_LIMIT_FALLBACKS: &str = "codecrafter_rate_limit_redis_fallbacks_total";
 }
 
@@ -147,6 +148,14 @@ pub fn describe() {
         "Database pool connections, by state (in_use, idle)."
     );
     describe_gauge!(DB_POOL_MAX, "The database pool's size limit.");
+    describe_gauge!(
+        DB_POOL_ACQUIRE_WAIT,
+        Unit::Seconds,
+        "How long a probe waited for a database pool connection when this scrape was taken \
+         (sqlx counts no waiting tasks: this stands for them). Near zero while a connection \
+         is free; it grows with the queue of requests waiting for one, up to 2 s (the probe \
+         waits no longer)."
+    );
     describe_counter!(
         RATE_LIMIT_FALLBACKS,
         "Rate-limit decisions (budgets, sign-in slowdown) this node took alone because Redis \
@@ -253,6 +262,25 @@ pub fn sandbox_failed() {
     counter!(SANDBOX_FAILURES).increment(1);
 }
 
+/// Longest the probe of [`DB_POOL_ACQUIRE_WAIT`] waits: a scrape must not hang on a pool
+/// that is stuck (the gauge then reads this).
+const ACQUIRE_PROBE_LIMIT: Duration = Duration::from_secs(2);
+
+/// How long taking a connection from the pool took (the connection goes back at once):
+/// what a request arriving now waits before its first query.
+async fn acquire_wait<C, E>(acquire: impl std::future::Future<Output = Result<C, E>>) -> Duration
+where
+    E: std::fmt::Display,
+{
+    let start = std::time::Instant::now();
+    match tokio::time::timeout(ACQUIRE_PROBE_LIMIT, acquire).await {
+        Ok(Ok(connection)) => drop(connection),
+        Ok(Err(error)) => tracing::debug!(%error, "the pool probe got no connection"),
+        Err(_) => return ACQUIRE_PROBE_LIMIT,
+    }
+    start.elapsed()
+}
+
 /// Read the gauges that are states rather than events, just before a scrape.
 pub async fn observe(services: &crate::Services) {
     gauge!(WEBSOCKET_CONNECTIONS).set(
@@ -272,28 +300,27 @@ pub async fn observe_shared(db: &sea_orm::DatabaseConnection, bus: &crate::realt
     if let Some(connected) = bus.redis_connected() {
         gauge!(REDIS_CONNECTED).set(if connected { 1.0 } else { 0.0 });
     }
-    let (size, idle, max) = match db.get_database_backend() {
+    let (size, idle, max, waited) = match db.get_database_backend() {
         DatabaseBackend::Postgres => {
             let pool = db.get_postgres_connection_pool();
-            (
-                pool.size(),
-                pool.num_idle(),
-                pool.options().get_max_connections(),
-            )
+            // Counted before the probe takes (and gives back) a connection.
+            let (size, idle) = (pool.size(), pool.num_idle());
+            let waited = acquire_wait(pool.acquire()).await;
+            (size, idle, pool.options().get_max_connections(), waited)
         }
         DatabaseBackend::Sqlite => {
             let pool = db.get_sqlite_connection_pool();
-            (
-                pool.size(),
-                pool.num_idle(),
-                pool.options().get_max_connections(),
-            )
+            // Counted before the probe takes (and gives back) a connection.
+            let (size, idle) = (pool.size(), pool.num_idle());
+            let waited = acquire_wait(pool.acquire()).await;
+            (size, idle, pool.options().get_max_connections(), waited)
         }
-        _ => (0, 0, 0),
+        _ => (0, 0, 0, Duration::ZERO),
     };
     let in_use = f64::from(size) - idle as f64;
     gauge!(DB_POOL_CONNECTIONS, "state" => "in_use").set(in_use.max(0.0));
     gauge!(DB_POOL_CONNECTIONS, "state" => "idle").set(idle as f64);
+    gauge!(DB_POOL_ACQUIRE_WAIT).set(waited.as_secs_f64());
     gauge!(DB_POOL_MAX).set(f64::from(max));
     let queued = db
         .query_one_raw(Statement::from_string(

@@ -121,6 +121,9 @@ backend_tests! {
         // The database pool, the queue and the process.
         assert!(value(&after, "codecrafter_db_pool_max_connections", &[]) >= 1.0);
         assert!(!samples(&after, "codecrafter_db_pool_connections", &[("state", "idle")]).is_empty());
+        // (The pool counts no waiting tasks; a probe's wait for a connection stands for them.)
+        let waited = value(&after, "codecrafter_db_pool_acquire_wait_seconds", &[]);
+        assert!((0.0..2.5).contains(&waited), "{waited}");
         assert_eq!(value(&after, "codecrafter_run_queue_depth", &[]), 0.0);
         assert!(value(&after, "process_resident_memory_bytes", &[]) > 1e6);
         assert!(value(&after, "process_open_fds", &[]) > 5.0);
