@@ -283,6 +283,10 @@ where
 
 /// Read the gauges that are states rather than events, just before a scrape.
 pub async fn observe(services: &crate::Services) {
+    // The shared gauges first: they wait (for the pool, a query), and this node's own counts
+    // are best set just before the render (several nodes in one test process share a
+    // recorder).
+    observe_shared(&services.db, &services.bus).await;
     gauge!(WEBSOCKET_CONNECTIONS).set(
         services
             .metrics
@@ -291,7 +295,6 @@ pub async fn observe(services: &crate::Services) {
     );
     gauge!(DOCUMENTS_LOADED).set(services.documents.loaded_count() as f64);
     gauge!(PRESENCE_REPLICAS).set(services.presence.replica_count() as f64);
-    observe_shared(&services.db, &services.bus).await;
 }
 
 /// The gauges an API node and a `codecrafter worker` both have: the Redis link, the
