@@ -480,6 +480,63 @@ pub fn use_redis(config: &mut Config) {
     config.redis.channel = format!("cc-test-{}", uuid::Uuid::new_v4());
 }
 
+/// A Redis server of the test's own, to stop and start again without disturbing the other
+/// tests on the shared one. Stopped when dropped.
+pub struct PrivateRedis {
+    pub port: u16,
+    server: Option<tokio::process::Child>,
+}
+
+impl PrivateRedis {
+    pub async fn start() -> PrivateRedis {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut redis = PrivateRedis { port, server: None };
+        redis.up().await;
+        redis
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    pub async fn up(&mut self) {
+        let server = tokio::process::Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--loglevel", "warning"])
+            .stdout(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("redis-server is installed");
+        self.server = Some(server);
+        eventually(std::time::Duration::from_secs(10), async || {
+            self.answers().await
+        })
+        .await;
+    }
+
+    pub async fn answers(&self) -> bool {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let Ok(mut socket) = tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await else {
+            return false;
+        };
+        let mut answer = [0; 7];
+        socket.write_all(b"PING\r\n").await.is_ok()
+            && socket.read_exact(&mut answer).await.is_ok()
+            && &answer == b"+PONG\r\n"
+    }
+
+    pub async fn down(&mut self) {
+        if let Some(mut server) = self.server.take() {
+            server.start_kill().unwrap();
+            server.wait().await.unwrap();
+        }
+    }
+}
+
 /// Declare tests that each run once on SQLite and once on PostgreSQL:
 ///
 /// ```ignore

@@ -249,6 +249,11 @@ pub struct RateLimitSettings {
     #[arg(long = "rate-limit-updates-burst", env = "RATE_LIMIT_UPDATES_BURST", default_value_t = RateLimitSettings::UPDATES_BURST, global = true)]
     pub updates_burst: u32,
 
+    /// With REDIS_URL: how long, in milliseconds, a budget or sign-in check waits for Redis
+    /// before this node decides alone (and does for a second).
+    #[arg(long = "rate-limit-redis-timeout-ms", env = "RATE_LIMIT_REDIS_TIMEOUT_MS", default_value_t = RateLimitSettings::REDIS_TIMEOUT_MS, global = true)]
+    pub redis_timeout_ms: u64,
+
     /// Proxies (addresses or CIDR ranges, comma-separated) whose `X-Forwarded-For` or
     /// `Forwarded` header names the client; from anybody else those headers are ignored.
     #[arg(long, env = "TRUSTED_PROXIES", value_delimiter = ',', global = true)]
@@ -264,6 +269,12 @@ impl RateLimitSettings {
     pub const WRITES_BURST: u32 = 30;
     pub const UPDATES_PER_SECOND: u32 = 100;
     pub const UPDATES_BURST: u32 = 500;
+    pub const REDIS_TIMEOUT_MS: u64 = 100;
+
+    /// How long a shared budget check waits for Redis.
+    pub fn redis_timeout(&self) -> Duration {
+        Duration::from_millis(self.redis_timeout_ms.max(1))
+    }
 
     /// The schema's budgets.
     pub fn budgets(&self) -> schema::budgets::BudgetSettings {
@@ -289,6 +300,7 @@ impl Default for RateLimitSettings {
             writes_burst: Self::WRITES_BURST,
             updates_per_second: Self::UPDATES_PER_SECOND,
             updates_burst: Self::UPDATES_BURST,
+            redis_timeout_ms: Self::REDIS_TIMEOUT_MS,
             trusted_proxies: Vec::new(),
         }
     }
@@ -775,6 +787,7 @@ mod tests {
                 "RATE_LIMIT_UPDATES_PER_SECOND",
             ),
             ("rate-limit-updates-burst", "RATE_LIMIT_UPDATES_BURST"),
+            ("rate-limit-redis-timeout-ms", "RATE_LIMIT_REDIS_TIMEOUT_MS"),
             ("trusted-proxies", "TRUSTED_PROXIES"),
             ("sandbox-bwrap", "SANDBOX_BWRAP"),
             ("worker-concurrency", "WORKER_CONCURRENCY"),

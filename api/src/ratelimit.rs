@@ -1,6 +1,15 @@
 //! Who the client is (the socket's address, or the one a trusted proxy forwards) and the
 //! per-address GCRA budget on `/graphql` (tower-governor), answered as GraphQL clients
 //! expect: RATE_LIMITED with `extensions.retryAfter`, HTTP 429 with `Retry-After`.
+//!
+//! This per-address budget stays per node, even with `REDIS_URL`, unlike the operation
+//! budgets and the sign-in slowdown (`schema::shared_limits`): it is the flood guard in front
+//! of everything, checked on every request before anything else is done, so it must cost
+//! nothing and depend on nothing. A Redis round trip per request would add its latency to
+//! every query and edit and make Redis a part of every request's path, while what it guards
+//! against (one address flooding) is already bounded per node, so behind N nodes an address
+//! gets at most N times this generous budget. The budgets that guard against guessing and
+//! spamming (a few per minute, where N times would matter) are the shared ones.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;

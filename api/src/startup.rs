@@ -69,15 +69,20 @@ pub async fn services(config: &Config) -> anyhow::Result<Services> {
         queue,
         config: config.runs.config(),
     };
+    // The budgets and the sign-in slowdown share the revocations' Redis connection.
+    let limits = match revoked_sessions.connection() {
+        Some(conn) => schema::shared_limits::SharedLimits::redis(
+            conn,
+            &config.redis.channel,
+            config.rate_limits.redis_timeout(),
+        ),
+        None => schema::shared_limits::SharedLimits::local(),
+    };
     detect.await?;
-    Ok(Services::new(
-        db,
-        tokens,
-        revoked_sessions,
-        bus,
-        config.collab(),
-        runs,
-    ))
+    Ok(
+        Services::new(db, tokens, revoked_sessions, bus, config.collab(), runs)
+            .with_shared_limits(limits),
+    )
 }
 
 /// The job queue: on Redis with `REDIS_URL`, else in the data directory's SQLite file.

@@ -4,6 +4,9 @@
 //! a budget per user and field. Checked before execution, from the validated document's root
 //! fields, so no resolver needs to remember it. A refused operation answers RATE_LIMITED with
 //! `extensions.retryAfter` (seconds) and `extensions.limit`, and changes nothing.
+//!
+//! With `REDIS_URL` the budgets are kept in Redis ([`crate::shared_limits`]), one budget for
+//! every node of the deployment; the limiters here decide only while Redis does not answer.
 
 use std::net::IpAddr;
 use std::num::NonZeroU32;
@@ -21,6 +24,7 @@ use uuid::Uuid;
 
 use crate::Viewer;
 use crate::error::codes;
+use crate::shared_limits::{Cell, SharedLimits};
 
 /// The client's address (the socket's, or the forwarded one behind a trusted proxy).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -54,9 +58,14 @@ pub struct BudgetSettings {
 const MAX_KEYS: usize = 100_000;
 
 struct Budgets {
+    /// The shared budgets (with Redis); the limiters below when they cannot be reached.
+    shared: SharedLimits,
     auth: DefaultKeyedRateLimiter<IpAddr>,
     writes: DefaultKeyedRateLimiter<(Uuid, &'static str)>,
     updates: DefaultKeyedRateLimiter<Uuid>,
+    auth_quota: Quota,
+    writes_quota: Quota,
+    updates_quota: Quota,
 }
 
 fn quota(per: Duration, count: u32, burst: u32) -> Quota {
@@ -67,31 +76,38 @@ fn quota(per: Duration, count: u32, burst: u32) -> Quota {
         .allow_burst(burst)
 }
 
+/// One budgeted call: which limit, whose budget (its Redis key), and the budget's quota.
+struct Charge {
+    limit: &'static str,
+    key: String,
+    quota: Quota,
+}
+
 /// The schema extension enforcing the budgets; one per schema (so per node).
 pub struct OperationBudgets {
     budgets: Arc<Budgets>,
 }
 
 impl OperationBudgets {
-    pub fn new(settings: &BudgetSettings) -> Self {
+    /// The budgets of `settings`, kept in `shared` (Redis) when it is, else on this node.
+    pub fn new(settings: &BudgetSettings, shared: SharedLimits) -> Self {
         let minute = Duration::from_secs(60);
+        let auth_quota = quota(minute, settings.auth_per_minute, settings.auth_burst);
+        let writes_quota = quota(minute, settings.writes_per_minute, settings.writes_burst);
+        let updates_quota = quota(
+            Duration::from_secs(1),
+            settings.updates_per_second,
+            settings.updates_burst,
+        );
         Self {
             budgets: Arc::new(Budgets {
-                auth: RateLimiter::keyed(quota(
-                    minute,
-                    settings.auth_per_minute,
-                    settings.auth_burst,
-                )),
-                writes: RateLimiter::keyed(quota(
-                    minute,
-                    settings.writes_per_minute,
-                    settings.writes_burst,
-                )),
-                updates: RateLimiter::keyed(quota(
-                    Duration::from_secs(1),
-                    settings.updates_per_second,
-                    settings.updates_burst,
-                )),
+                shared,
+                auth: RateLimiter::keyed(auth_quota),
+                writes: RateLimiter::keyed(writes_quota),
+                updates: RateLimiter::keyed(updates_quota),
+                auth_quota,
+                writes_quota,
+                updates_quota,
             }),
         }
     }
@@ -157,44 +173,97 @@ pub fn refused(limit: &'static str, wait: Duration) -> ServerError {
 }
 
 impl Budgets {
-    fn check(
+    /// The budget `field` spends for this client, if any (anonymous writes spend none:
+    /// they are refused as UNAUTHENTICATED anyway).
+    fn charge(
+        &self,
+        field: &'static str,
+        ip: Option<IpAddr>,
+        user: Option<Uuid>,
+    ) -> Option<Charge> {
+        if AUTH_FIELDS.contains(&field) {
+            let ip = ip?;
+            Some(Charge {
+                limit: "auth",
+                key: format!("auth:{ip}"),
+                quota: self.auth_quota,
+            })
+        } else if UPDATE_FIELDS.contains(&field) {
+            let user = user?;
+            Some(Charge {
+                limit: "updates",
+                key: format!("updates:{user}"),
+                quota: self.updates_quota,
+            })
+        } else {
+            let user = user?;
+            Some(Charge {
+                limit: field,
+                key: format!("write:{field}:{user}"),
+                quota: self.writes_quota,
+            })
+        }
+    }
+
+    /// Spend `field`'s cell: in Redis, or on this node when Redis cannot say.
+    async fn check(
         &self,
         field: &'static str,
         ip: Option<IpAddr>,
         user: Option<Uuid>,
     ) -> Result<(), ServerError> {
+        let Some(charge) = self.charge(field, ip, user) else {
+            return Ok(());
+        };
+        let cell = match self
+            .shared
+            .spend(
+                &charge.key,
+                charge.quota.replenish_interval(),
+                charge.quota.burst_size().get(),
+            )
+            .await
+        {
+            Some(cell) => cell,
+            None => self.check_locally(field, ip, user),
+        };
+        match cell {
+            Cell::Allowed => Ok(()),
+            Cell::Refused(wait) => Err(refused(charge.limit, wait)),
+        }
+    }
+
+    /// The node-local limiters (no Redis, or Redis not answering).
+    fn check_locally(&self, field: &'static str, ip: Option<IpAddr>, user: Option<Uuid>) -> Cell {
         let now = DefaultClock::default().now();
-        let wait = if AUTH_FIELDS.contains(&field) {
-            let Some(ip) = ip else { return Ok(()) };
+        let refused = if AUTH_FIELDS.contains(&field) {
+            let Some(ip) = ip else {
+                return Cell::Allowed;
+            };
             if self.auth.len() > MAX_KEYS {
                 self.auth.retain_recent();
             }
-            self.auth
-                .check_key(&ip)
-                .err()
-                .map(|n| ("auth", n.wait_time_from(now)))
+            self.auth.check_key(&ip).err()
         } else if UPDATE_FIELDS.contains(&field) {
-            let Some(user) = user else { return Ok(()) };
+            let Some(user) = user else {
+                return Cell::Allowed;
+            };
             if self.updates.len() > MAX_KEYS {
                 self.updates.retain_recent();
             }
-            self.updates
-                .check_key(&user)
-                .err()
-                .map(|n| ("updates", n.wait_time_from(now)))
+            self.updates.check_key(&user).err()
         } else {
-            let Some(user) = user else { return Ok(()) };
+            let Some(user) = user else {
+                return Cell::Allowed;
+            };
             if self.writes.len() > MAX_KEYS {
                 self.writes.retain_recent();
             }
-            self.writes
-                .check_key(&(user, field))
-                .err()
-                .map(|n| (field, n.wait_time_from(now)))
+            self.writes.check_key(&(user, field)).err()
         };
-        match wait {
-            None => Ok(()),
-            Some((limit, wait)) => Err(refused(limit, wait)),
+        match refused {
+            None => Cell::Allowed,
+            Some(not_until) => Cell::Refused(not_until.wait_time_from(now)),
         }
     }
 }
@@ -233,7 +302,7 @@ impl Extension for BudgetExtension {
                 _ => None,
             };
             for field in fields {
-                if let Err(error) = self.budgets.check(field, ip, user) {
+                if let Err(error) = self.budgets.check(field, ip, user).await {
                     return Response::from_errors(vec![error]);
                 }
             }

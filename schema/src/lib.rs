@@ -19,6 +19,7 @@ pub mod presence;
 pub mod projects;
 pub mod runs;
 pub mod scalars;
+pub mod shared_limits;
 pub mod state;
 mod time;
 pub mod users;
@@ -106,12 +107,14 @@ pub struct SchemaOptions {
     pub max_variables_bytes: usize,
     /// Longest a query may execute.
     pub query_timeout: std::time::Duration,
-    /// Budgets per address and per user (see [`budgets`]); `None` checks none.
+    /// Budgets per address and per user (see [`budgets`]), counted where the services'
+    /// [`Services::limits`] say; `None` checks none.
     pub budgets: Option<budgets::BudgetSettings>,
 }
 
 /// The schema, serving `services`.
 pub fn build(services: Services, options: &SchemaOptions) -> AppSchema {
+    let limits = services.limits.clone();
     let builder = builder()
         .extension(extensions::OperationMetrics)
         .extension(extensions::RequestLimits {
@@ -121,7 +124,7 @@ pub fn build(services: Services, options: &SchemaOptions) -> AppSchema {
         })
         .data(services);
     let builder = match &options.budgets {
-        Some(settings) => builder.extension(budgets::OperationBudgets::new(settings)),
+        Some(settings) => builder.extension(budgets::OperationBudgets::new(settings, limits)),
         None => builder,
     };
     if options.introspection {

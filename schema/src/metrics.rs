@@ -49,6 +49,8 @@ pub mod names {
     pub const RATE_LIMITED: &str = "codecrafter_rate_limited_total";
     pub const DB_POOL_CONNECTIONS: &str = "codecrafter_db_pool_connections";
     pub const DB_POOL_MAX: &str = "codecrafter_db_pool_max_connections";
+    pub const DB_POOL_ACQUIRE_WAIT: &str = "codecrafter_db_pool_acquire_wait_seconds";
+    pub const RATE_LIMIT_FALLBACKS: &str = "codecrafter_rate_limit_redis_fallbacks_total";
 }
 
 use names::*;
@@ -157,6 +159,19 @@ pub fn describe() {
         "Database pool connections, by state (in_use, idle)."
     );
     describe_gauge!(DB_POOL_MAX, "The database pool's size limit.");
+    describe_gauge!(
+        DB_POOL_ACQUIRE_WAIT,
+        Unit::Seconds,
+        "How long a probe waited for a database pool connection when this scrape was taken \
+         (sqlx counts no waiting tasks: this stands for them). Near zero while a connection \
+         is free; it grows with the queue of requests waiting for one, up to 2 s (the probe \
+         waits no longer)."
+    );
+    describe_counter!(
+        RATE_LIMIT_FALLBACKS,
+        "Rate-limit decisions (budgets, sign-in slowdown) this node took alone because Redis \
+         did not answer in time; with REDIS_URL they are otherwise shared by every node."
+    );
 }
 
 /// Create every family with a zero, so dashboards and alerts find them before the first
@@ -171,6 +186,7 @@ pub fn register_families() {
     counter!(WEBSOCKETS_OPENED).absolute(0);
     counter!(REDIS_RECONNECTS).absolute(0);
     counter!(SANDBOX_FAILURES).absolute(0);
+    counter!(RATE_LIMIT_FALLBACKS).absolute(0);
 }
 
 pub fn http_request(route: &str, method: &str, status: u16, elapsed: Duration) {
@@ -238,6 +254,11 @@ pub fn rate_limited(limit: &'static str) {
     counter!(RATE_LIMITED, "limit" => limit).increment(1);
 }
 
+/// A rate limit decided on this node alone: Redis did not answer in time.
+pub fn rate_limit_fallback() {
+    counter!(RATE_LIMIT_FALLBACKS).increment(1);
+}
+
 /// A worker took a run requested `waited` ago.
 pub fn run_claimed(language: String, waited: Duration) {
     counter!(RUNS_STARTED, "language" => language.clone()).increment(1);
@@ -258,8 +279,31 @@ pub fn sandbox_failed() {
     counter!(SANDBOX_FAILURES).increment(1);
 }
 
+/// Longest the probe of [`DB_POOL_ACQUIRE_WAIT`] waits: a scrape must not hang on a pool
+/// that is stuck (the gauge then reads this).
+const ACQUIRE_PROBE_LIMIT: Duration = Duration::from_secs(2);
+
+/// How long taking a connection from the pool took (the connection goes back at once):
+/// what a request arriving now waits before its first query.
+async fn acquire_wait<C, E>(acquire: impl std::future::Future<Output = Result<C, E>>) -> Duration
+where
+    E: std::fmt::Display,
+{
+    let start = std::time::Instant::now();
+    match tokio::time::timeout(ACQUIRE_PROBE_LIMIT, acquire).await {
+        Ok(Ok(connection)) => drop(connection),
+        Ok(Err(error)) => tracing::debug!(%error, "the pool probe got no connection"),
+        Err(_) => return ACQUIRE_PROBE_LIMIT,
+    }
+    start.elapsed()
+}
+
 /// Read the gauges that are states rather than events, just before a scrape.
 pub async fn observe(services: &crate::Services) {
+    // The shared gauges first: they wait (for the pool, a query), and this node's own counts
+    // are best set just before the render (several nodes in one test process share a
+    // recorder).
+    observe_shared(&services.db, &services.bus).await;
     gauge!(WEBSOCKET_CONNECTIONS).set(
         services
             .metrics
@@ -268,7 +312,6 @@ pub async fn observe(services: &crate::Services) {
     );
     gauge!(DOCUMENTS_LOADED).set(services.documents.loaded_count() as f64);
     gauge!(PRESENCE_REPLICAS).set(services.presence.replica_count() as f64);
-    observe_shared(&services.db, &services.bus).await;
 }
 
 /// The gauges an API node and a `codecrafter worker` both have: the Redis link, the
@@ -277,28 +320,27 @@ pub async fn observe_shared(db: &sea_orm::DatabaseConnection, bus: &crate::realt
     if let Some(connected) = bus.redis_connected() {
         gauge!(REDIS_CONNECTED).set(if connected { 1.0 } else { 0.0 });
     }
-    let (size, idle, max) = match db.get_database_backend() {
+    let (size, idle, max, waited) = match db.get_database_backend() {
         DatabaseBackend::Postgres => {
             let pool = db.get_postgres_connection_pool();
-            (
-                pool.size(),
-                pool.num_idle(),
-                pool.options().get_max_connections(),
-            )
+            // Counted before the probe takes (and gives back) a connection.
+            let (size, idle) = (pool.size(), pool.num_idle());
+            let waited = acquire_wait(pool.acquire()).await;
+            (size, idle, pool.options().get_max_connections(), waited)
         }
         DatabaseBackend::Sqlite => {
             let pool = db.get_sqlite_connection_pool();
-            (
-                pool.size(),
-                pool.num_idle(),
-                pool.options().get_max_connections(),
-            )
+            // Counted before the probe takes (and gives back) a connection.
+            let (size, idle) = (pool.size(), pool.num_idle());
+            let waited = acquire_wait(pool.acquire()).await;
+            (size, idle, pool.options().get_max_connections(), waited)
         }
-        _ => (0, 0, 0),
+        _ => (0, 0, 0, Duration::ZERO),
     };
     let in_use = f64::from(size) - idle as f64;
     gauge!(DB_POOL_CONNECTIONS, "state" => "in_use").set(in_use.max(0.0));
     gauge!(DB_POOL_CONNECTIONS, "state" => "idle").set(idle as f64);
+    gauge!(DB_POOL_ACQUIRE_WAIT).set(waited.as_secs_f64());
     gauge!(DB_POOL_MAX).set(f64::from(max));
     let queued = db
         .query_one_raw(Statement::from_string(

@@ -10,6 +10,7 @@ use crate::documents::{CollabConfig, Documents};
 use crate::presence::Presence;
 use crate::realtime::Bus;
 use crate::runs::RunsConfig;
+use crate::shared_limits::SharedLimits;
 
 /// Code runs: where they are queued, and their rules.
 pub struct Runs {
@@ -24,8 +25,11 @@ pub struct Services {
     pub tokens: Arc<TokenIssuer>,
     /// Sessions ended before their access tokens expire (shared through Redis in production).
     pub revoked_sessions: Arc<RevokedSessions>,
-    /// Failed sign-ins per login (per node).
+    /// Failed sign-ins per (login, address), counted with [`Services::limits`].
     pub sign_ins: Arc<crate::auth::limiter::SignInLimiter>,
+    /// Where the budgets and the sign-in slowdown are counted: on this node, or in Redis
+    /// with the other nodes (see [`Services::with_shared_limits`]).
+    pub limits: SharedLimits,
     /// Profiles recently read (a few seconds), shared by every request and connection.
     pub users: crate::loaders::UserCache,
     pub metrics: Arc<crate::metrics::Metrics>,
@@ -53,6 +57,7 @@ impl Services {
             tokens: Arc::new(tokens),
             revoked_sessions: Arc::new(revoked_sessions),
             sign_ins: Arc::default(),
+            limits: SharedLimits::local(),
             users: crate::loaders::UserCache::default(),
             metrics: Arc::default(),
             bus,
@@ -60,6 +65,15 @@ impl Services {
             presence,
             runs: Arc::new(runs),
         }
+    }
+
+    /// Count the budgets and the sign-in slowdown in `limits` (Redis, shared by the nodes of
+    /// the deployment) instead of on this node alone. Before the schema is built from these
+    /// services (its budgets take `limits` from here).
+    pub fn with_shared_limits(mut self, limits: SharedLimits) -> Self {
+        self.sign_ins = Arc::new(crate::auth::limiter::SignInLimiter::new(limits.clone()));
+        self.limits = limits;
+        self
     }
 
     /// Stop every background task (the document hub's, presence's, the revocation listener,

@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use codecrafter_tests::TestApp;
+use codecrafter_tests::{PrivateRedis, TestApp};
 use serde_json::json;
 
 use crate::documents::{APPLY, Peer, server_files, team};
@@ -207,60 +207,6 @@ async fn acknowledged_edits_survive_the_writers_node_being_killed() {
 impl NodeProcess {
     async fn start_owned(app: TestApp) -> NodeProcess {
         Self::start(&app).await
-    }
-}
-
-/// A Redis server of the test's own, to stop and start again without disturbing the other
-/// tests on the shared one.
-struct PrivateRedis {
-    port: u16,
-    server: Option<tokio::process::Child>,
-}
-
-impl PrivateRedis {
-    async fn start() -> PrivateRedis {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut redis = PrivateRedis { port, server: None };
-        redis.up().await;
-        redis
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    async fn up(&mut self) {
-        let server = tokio::process::Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no", "--loglevel", "warning"])
-            .stdout(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("redis-server is installed");
-        self.server = Some(server);
-        codecrafter_tests::eventually(Duration::from_secs(10), async || self.answers().await).await;
-    }
-
-    async fn answers(&self) -> bool {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let Ok(mut socket) = tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await else {
-            return false;
-        };
-        let mut answer = [0; 7];
-        socket.write_all(b"PING\r\n").await.is_ok()
-            && socket.read_exact(&mut answer).await.is_ok()
-            && &answer == b"+PONG\r\n"
-    }
-
-    async fn down(&mut self) {
-        if let Some(mut server) = self.server.take() {
-            server.start_kill().unwrap();
-            server.wait().await.unwrap();
-        }
     }
 }
 

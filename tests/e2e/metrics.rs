@@ -116,12 +116,15 @@ backend_tests! {
         assert!(value(&after, "codecrafter_document_updates_refused_total", &[("code", "BAD_USER_INPUT")]) >= 1.0);
         assert_eq!(value(&after, "codecrafter_documents_loaded", &[]), 1.0);
         assert!(value(&after, "codecrafter_document_loads_total", &[]) >= 1.0);
-        for family in ["codecrafter_document_unloads_total", "codecrafter_document_compactions_total", "codecrafter_redis_reconnects_total", "codecrafter_sandbox_failures_total"] {
+        for family in ["codecrafter_document_unloads_total", "codecrafter_document_compactions_total", "codecrafter_redis_reconnects_total", "codecrafter_sandbox_failures_total", "codecrafter_rate_limit_redis_fallbacks_total"] {
             assert!(!samples(&after, family, &[]).is_empty(), "no {family}");
         }
         // The database pool, the queue and the process.
         assert!(value(&after, "codecrafter_db_pool_max_connections", &[]) >= 1.0);
         assert!(!samples(&after, "codecrafter_db_pool_connections", &[("state", "idle")]).is_empty());
+        // (The pool counts no waiting tasks; a probe's wait for a connection stands for them.)
+        let waited = value(&after, "codecrafter_db_pool_acquire_wait_seconds", &[]);
+        assert!((0.0..2.5).contains(&waited), "{waited}");
         assert_eq!(value(&after, "codecrafter_run_queue_depth", &[]), 0.0);
         assert!(value(&after, "process_resident_memory_bytes", &[]) > 1e6);
         assert!(value(&after, "process_open_fds", &[]) > 5.0);

@@ -82,6 +82,12 @@ impl RevokedSessions {
         })
     }
 
+    /// The Redis connection the set writes through (with Redis), for the node's other small
+    /// commands to share: it reconnects by itself and never needs Redis at start-up.
+    pub fn connection(&self) -> Option<ConnectionManager> {
+        self.redis.as_ref().map(|shared| shared.link.conn.clone())
+    }
+
     /// Stop listening to the other nodes and wait until the listener has ended.
     pub async fn shutdown(&self) {
         if let Some(shared) = &self.redis {

@@ -109,7 +109,7 @@ pub async fn sign_in(
     ip: Option<std::net::IpAddr>,
 ) -> ApiResult<Session> {
     let login = login.trim().to_lowercase();
-    services.sign_ins.check(&login, ip)?;
+    services.sign_ins.check(&login, ip).await?;
     let column = if login.contains('@') {
         user::Column::Email
     } else {
@@ -121,10 +121,10 @@ pub async fn sign_in(
         .await?;
     let hash = found.as_ref().map(|u| u.password_hash.clone());
     if !password::verify(password, hash).await? {
-        services.sign_ins.failed(&login, ip);
+        services.sign_ins.failed(&login, ip).await;
         return Err(ApiError::unauthenticated(BAD_CREDENTIALS));
     }
-    services.sign_ins.succeeded(&login, ip);
+    services.sign_ins.succeeded(&login, ip).await;
     let Some(user) = found else {
         return Err(ApiError::unauthenticated(BAD_CREDENTIALS));
     };
