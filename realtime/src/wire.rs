@@ -11,6 +11,10 @@ use crate::signal::{RunSignal, Signal};
 pub(crate) struct Envelope {
     pub origin: Uuid,
     pub signal: Signal,
+    /// The trace the signal was published in (W3C `traceparent`), continued where it is
+    /// delivered; absent while traces are off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
 }
 
 /// What the Redis link hands the bus.

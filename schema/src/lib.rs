@@ -113,6 +113,7 @@ pub struct SchemaOptions {
 /// The schema, serving `services`.
 pub fn build(services: Services, options: &SchemaOptions) -> AppSchema {
     let builder = builder()
+        .extension(extensions::OperationSpans)
         .extension(extensions::OperationMetrics)
         .extension(extensions::RequestLimits {
             max_variables_bytes: options.max_variables_bytes,
