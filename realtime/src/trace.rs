@@ -1,9 +1,10 @@
 //! W3C trace context (`traceparent`) in and out of `tracing` spans, wherever a trace leaves
 //! the process: a client's HTTP request, a job in the queue, a signal through Redis.
 //!
-//! The spans' OpenTelemetry side exists only while the process exports traces (see the
-//! API's `telemetry`); otherwise there is no context to carry and [`traceparent`] answers
-//! `None`, and [`continue_trace`] changes nothing.
+//! The spans' OpenTelemetry side exists only while the process keeps OpenTelemetry contexts
+//! (it exports traces, or logs JSON with trace ids: see the API's `telemetry`); otherwise
+//! there is no context to carry, [`traceparent`] answers `None` and [`continue_trace`]
+//! changes nothing.
 
 use std::collections::HashMap;
 

@@ -214,6 +214,12 @@ async fn spawn_api(
             logs.lock().unwrap().push(line);
         }
     });
+    let addr = listening(&mut child).await;
+    (child, addr)
+}
+
+/// The address the `serve` process `child` (its stdout piped) says it listens on.
+async fn listening(child: &mut tokio::process::Child) -> SocketAddr {
     let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
     let addr = tokio::time::timeout(WAIT, async {
         while let Some(line) = stdout.next_line().await.unwrap() {
@@ -226,7 +232,7 @@ async fn spawn_api(
     .await
     .expect("the API node listens");
     tokio::spawn(async move { while let Ok(Some(_)) = stdout.next_line().await {} });
-    (child, addr)
+    addr
 }
 
 /// A worker process exporting to `receiver`.
@@ -452,4 +458,43 @@ async fn one_trace_runs_from_the_request_to_the_workers_result() {
         },
     )
     .await;
+}
+
+/// With `OTEL_EXPORTER_OTLP_PROTOCOL=grpc` the spans go out over gRPC: the exporter opens an
+/// HTTP/2 connection (its preface is the first thing on the wire) to the endpoint. (Whether
+/// they arrive whole is the HTTP test's part: both encode the same protobuf messages.)
+#[tokio::test]
+async fn grpc_is_spoken_when_asked() {
+    use tokio::io::AsyncReadExt as _;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = listener.local_addr().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_codecrafter-under-test"))
+        .arg("serve")
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("CODECRAFTER_DATA_DIR", dir.path())
+        .env("BIND", "127.0.0.1:0")
+        .env("RUST_LOG", "warn")
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{endpoint}"))
+        .env("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
+        .env("OTEL_BSP_SCHEDULE_DELAY", "100")
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let addr = listening(&mut child).await;
+    let answer = reqwest::get(format!("http://{addr}/healthz"))
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    let preface = tokio::time::timeout(WAIT, async {
+        let (mut connection, _) = listener.accept().await.unwrap();
+        let mut preface = [0u8; 24];
+        connection.read_exact(&mut preface).await.unwrap();
+        preface
+    })
+    .await
+    .expect("the exporter connects");
+    assert_eq!(&preface, b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
 }
