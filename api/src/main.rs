@@ -12,14 +12,15 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Migrate => {
-            api::telemetry::init(&config);
+            let telemetry = api::telemetry::init(&config);
             let db = api::database::connect(&config).await?;
             api::database::migrate(&db).await?;
             tracing::info!("migrations applied");
+            telemetry.shutdown().await;
             Ok(())
         }
         Command::Worker => {
-            api::telemetry::init(&config);
+            let telemetry = api::telemetry::init(&config);
             // The database, the queue and a bus for runs only: no token issuer, no documents.
             let services = api::startup::WorkerServices::connect(&config).await?;
             let workers = api::startup::Workers::start(
@@ -36,10 +37,12 @@ async fn main() -> anyhow::Result<()> {
             // The runs' last events go out before the link stops.
             services.bus.shutdown().await;
             services.db.close().await?;
+            // The runs' last spans too.
+            telemetry.shutdown().await;
             Ok(())
         }
         Command::Serve => {
-            api::telemetry::init(&config);
+            let telemetry = api::telemetry::init(&config);
             let app = Application::build(&config).await?;
             let addr = app.local_addr()?;
             match app.mode() {
@@ -51,9 +54,12 @@ async fn main() -> anyhow::Result<()> {
                     println!("CodeCrafter (PostgreSQL) listening on http://{addr}/graphql")
                 }
             }
-            app.run_until(shutdown_signal())
+            let served = app
+                .run_until(shutdown_signal())
                 .await
-                .context("server failed")
+                .context("server failed");
+            telemetry.shutdown().await;
+            served
         }
     }
 }

@@ -102,6 +102,29 @@ fn request_id(request: &Request) -> HeaderValue {
         })
 }
 
+/// The request's span: the server side of an HTTP request, continuing the client's trace
+/// when it sent a valid W3C `traceparent` (a malformed one is ignored: a new trace).
+fn request_span(request: &Request, route: &str, path: &str, id: &str) -> tracing::Span {
+    let method = request.method();
+    let span = tracing::info_span!(
+        "request",
+        %method,
+        path = %path,
+        request_id = %id,
+        otel.name = %format_args!("{method} {route}"),
+        otel.kind = "server",
+    );
+    realtime::trace::set_attribute(&span, "http.request.method", method.as_str().to_owned());
+    realtime::trace::set_attribute(&span, "http.route", route.to_owned());
+    realtime::trace::set_attribute(&span, "url.path", path.to_owned());
+    let traceparent = request
+        .headers()
+        .get(realtime::trace::TRACEPARENT)
+        .and_then(|value| value.to_str().ok());
+    realtime::trace::continue_trace(&span, traceparent);
+    span
+}
+
 /// Middleware around every route: request id in and out, a span carrying it, the HTTP
 /// metrics, and the access line.
 pub async fn access(mut request: Request, next: Next) -> Response {
@@ -122,10 +145,18 @@ pub async fn access(mut request: Request, next: Next) -> Response {
             _ => "other",
         });
     let id_text = id.to_str().unwrap_or_default().to_owned();
-    let span = tracing::info_span!("request", %method, path = %path, request_id = %id_text);
+    let span = request_span(&request, route, &path, &id_text);
     let mut response = next.run(request).instrument(span.clone()).await;
     let elapsed = started.elapsed();
     let status = response.status();
+    realtime::trace::set_attribute(
+        &span,
+        "http.response.status_code",
+        i64::from(status.as_u16()),
+    );
+    if status.is_server_error() {
+        realtime::trace::set_error(&span, status.to_string());
+    }
     response.headers_mut().insert(REQUEST_ID.clone(), id);
     schema::metrics::http_request(route, method.as_str(), status.as_u16(), elapsed);
     let operation = response

@@ -3,6 +3,9 @@
 //! A job carries only the id of its run; the run's row is the truth about what to do and
 //! whether it was done. Delivery is at least once: the handler claims the run in the database
 //! before executing it, so a job delivered twice runs once.
+//!
+//! A job also carries the trace it was enqueued in (a W3C `traceparent`), so that the worker's
+//! spans continue the request's trace: one trace runs from `runCode` to the run's result.
 
 use std::future::Future;
 use std::path::Path;
@@ -13,6 +16,7 @@ use apalis::prelude::*;
 use apalis_redis::RedisStorage;
 use apalis_sqlite::{SqlitePool, SqliteStorage};
 use serde::{Deserialize, Serialize};
+use tracing::Instrument as _;
 use uuid::Uuid;
 
 /// How often an idle worker looks for jobs (the backends' default is their 30 s heartbeat).
@@ -27,6 +31,10 @@ const WAKE: std::time::Duration = std::time::Duration::from_secs(1);
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct RunJob {
     pub run_id: Uuid,
+    /// The trace of whoever enqueued it; absent in jobs enqueued without traces (and in jobs
+    /// from before it existed, which still decode).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
 }
 
 /// What a worker does with a job. An error is logged; the handler itself records failures
@@ -78,14 +86,35 @@ impl Queue {
         Ok(Self::Redis(RedisStorage::new(conn).with_config(config)))
     }
 
-    /// Enqueue a run.
+    /// Enqueue a run, in a span of its own whose trace the job carries to the worker.
     pub async fn push(&self, run_id: Uuid) -> anyhow::Result<()> {
-        let job = RunJob { run_id };
-        match self.clone() {
-            Self::Sqlite(mut storage) => storage.push(job).await.map_err(anyhow::Error::from)?,
-            Self::Redis(mut storage) => storage.push(job).await.map_err(anyhow::Error::from)?,
+        let span = tracing::info_span!(
+            "enqueue run",
+            otel.kind = "producer",
+            messaging.system = self.system(),
+            run = %run_id,
+        );
+        let job = RunJob {
+            run_id,
+            traceparent: realtime::trace::traceparent(&span),
+        };
+        let queue = self.clone();
+        async move {
+            match queue {
+                Self::Sqlite(mut storage) => storage.push(job).await.map_err(anyhow::Error::from),
+                Self::Redis(mut storage) => storage.push(job).await.map_err(anyhow::Error::from),
+            }
         }
-        Ok(())
+        .instrument(span)
+        .await
+    }
+
+    /// The backend, as the spans name it.
+    fn system(&self) -> &'static str {
+        match self {
+            Self::Sqlite(_) => "sqlite",
+            Self::Redis(_) => "redis",
+        }
     }
 
     /// Run one worker named `name` that executes at most `concurrency` runs at once, until
@@ -157,8 +186,12 @@ async fn stopped(shutdown: impl Future<Output = ()>) -> Result<(), std::io::Erro
 #[derive(Clone)]
 struct Handler(Arc<dyn RunHandler>);
 
+/// One job, in a span continuing the trace it was enqueued in (a new trace when it carries
+/// none, or a malformed one).
 async fn handle(job: RunJob, handler: Data<Handler>) -> Result<(), BoxDynError> {
     let Handler(inner) = &*handler;
-    inner.handle(job.run_id).await;
+    let span = tracing::info_span!("run job", otel.kind = "consumer", run = %job.run_id);
+    realtime::trace::continue_trace(&span, job.traceparent.as_deref());
+    inner.handle(job.run_id).instrument(span).await;
     Ok(())
 }

@@ -6,6 +6,7 @@ use std::time::Duration;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument as _;
 use uuid::Uuid;
 
 use crate::redis_link::RedisLink;
@@ -244,15 +245,28 @@ async fn deliver_inbound(bus: std::sync::Weak<Bus>, mut inbound: mpsc::Receiver<
                 let _ = bus.remote_docs.send(RemoteDoc::Resync).await;
             }
             Inbound::Reconnected => {}
-            Inbound::Envelope(envelope) => match envelope.signal {
-                Signal::Doc(update) => {
-                    let _ = bus.remote_docs.send(RemoteDoc::Update(update)).await;
+            Inbound::Envelope(envelope) => {
+                // Continues the publisher's trace, across nodes.
+                let span = tracing::info_span!(
+                    "redis deliver",
+                    otel.kind = "consumer",
+                    messaging.system = "redis"
+                );
+                crate::trace::continue_trace(&span, envelope.traceparent.as_deref());
+                async {
+                    match envelope.signal {
+                        Signal::Doc(update) => {
+                            let _ = bus.remote_docs.send(RemoteDoc::Update(update)).await;
+                        }
+                        Signal::Project { project, signal } => {
+                            bus.projects.send(project, Arc::new(signal));
+                        }
+                        Signal::Run { run, signal } => bus.runs.send(run, Arc::new(signal)),
+                    }
                 }
-                Signal::Project { project, signal } => {
-                    bus.projects.send(project, Arc::new(signal));
-                }
-                Signal::Run { run, signal } => bus.runs.send(run, Arc::new(signal)),
-            },
+                .instrument(span)
+                .await;
+            }
         }
     }
 }

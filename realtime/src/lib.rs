@@ -11,6 +11,7 @@ mod redis_link;
 mod runs;
 mod signal;
 mod topics;
+pub mod trace;
 mod wire;
 
 pub use bus::{Announced, Bus, RemoteDoc};

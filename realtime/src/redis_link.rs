@@ -35,6 +35,9 @@ struct Outbound {
     channel: String,
     bytes: Vec<u8>,
     sent: Option<oneshot::Sender<bool>>,
+    /// From `publish` until its pipeline reached Redis (or failed): the publish as its
+    /// publisher sees it.
+    span: tracing::Span,
 }
 
 pub(crate) struct RedisLink {
@@ -114,8 +117,20 @@ impl RedisLink {
     /// Queue `envelope` for the other nodes. With `confirm`, and while Redis answers, the
     /// receiver hears once Redis has taken it (`true`) or refused it (`false`); while Redis is
     /// away nobody should wait, so there is no receiver.
-    pub fn publish(&self, envelope: Envelope, confirm: bool) -> Option<oneshot::Receiver<bool>> {
+    pub fn publish(
+        &self,
+        mut envelope: Envelope,
+        confirm: bool,
+    ) -> Option<oneshot::Receiver<bool>> {
         let channel = self.channels.of(&envelope.signal).to_owned();
+        let span = tracing::info_span!(
+            "redis publish",
+            otel.kind = "producer",
+            messaging.system = "redis",
+            messaging.destination.name = %channel,
+            otel.status_code = tracing::field::Empty,
+        );
+        envelope.traceparent = crate::trace::traceparent(&span);
         let bytes = match serde_json::to_vec(&envelope) {
             Ok(bytes) => bytes,
             Err(error) => {
@@ -136,6 +151,7 @@ impl RedisLink {
                 channel,
                 bytes,
                 sent,
+                span,
             })
             .is_err()
         {
@@ -231,6 +247,9 @@ async fn publish_loop(
             }
         }
         for item in batch.drain(..) {
+            if sent.is_err() {
+                item.span.record("otel.status_code", "ERROR");
+            }
             if let Some(sent_tx) = item.sent {
                 let _ = sent_tx.send(sent.is_ok());
             }

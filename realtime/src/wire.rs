@@ -15,6 +15,10 @@ pub(crate) struct Envelope {
     #[serde(default)]
     pub sent_at: i64,
     pub signal: Signal,
+    /// The trace the signal was published in (W3C `traceparent`), continued where it is
+    /// delivered; absent while traces are off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
 }
 
 impl Envelope {
@@ -24,6 +28,7 @@ impl Envelope {
             origin,
             sent_at: chrono::Utc::now().timestamp_micros(),
             signal,
+            traceparent: None,
         }
     }
 

@@ -164,6 +164,93 @@ impl Extension for RequestLimitsExtension {
     }
 }
 
+/// A span around the execution of every query and mutation (HTTP or WebSocket), named after
+/// the operation's type and root field (`mutation runCode`), so everything a resolver does
+/// (database queries, enqueueing a run, Redis publishes) is inside it. It starts once the
+/// document parsed and validated: a span's name is fixed when it starts, and what went
+/// wrong before is the request's. Subscriptions get none: one would last as long as the
+/// subscription.
+pub struct OperationSpans;
+
+impl ExtensionFactory for OperationSpans {
+    fn create(&self) -> Arc<dyn Extension> {
+        Arc::new(OperationSpansExtension {
+            state: std::sync::Mutex::new(SpanState::default()),
+        })
+    }
+}
+
+#[derive(Default)]
+struct SpanState {
+    /// The operation the request names, if any (set before the document is parsed).
+    requested: Option<String>,
+    /// Its root field and type, once parsed.
+    parsed: Option<(String, &'static str)>,
+}
+
+struct OperationSpansExtension {
+    state: std::sync::Mutex<SpanState>,
+}
+
+impl OperationSpansExtension {
+    fn state(&self) -> std::sync::MutexGuard<'_, SpanState> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+#[async_trait::async_trait]
+impl Extension for OperationSpansExtension {
+    async fn prepare_request(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        request: Request,
+        next: NextPrepareRequest<'_>,
+    ) -> ServerResult<Request> {
+        self.state().requested = request.operation_name.clone();
+        next.run(ctx, request).await
+    }
+
+    async fn parse_query(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        query: &str,
+        variables: &async_graphql::Variables,
+        next: async_graphql::extensions::NextParseQuery<'_>,
+    ) -> ServerResult<async_graphql::parser::types::ExecutableDocument> {
+        let document = next.run(ctx, query, variables).await?;
+        let mut state = self.state();
+        state.parsed = operation_label(&document, state.requested.as_deref());
+        drop(state);
+        Ok(document)
+    }
+
+    async fn execute(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        operation_name: Option<&str>,
+        next: NextExecute<'_>,
+    ) -> Response {
+        use tracing::Instrument as _;
+        let (field, kind) = self
+            .state()
+            .parsed
+            .clone()
+            .unwrap_or_else(|| ("none".to_owned(), "unknown"));
+        let span = tracing::info_span!("graphql", otel.name = %format_args!("{kind} {field}"));
+        realtime::trace::set_attribute(&span, "graphql.operation.type", kind);
+        realtime::trace::set_attribute(&span, "graphql.operation.name", field);
+        let response = next.run(ctx, operation_name).instrument(span.clone()).await;
+        let outcome = outcome(&response);
+        if outcome == codes::INTERNAL {
+            realtime::trace::set_error(&span, outcome.clone());
+        }
+        realtime::trace::set_attribute(&span, "graphql.outcome", outcome);
+        response
+    }
+}
+
 /// A non-null root field that failed makes `data` null, as the GraphQL spec says; async-graphql
 /// leaves the other root fields and just omits the failed one, which typed clients cannot
 /// tell from a bug. A failed nullable root field is present as `null`, so a field in error

@@ -116,6 +116,7 @@ pub struct SchemaOptions {
 pub fn build(services: Services, options: &SchemaOptions) -> AppSchema {
     let limits = services.limits.clone();
     let builder = builder()
+        .extension(extensions::OperationSpans)
         .extension(extensions::OperationMetrics)
         .extension(extensions::RequestLimits {
             max_variables_bytes: options.max_variables_bytes,

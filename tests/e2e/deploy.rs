@@ -85,14 +85,34 @@ fn compose_names_only_what_exists() {
         );
         let environment = service["environment"].as_object().expect("environment");
         for key in environment.keys() {
+            // Clap's settings, or the standard OpenTelemetry variables the SDK reads.
             assert!(
-                settings.contains(key),
+                settings.contains(key) || api::telemetry::OTEL_VARIABLES.contains(&key.as_str()),
                 "{name} sets {key}, which codecrafter does not read"
             );
         }
-        for needed in ["DATABASE_URL", "REDIS_URL"] {
+        for needed in ["DATABASE_URL", "REDIS_URL", "OTEL_SERVICE_NAME"] {
             assert!(environment.contains_key(needed), "{name} lacks {needed}");
         }
+        // Traces go to the collector, on the port of the protocol they speak.
+        let endpoint = environment["OTEL_EXPORTER_OTLP_ENDPOINT"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{name} exports no traces"));
+        let port = match environment["OTEL_EXPORTER_OTLP_PROTOCOL"].as_str() {
+            Some("grpc") => "4317",
+            _ => "4318",
+        };
+        assert_eq!(endpoint, format!("http://otel-collector:{port}"), "{name}");
+    }
+    let collector = yaml("deploy/otel/collector.yml");
+    for (protocol, port) in [("grpc", "4317"), ("http", "4318")] {
+        let bind = collector["receivers"]["otlp"]["protocols"][protocol]["endpoint"]
+            .as_str()
+            .unwrap_or_default();
+        assert!(
+            bind.ends_with(port),
+            "the collector takes no OTLP/{protocol} on {port}"
+        );
     }
     assert_eq!(
         services["worker"]["privileged"], true,

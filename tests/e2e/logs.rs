@@ -124,5 +124,15 @@ async fn json_access_lines_carry_the_fields() {
     assert_eq!(fields["method"], "POST", "{entry}");
     assert_eq!(fields["operation"], "Ping", "{entry}");
     assert_eq!(fields["request_id"], "json-request-7", "{entry}");
+    // The ids of the request's span, though this server exports no traces.
+    let hex = |value: &Value, digits: usize| {
+        value.as_str().is_some_and(|id| {
+            id.len() == digits
+                && id.bytes().all(|b| b.is_ascii_hexdigit())
+                && id != "0".repeat(digits)
+        })
+    };
+    assert!(hex(&entry["trace_id"], 32), "{entry}");
+    assert!(hex(&entry["span_id"], 16), "{entry}");
     server.child.kill().await.unwrap();
 }

@@ -21,4 +21,5 @@ mod runs;
 mod sdl;
 mod server;
 mod shutdown;
+mod traces;
 mod users;

@@ -59,7 +59,10 @@ pub async fn graphql(
     // still finishes (stopping one between its commit and its broadcast would lose the
     // broadcast); queries are cut off by their own timeout.
     let schema = state.schema.clone();
-    let mut answer = match tokio::spawn(async move { schema.execute(request).await }).await {
+    // (In the request's span, which the task would otherwise leave.)
+    let execution =
+        tracing::Instrument::in_current_span(async move { schema.execute(request).await });
+    let mut answer = match tokio::spawn(execution).await {
         Ok(response) => media.respond(response),
         Err(error) => {
             tracing::error!(%error, "a GraphQL execution failed");

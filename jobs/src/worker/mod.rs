@@ -27,6 +27,7 @@ use realtime::{Bus, RunSignal};
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{ColumnTrait, Condition, DatabaseConnection, EntityTrait, QueryFilter};
 use tokio::sync::{mpsc, watch};
+use tracing::Instrument as _;
 use uuid::Uuid;
 
 use crate::RunLimits;
@@ -124,6 +125,7 @@ impl Executor {
     }
 
     /// Take the run if it is waiting. `None` when somebody else has it or it has ended.
+    #[tracing::instrument(name = "claim run", skip_all, fields(run = %id, claimed))]
     async fn claim(&self, id: Uuid) -> anyhow::Result<Option<run::Model>> {
         let at = now();
         let claimed = Run::update_many()
@@ -139,6 +141,7 @@ impl Executor {
             .filter(run::Column::Status.eq(RunStatus::Queued))
             .exec(&self.db)
             .await?;
+        tracing::Span::current().record("claimed", claimed.rows_affected == 1);
         if claimed.rows_affected == 0 {
             return Ok(None);
         }
@@ -199,7 +202,9 @@ impl Executor {
             limits,
         };
         let (chunks_tx, mut chunks) = mpsc::unbounded_channel::<sandbox::OutputChunk>();
-        let sandbox = sandbox::run(&self.config.bwrap, spec, chunks_tx, cancel);
+        let sandbox_span = tracing::info_span!("sandbox", run = %run.id, language = ?run.language, attempt = run.attempts);
+        let sandbox =
+            sandbox::run(&self.config.bwrap, spec, chunks_tx, cancel).instrument(sandbox_span);
         tokio::pin!(sandbox);
         // A later attempt goes on numbering where the earlier one stopped, so followers keep
         // receiving (its output replaces the earlier attempt's in the row).
@@ -290,6 +295,7 @@ impl Executor {
     }
 
     /// Record the result, once: only while the run is still ours and running.
+    #[tracing::instrument(name = "finish run", skip_all, fields(run = %run.id, status, recorded))]
     async fn finish(&self, run: &run::Model, finished: Finished) -> anyhow::Result<()> {
         use sandbox::Status as S;
         let outcome = &finished.outcome;
@@ -301,6 +307,7 @@ impl Executor {
             S::OutputLimit => RunStatus::OutputLimit,
             S::Cancelled => RunStatus::Cancelled,
         };
+        tracing::Span::current().record("status", tracing::field::debug(status));
         let output = &finished.output;
         let millis = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
         let written = Run::update_many()
@@ -333,6 +340,7 @@ impl Executor {
             .filter(self.held(run.id, run.attempts))
             .exec(&self.db)
             .await?;
+        tracing::Span::current().record("recorded", written.rows_affected == 1);
         if written.rows_affected == 1 {
             self.observer
                 .measured(run.language, outcome.wall_time, outcome.cpu_time);
@@ -342,6 +350,7 @@ impl Executor {
     }
 
     /// The sandbox could not do its job: try again later, or give up after the last attempt.
+    #[tracing::instrument(name = "failed attempt", skip_all, fields(run = %run.id, attempt = run.attempts))]
     async fn failed_attempt(&self, run: &run::Model, reason: String) -> anyhow::Result<()> {
         tracing::warn!(run = %run.id, attempt = run.attempts, %reason, "run attempt failed");
         self.observer.sandbox_failed();
