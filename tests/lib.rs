@@ -24,6 +24,12 @@ use tokio::task::JoinHandle;
 pub use serde_json;
 pub use testkit::{eventually, eventually_some};
 
+/// Held by a test that reads a node's own gauges from `/metrics` (connections, subscriptions,
+/// documents in memory): the servers of one test process share one metrics recorder, and a
+/// scrape sets those gauges to its own node's counts just before rendering, so two scrapes at
+/// once could show each other's.
+pub static NODE_GAUGES: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
     Sqlite,
@@ -254,6 +260,37 @@ impl TestApp {
                 drop_database(&name).await;
             }
         }
+    }
+
+    /// The real `codecrafter` binary at `exe` (its `main.rs`, built for the tests as
+    /// `codecrafter-under-test`: `env!("CARGO_BIN_EXE_codecrafter-under-test")`, which only
+    /// the test targets see) running `subcommand`, configured like this app's deployment
+    /// through the environment (its PostgreSQL database, Redis, channel and job queue) and
+    /// given nothing else: no inherited variables but `PATH`, no secret but the database's.
+    pub fn binary(
+        &self,
+        exe: &str,
+        subcommand: &str,
+        data_dir: &std::path::Path,
+    ) -> tokio::process::Command {
+        use secrecy::ExposeSecret;
+        let config = &self.config;
+        let mut command = tokio::process::Command::new(exe);
+        command
+            .arg(subcommand)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("CODECRAFTER_DATA_DIR", data_dir)
+            .env("REDIS_CHANNEL", &config.redis.channel)
+            .env("JOB_QUEUE", &config.workers.job_queue)
+            .kill_on_drop(true);
+        if let Some(url) = &config.database.url {
+            command.env("DATABASE_URL", url.expose_secret());
+        }
+        if let Some(url) = &config.redis.url {
+            command.env("REDIS_URL", url.expose_secret());
+        }
+        command
     }
 
     pub fn url(&self, path: &str) -> String {

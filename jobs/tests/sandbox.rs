@@ -1070,15 +1070,8 @@ async fn victim_seconds() -> f64 {
     result.stdout.trim().parse().unwrap()
 }
 
-/// Another user's run next to a hog (many children, each in a session of its own, spinning):
-/// the hog gets its one core, and the other run is slowed by less than 3× (a generous bound
-/// for a noisy machine; unbounded, eight spinning children took it ~8× slower).
-#[tokio::test]
-async fn a_hog_does_not_starve_another_run() {
-    if sandbox::isolation() == sandbox::Isolation::Rlimits {
-        return;
-    }
-    let alone = victim_seconds().await;
+/// The victim's time beside a hog (many children, each in a session of its own, spinning).
+async fn victim_seconds_beside_a_hog() -> f64 {
     let hog = with_limits(
         spec(
             Language::Python,
@@ -1103,9 +1096,34 @@ async fn a_hog_does_not_starve_another_run() {
     stop_hog.send(true).unwrap();
     let hog = hog.await.unwrap().unwrap();
     assert_eq!(hog.status, Status::Cancelled, "{hog:?}");
-    println!("the victim's work: alone {alone:.2}s, beside the hog {beside:.2}s");
-    assert!(
-        beside < alone * 3.0,
-        "alone {alone:.2}s, beside the hog {beside:.2}s"
+    beside
+}
+
+/// Another user's run next to a hog: the hog gets its one core, and the other run is slowed
+/// by less than 3× (unbounded, eight spinning children took it ~8× slower). The other tests
+/// of this binary run at the same time and load the machine unevenly, so a round is timed
+/// alone, beside the hog, and alone again, and one round in three within the bound passes:
+/// a hog that starves its neighbours fails them all.
+#[tokio::test]
+async fn a_hog_does_not_starve_another_run() {
+    if sandbox::isolation() == sandbox::Isolation::Rlimits {
+        return;
+    }
+    let mut rounds = Vec::new();
+    for _ in 0..3 {
+        let before = victim_seconds().await;
+        let beside = victim_seconds_beside_a_hog().await;
+        let after = victim_seconds().await;
+        let alone = before.max(after);
+        println!(
+            "the victim's work: alone {before:.2}s / {after:.2}s, beside the hog {beside:.2}s"
+        );
+        rounds.push((alone, beside));
+        if beside < alone * 3.0 {
+            return;
+        }
+    }
+    panic!(
+        "beside the hog the victim was 3× slower or worse in every round (alone, beside): {rounds:.2?}"
     );
 }

@@ -164,93 +164,6 @@ impl Extension for RequestLimitsExtension {
     }
 }
 
-/// A span around the execution of every query and mutation (HTTP or WebSocket), named after
-/// the operation's type and root field (`mutation runCode`), so everything a resolver does
-/// (database queries, enqueueing a run, Redis publishes) is inside it. It starts once the
-/// document parsed and validated: a span's name is fixed when it starts, and what went
-/// wrong before is the request's. Subscriptions get none: one would last as long as the
-/// subscription.
-pub struct OperationSpans;
-
-impl ExtensionFactory for OperationSpans {
-    fn create(&self) -> Arc<dyn Extension> {
-        Arc::new(OperationSpansExtension {
-            state: std::sync::Mutex::new(SpanState::default()),
-        })
-    }
-}
-
-#[derive(Default)]
-struct SpanState {
-    /// The operation the request names, if any (set before the document is parsed).
-    requested: Option<String>,
-    /// Its root field and type, once parsed.
-    parsed: Option<(String, &'static str)>,
-}
-
-struct OperationSpansExtension {
-    state: std::sync::Mutex<SpanState>,
-}
-
-impl OperationSpansExtension {
-    fn state(&self) -> std::sync::MutexGuard<'_, SpanState> {
-        self.state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-}
-
-#[async_trait::async_trait]
-impl Extension for OperationSpansExtension {
-    async fn prepare_request(
-        &self,
-        ctx: &ExtensionContext<'_>,
-        request: Request,
-        next: NextPrepareRequest<'_>,
-    ) -> ServerResult<Request> {
-        self.state().requested = request.operation_name.clone();
-        next.run(ctx, request).await
-    }
-
-    async fn parse_query(
-        &self,
-        ctx: &ExtensionContext<'_>,
-        query: &str,
-        variables: &async_graphql::Variables,
-        next: async_graphql::extensions::NextParseQuery<'_>,
-    ) -> ServerResult<async_graphql::parser::types::ExecutableDocument> {
-        let document = next.run(ctx, query, variables).await?;
-        let mut state = self.state();
-        state.parsed = operation_label(&document, state.requested.as_deref());
-        drop(state);
-        Ok(document)
-    }
-
-    async fn execute(
-        &self,
-        ctx: &ExtensionContext<'_>,
-        operation_name: Option<&str>,
-        next: NextExecute<'_>,
-    ) -> Response {
-        use tracing::Instrument as _;
-        let (field, kind) = self
-            .state()
-            .parsed
-            .clone()
-            .unwrap_or_else(|| ("none".to_owned(), "unknown"));
-        let span = tracing::info_span!("graphql", otel.name = %format_args!("{kind} {field}"));
-        realtime::trace::set_attribute(&span, "graphql.operation.type", kind);
-        realtime::trace::set_attribute(&span, "graphql.operation.name", field);
-        let response = next.run(ctx, operation_name).instrument(span.clone()).await;
-        let outcome = outcome(&response);
-        if outcome == codes::INTERNAL {
-            realtime::trace::set_error(&span, outcome.clone());
-        }
-        realtime::trace::set_attribute(&span, "graphql.outcome", outcome);
-        response
-    }
-}
-
 /// A non-null root field that failed makes `data` null, as the GraphQL spec says; async-graphql
 /// leaves the other root fields and just omits the failed one, which typed clients cannot
 /// tell from a bug. A failed nullable root field is present as `null`, so a field in error
@@ -298,12 +211,23 @@ impl Extension for ValidateOnly {
 /// they execute, subscriptions over their lifetime, requests refused before execution as
 /// operation `invalid`. The operation label is its root field (`multiple` when it has
 /// several), taken only from a document that validated, so a client cannot invent labels.
-pub struct OperationMetrics;
+///
+/// It also traces them: a span around the execution of every query and mutation (HTTP or
+/// WebSocket), named after the operation's type and root field (`mutation runCode`), so
+/// everything a resolver does (database queries, enqueueing a run, Redis publishes) is inside
+/// it. It starts once the document parsed and validated: a span's name is fixed when it
+/// starts, and what went wrong before is the request's. Subscriptions get none: one would
+/// last as long as the subscription.
+pub struct ObserveOperations {
+    /// The node's own counts (of subscriptions being served).
+    pub metrics: Arc<crate::metrics::Metrics>,
+}
 
-impl ExtensionFactory for OperationMetrics {
+impl ExtensionFactory for ObserveOperations {
     fn create(&self) -> Arc<dyn Extension> {
-        Arc::new(OperationMetricsExtension {
+        Arc::new(ObservedOperation {
             state: Arc::new(std::sync::Mutex::new(OperationState::new())),
+            metrics: self.metrics.clone(),
         })
     }
 }
@@ -348,11 +272,12 @@ impl OperationState {
     }
 }
 
-struct OperationMetricsExtension {
+struct ObservedOperation {
     state: Arc<std::sync::Mutex<OperationState>>,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
-impl OperationMetricsExtension {
+impl ObservedOperation {
     fn state(&self) -> std::sync::MutexGuard<'_, OperationState> {
         self.state
             .lock()
@@ -410,7 +335,7 @@ fn operation_label(
 }
 
 #[async_trait::async_trait]
-impl Extension for OperationMetricsExtension {
+impl Extension for ObservedOperation {
     async fn request(&self, ctx: &ExtensionContext<'_>, next: NextRequest<'_>) -> Response {
         let response = next.run(ctx).await;
         self.state().record(&outcome(&response));
@@ -427,6 +352,7 @@ impl Extension for OperationMetricsExtension {
         Box::pin(MeteredStream {
             inner: stream,
             state: self.state.clone(),
+            metrics: self.metrics.clone(),
             active: None,
             outcome: None,
         })
@@ -478,9 +404,22 @@ impl Extension for OperationMetricsExtension {
         operation_name: Option<&str>,
         next: NextExecute<'_>,
     ) -> Response {
-        self.state().started = std::time::Instant::now();
-        let response = next.run(ctx, operation_name).await;
-        self.state().record(&outcome(&response));
+        use tracing::Instrument as _;
+        let (field, kind) = {
+            let mut state = self.state();
+            state.started = std::time::Instant::now();
+            state.labels()
+        };
+        let span = tracing::info_span!("graphql", otel.name = %format_args!("{kind} {field}"));
+        realtime::trace::set_attribute(&span, "graphql.operation.type", kind);
+        realtime::trace::set_attribute(&span, "graphql.operation.name", field);
+        let response = next.run(ctx, operation_name).instrument(span.clone()).await;
+        let outcome = outcome(&response);
+        if outcome == codes::INTERNAL {
+            realtime::trace::set_error(&span, outcome.clone());
+        }
+        self.state().record(&outcome);
+        realtime::trace::set_attribute(&span, "graphql.outcome", outcome);
         response
     }
 }
@@ -489,6 +428,7 @@ impl Extension for OperationMetricsExtension {
 struct MeteredStream<'s> {
     inner: BoxStream<'s, Response>,
     state: Arc<std::sync::Mutex<OperationState>>,
+    metrics: Arc<crate::metrics::Metrics>,
     /// The field counted in the active subscriptions.
     active: Option<String>,
     /// The first error's code.
@@ -520,7 +460,7 @@ impl futures_util::Stream for MeteredStream<'_> {
             let ended = state.recorded;
             drop(state);
             if kind == "subscription" && field != "invalid" && !ended {
-                crate::metrics::subscription_started(&field);
+                self.metrics.subscription_started(&field);
                 self.active = Some(field);
             }
         }
@@ -531,7 +471,7 @@ impl futures_util::Stream for MeteredStream<'_> {
 impl Drop for MeteredStream<'_> {
     fn drop(&mut self) {
         if let Some(field) = &self.active {
-            crate::metrics::subscription_ended(field);
+            self.metrics.subscription_ended(field);
         }
         let outcome = self.outcome.take().unwrap_or_else(|| "ok".to_owned());
         self.state

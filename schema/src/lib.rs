@@ -116,8 +116,9 @@ pub struct SchemaOptions {
 pub fn build(services: Services, options: &SchemaOptions) -> AppSchema {
     let limits = services.limits.clone();
     let builder = builder()
-        .extension(extensions::OperationSpans)
-        .extension(extensions::OperationMetrics)
+        .extension(extensions::ObserveOperations {
+            metrics: services.metrics.clone(),
+        })
         .extension(extensions::RequestLimits {
             max_variables_bytes: options.max_variables_bytes,
             introspection: options.introspection,

@@ -16,6 +16,8 @@ use sea_orm::{ConnectionTrait, DatabaseBackend, Statement};
 #[derive(Default)]
 pub struct Metrics {
     pub websocket_connections: AtomicI64,
+    /// Subscriptions being served, by root field.
+    subscriptions: std::sync::Mutex<std::collections::BTreeMap<String, i64>>,
 }
 
 /// Every family, so `/metrics` lists each with its help from the first scrape on.
@@ -203,15 +205,29 @@ pub fn graphql_operation(operation: &str, kind: &'static str, outcome: &str, ela
         .record(elapsed.as_secs_f64());
 }
 
-pub fn subscription_started(field: &str) {
-    gauge!(SUBSCRIPTIONS_ACTIVE, "field" => field.to_owned()).increment(1.0);
-}
-
-pub fn subscription_ended(field: &str) {
-    gauge!(SUBSCRIPTIONS_ACTIVE, "field" => field.to_owned()).decrement(1.0);
-}
-
 impl Metrics {
+    pub fn subscription_started(&self, field: &str) {
+        *self
+            .lock_subscriptions()
+            .entry(field.to_owned())
+            .or_default() += 1;
+    }
+
+    pub fn subscription_ended(&self, field: &str) {
+        *self
+            .lock_subscriptions()
+            .entry(field.to_owned())
+            .or_default() -= 1;
+    }
+
+    fn lock_subscriptions(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::BTreeMap<String, i64>> {
+        self.subscriptions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     pub fn websocket_opened(&self) {
         self.websocket_connections.fetch_add(1, Ordering::Relaxed);
         counter!(WEBSOCKETS_OPENED).increment(1);
@@ -310,6 +326,9 @@ pub async fn observe(services: &crate::Services) {
             .websocket_connections
             .load(Ordering::Relaxed) as f64,
     );
+    for (field, active) in services.metrics.lock_subscriptions().iter() {
+        gauge!(SUBSCRIPTIONS_ACTIVE, "field" => field.clone()).set(*active as f64);
+    }
     gauge!(DOCUMENTS_LOADED).set(services.documents.loaded_count() as f64);
     gauge!(PRESENCE_REPLICAS).set(services.presence.replica_count() as f64);
 }

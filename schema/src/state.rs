@@ -76,6 +76,16 @@ impl Services {
         self
     }
 
+    /// What the auth operations use of the services.
+    pub fn auth(&self) -> crate::auth::service::Auth<'_> {
+        crate::auth::service::Auth {
+            db: &self.db,
+            tokens: &self.tokens,
+            sign_ins: &self.sign_ins,
+            revoked_sessions: &self.revoked_sessions,
+        }
+    }
+
     /// Stop every background task (the document hub's, presence's, the revocation listener,
     /// the bus's Redis link) and wait for them, writing the documents' pending auto-saves on
     /// the way (a graceful stop, once no more requests arrive).

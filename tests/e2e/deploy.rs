@@ -291,6 +291,7 @@ async fn dashboards_and_alerts_query_metrics_that_exist() {
             )
             .await;
             let scrape = async || {
+                let _gauges = codecrafter_tests::NODE_GAUGES.lock().await;
                 let response = app.client.get(app.url("/metrics")).send().await.unwrap();
                 response.text().await.unwrap()
             };

@@ -76,6 +76,7 @@ fn has_help(scrape: &Scrape, family: &str) -> bool {
 
 backend_tests! {
     async fn metrics_answer_an_operators_questions(app) {
+        let _gauges = codecrafter_tests::NODE_GAUGES.lock().await;
         let before = scrape(&app, &app.url("/metrics")).await;
         assert_eq!(value(&before, "codecrafter_websocket_connections", &[]), 0.0);
 
@@ -108,7 +109,7 @@ backend_tests! {
         // WebSockets and subscriptions.
         assert_eq!(value(&after, "codecrafter_websocket_connections", &[]), 2.0);
         assert!(value(&after, "codecrafter_websocket_connections_opened_total", &[]) >= 2.0);
-        assert!(value(&after, "codecrafter_subscriptions_active", &[("field", "documentUpdates")]) >= 1.0);
+        assert_eq!(value(&after, "codecrafter_subscriptions_active", &[("field", "documentUpdates")]), 1.0);
         // Documents and updates.
         assert!(value(&after, "codecrafter_document_updates_total", &[]) >= 1.0);
         assert!(value(&after, "codecrafter_document_update_bytes_total", &[]) >= 1.0);

@@ -401,30 +401,17 @@ async fn a_run_streams_to_subscribers_on_two_nodes() {
 /// `codecrafter-under-test`), configured like `app` through the environment and given nothing
 /// else: no `JWT_SECRET`, no inherited variables but `PATH`. SIGTERM drains it.
 fn spawn_worker(app: &TestApp, data_dir: &std::path::Path) -> tokio::process::Child {
-    use secrecy::ExposeSecret;
-    let config = &app.config;
-    tokio::process::Command::new(env!("CARGO_BIN_EXE_codecrafter-under-test"))
-        .arg("worker")
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env(
-            "DATABASE_URL",
-            config.database.url.as_ref().unwrap().expose_secret(),
-        )
-        .env(
-            "REDIS_URL",
-            config.redis.url.as_ref().unwrap().expose_secret(),
-        )
-        .env("REDIS_CHANNEL", &config.redis.channel)
-        .env("JOB_QUEUE", &config.workers.job_queue)
-        .env("CODECRAFTER_DATA_DIR", data_dir)
-        .env("WORKER_CONCURRENCY", "1")
-        // Its /metrics on a port of its own: tests run worker processes side by side.
-        .env("WORKER_METRICS_BIND", "127.0.0.1:0")
-        .env("RUST_LOG", "warn")
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap()
+    app.binary(
+        env!("CARGO_BIN_EXE_codecrafter-under-test"),
+        "worker",
+        data_dir,
+    )
+    .env("WORKER_CONCURRENCY", "1")
+    // Its /metrics on a port of its own: tests run worker processes side by side.
+    .env("WORKER_METRICS_BIND", "127.0.0.1:0")
+    .env("RUST_LOG", "warn")
+    .spawn()
+    .unwrap()
 }
 
 /// How many connections listen on each of the deployment's Redis channels: what the people

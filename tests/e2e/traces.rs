@@ -157,35 +157,6 @@ async fn receive(
     )
 }
 
-/// The environment an API node or a worker of `app`'s deployment needs (no secrets but the
-/// database's and, for the API node, the token key).
-fn deployment(
-    app: &TestApp,
-    data_dir: &std::path::Path,
-    subcommand: &str,
-) -> tokio::process::Command {
-    use secrecy::ExposeSecret;
-    let config = &app.config;
-    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_codecrafter-under-test"));
-    command
-        .arg(subcommand)
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env(
-            "DATABASE_URL",
-            config.database.url.as_ref().unwrap().expose_secret(),
-        )
-        .env(
-            "REDIS_URL",
-            config.redis.url.as_ref().unwrap().expose_secret(),
-        )
-        .env("REDIS_CHANNEL", &config.redis.channel)
-        .env("JOB_QUEUE", &config.workers.job_queue)
-        .env("CODECRAFTER_DATA_DIR", data_dir)
-        .kill_on_drop(true);
-    command
-}
-
 /// An API node exporting to `receiver`, logging JSON (its stderr lines gathered in `logs`).
 async fn spawn_api(
     app: &TestApp,
@@ -194,7 +165,11 @@ async fn spawn_api(
     logs: Arc<Mutex<Vec<String>>>,
 ) -> (tokio::process::Child, SocketAddr) {
     use secrecy::ExposeSecret;
-    let mut command = deployment(app, data_dir, "serve");
+    let mut command = app.binary(
+        env!("CARGO_BIN_EXE_codecrafter-under-test"),
+        "serve",
+        data_dir,
+    );
     command
         .env(
             "JWT_SECRET",
@@ -241,7 +216,11 @@ fn spawn_worker(
     data_dir: &std::path::Path,
     receiver: &Receiver,
 ) -> tokio::process::Child {
-    let mut command = deployment(app, data_dir, "worker");
+    let mut command = app.binary(
+        env!("CARGO_BIN_EXE_codecrafter-under-test"),
+        "worker",
+        data_dir,
+    );
     command
         .env("WORKER_CONCURRENCY", "1")
         .env("WORKER_METRICS_BIND", "127.0.0.1:0")

@@ -79,7 +79,9 @@ impl AuthMutation {
             password: input.password,
             display_name: input.display_name,
         };
-        Ok(AuthPayload(service::sign_up(ctx.services()?, input).await?))
+        Ok(AuthPayload(
+            service::sign_up(ctx.services()?.auth(), input).await?,
+        ))
     }
 
     /// Sign in by username or email.
@@ -90,7 +92,13 @@ impl AuthMutation {
     ) -> Result<AuthPayload> {
         let services = ctx.services()?;
         Ok(AuthPayload(
-            service::sign_in(services, &input.login, input.password, client_ip(ctx)).await?,
+            service::sign_in(
+                services.auth(),
+                &input.login,
+                input.password,
+                client_ip(ctx),
+            )
+            .await?,
         ))
     }
 
@@ -104,7 +112,7 @@ impl AuthMutation {
         refresh_token: String,
     ) -> Result<AuthPayload> {
         Ok(AuthPayload(
-            service::refresh(ctx.services()?, &refresh_token).await?,
+            service::refresh(ctx.services()?.auth(), &refresh_token).await?,
         ))
     }
 
@@ -115,7 +123,7 @@ impl AuthMutation {
         ctx: &Context<'_>,
         #[graphql(desc = "The refresh token of the session to end.")] refresh_token: String,
     ) -> Result<bool> {
-        service::sign_out(ctx.services()?, &refresh_token).await?;
+        service::sign_out(ctx.services()?.auth(), &refresh_token).await?;
         Ok(true)
     }
 
@@ -128,7 +136,13 @@ impl AuthMutation {
         #[graphql(desc = "The new password, 8–128 characters.")] new_password: String,
     ) -> Result<bool> {
         let viewer = ctx.viewer().require()?;
-        service::change_password(ctx.services()?, viewer, current_password, new_password).await?;
+        service::change_password(
+            ctx.services()?.auth(),
+            viewer,
+            current_password,
+            new_password,
+        )
+        .await?;
         Ok(true)
     }
 }

@@ -5,16 +5,18 @@ use entity::prelude::*;
 use entity::{refresh_token, user};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect, Set,
-    TransactionTrait,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter,
+    QuerySelect, Set, TransactionTrait,
 };
 use uuid::Uuid;
 
 use super::password;
 use super::tokens::{hash_refresh_token, new_refresh_token};
+use crate::auth::limiter::SignInLimiter;
+use crate::auth::revocations::RevokedSessions;
+use crate::auth::tokens::TokenIssuer;
 use crate::context::AuthUser;
 use crate::error::{ApiError, ApiResult, unique_violation};
-use crate::state::Services;
 use crate::time::now;
 use crate::users::preferences::Preferences;
 use crate::validation;
@@ -35,9 +37,19 @@ pub struct SignUp {
     pub display_name: Option<String>,
 }
 
+/// What the auth operations work with (`Services::auth`): the database, the token issuer,
+/// the sign-in slowdown and the revoked sessions.
+#[derive(Clone, Copy)]
+pub struct Auth<'a> {
+    pub db: &'a DatabaseConnection,
+    pub tokens: &'a TokenIssuer,
+    pub sign_ins: &'a SignInLimiter,
+    pub revoked_sessions: &'a RevokedSessions,
+}
+
 const BAD_CREDENTIALS: &str = "invalid username, email or password";
 
-pub async fn sign_up(services: &Services, input: SignUp) -> ApiResult<Session> {
+pub async fn sign_up(auth: Auth<'_>, input: SignUp) -> ApiResult<Session> {
     let username = validation::username("username", &input.username)?;
     let email = validation::email("email", &input.email)?;
     validation::password("password", &input.password)?;
@@ -45,7 +57,7 @@ pub async fn sign_up(services: &Services, input: SignUp) -> ApiResult<Session> {
         Some(name) => validation::single_line("displayName", name, validation::DISPLAY_NAME_MAX)?,
         None => username.clone(),
     };
-    let db = &services.db;
+    let db = auth.db;
     if User::find()
         .filter(user::Column::Username.eq(&username))
         .one(db)
@@ -96,46 +108,43 @@ pub async fn sign_up(services: &Services, input: SignUp) -> ApiResult<Session> {
             });
         }
     };
-    let session = start_session(services, &txn, user, Uuid::new_v4()).await?;
+    let session = start_session(auth, &txn, user, Uuid::new_v4()).await?;
     txn.commit().await?;
     Ok(session)
 }
 
 /// `login` is a username or an email address.
 pub async fn sign_in(
-    services: &Services,
+    auth: Auth<'_>,
     login: &str,
     password: String,
     ip: Option<std::net::IpAddr>,
 ) -> ApiResult<Session> {
     let login = login.trim().to_lowercase();
-    services.sign_ins.check(&login, ip).await?;
+    auth.sign_ins.check(&login, ip).await?;
     let column = if login.contains('@') {
         user::Column::Email
     } else {
         user::Column::Username
     };
-    let found = User::find()
-        .filter(column.eq(&login))
-        .one(&services.db)
-        .await?;
+    let found = User::find().filter(column.eq(&login)).one(auth.db).await?;
     let hash = found.as_ref().map(|u| u.password_hash.clone());
     if !password::verify(password, hash).await? {
-        services.sign_ins.failed(&login, ip).await;
+        auth.sign_ins.failed(&login, ip).await;
         return Err(ApiError::unauthenticated(BAD_CREDENTIALS));
     }
-    services.sign_ins.succeeded(&login, ip).await;
+    auth.sign_ins.succeeded(&login, ip).await;
     let Some(user) = found else {
         return Err(ApiError::unauthenticated(BAD_CREDENTIALS));
     };
     if !user.active {
         return Err(ApiError::forbidden("this account is deactivated"));
     }
-    let txn = services.db.begin().await?;
+    let txn = auth.db.begin().await?;
     let mut active: user::ActiveModel = user.into();
     active.last_login_at = Set(Some(now()));
     let user = active.update(&txn).await?;
-    let session = start_session(services, &txn, user, Uuid::new_v4()).await?;
+    let session = start_session(auth, &txn, user, Uuid::new_v4()).await?;
     txn.commit().await?;
     Ok(session)
 }
@@ -143,8 +152,8 @@ pub async fn sign_in(
 /// Trade a refresh token for a new pair. The presented token is spent; presenting it again
 /// within the grace window (another tab refreshing at the same moment) gets the same pair,
 /// later it counts as reuse and revokes every token of its family.
-pub async fn refresh(services: &Services, presented: &str) -> ApiResult<Session> {
-    let db = &services.db;
+pub async fn refresh(auth: Auth<'_>, presented: &str) -> ApiResult<Session> {
+    let db = auth.db;
     let hash = hash_refresh_token(presented);
     let Some(token) = RefreshToken::find()
         .filter(refresh_token::Column::TokenHash.eq(hash))
@@ -154,14 +163,14 @@ pub async fn refresh(services: &Services, presented: &str) -> ApiResult<Session>
         return Err(ApiError::unauthenticated("invalid refresh token"));
     };
     if token.revoked_at.is_some() {
-        return replayed(services, presented, &token).await;
+        return replayed(auth, presented, &token).await;
     }
     if token.expires_at <= Utc::now() {
         return Err(ApiError::unauthenticated(
             "refresh token expired; sign in again",
         ));
     }
-    let user = active_owner(services, &token).await?;
+    let user = active_owner(auth, &token).await?;
 
     let txn = db.begin().await?;
     let successor = Uuid::new_v4();
@@ -180,11 +189,11 @@ pub async fn refresh(services: &Services, presented: &str) -> ApiResult<Session>
             .one(db)
             .await?
             .ok_or_else(|| ApiError::unauthenticated("invalid refresh token"))?;
-        return replayed(services, presented, &token).await;
+        return replayed(auth, presented, &token).await;
     }
-    let (refresh_token, token_hash) = services.tokens.successor_refresh_token(presented);
+    let (refresh_token, token_hash) = auth.tokens.successor_refresh_token(presented);
     let session = insert_session(
-        services,
+        auth,
         &txn,
         user,
         NewToken {
@@ -202,26 +211,24 @@ pub async fn refresh(services: &Services, presented: &str) -> ApiResult<Session>
 /// A spent or revoked token presented again: the same pair as its first presentation when
 /// within the grace window and the pair is still live, otherwise reuse (or plain revocation).
 async fn replayed(
-    services: &Services,
+    auth: Auth<'_>,
     presented: &str,
     token: &refresh_token::Model,
 ) -> ApiResult<Session> {
     let (Some(successor_id), Some(rotated_at)) = (token.replaced_by, token.revoked_at) else {
         return Err(ApiError::unauthenticated("refresh token was revoked"));
     };
-    let grace = chrono::Duration::from_std(services.tokens.refresh_reuse_grace)
-        .map_err(ApiError::internal)?;
+    let grace =
+        chrono::Duration::from_std(auth.tokens.refresh_reuse_grace).map_err(ApiError::internal)?;
     if !grace.is_zero() && now() - rotated_at <= grace {
-        let successor = RefreshToken::find_by_id(successor_id)
-            .one(&services.db)
-            .await?;
-        let (refresh_token, token_hash) = services.tokens.successor_refresh_token(presented);
+        let successor = RefreshToken::find_by_id(successor_id).one(auth.db).await?;
+        let (refresh_token, token_hash) = auth.tokens.successor_refresh_token(presented);
         match successor {
             Some(successor)
                 if successor.revoked_at.is_none() && successor.token_hash == token_hash =>
             {
-                let user = active_owner(services, &successor).await?;
-                let access = services.tokens.issue_access(
+                let user = active_owner(auth, &successor).await?;
+                let access = auth.tokens.issue_access(
                     user.id,
                     user.role,
                     successor.family_id,
@@ -245,20 +252,20 @@ async fn replayed(
         }
     }
     tracing::warn!(user_id = %token.user_id, family_id = %token.family_id, "refresh token reused; revoking its family");
-    revoke_family(services, token.family_id).await?;
+    revoke_family(auth, token.family_id).await?;
     Err(ApiError::unauthenticated(
         "refresh token was already used; signed out everywhere it was shared",
     ))
 }
 
 /// The token's user, who must still be allowed in (a deactivated account's session ends).
-async fn active_owner(services: &Services, token: &refresh_token::Model) -> ApiResult<user::Model> {
+async fn active_owner(auth: Auth<'_>, token: &refresh_token::Model) -> ApiResult<user::Model> {
     let user = User::find_by_id(token.user_id)
-        .one(&services.db)
+        .one(auth.db)
         .await?
         .ok_or_else(|| ApiError::unauthenticated("invalid refresh token"))?;
     if !user.active {
-        revoke_family(services, token.family_id).await?;
+        revoke_family(auth, token.family_id).await?;
         return Err(ApiError::forbidden("this account is deactivated"));
     }
     Ok(user)
@@ -266,27 +273,27 @@ async fn active_owner(services: &Services, token: &refresh_token::Model) -> ApiR
 
 /// Revoke the session the refresh token belongs to, its access tokens included. Unknown
 /// tokens are ignored, so the answer does not tell whether a token was ever valid.
-pub async fn sign_out(services: &Services, presented: &str) -> ApiResult<()> {
+pub async fn sign_out(auth: Auth<'_>, presented: &str) -> ApiResult<()> {
     let hash = hash_refresh_token(presented);
     if let Some(token) = RefreshToken::find()
         .filter(refresh_token::Column::TokenHash.eq(hash))
-        .one(&services.db)
+        .one(auth.db)
         .await?
     {
-        revoke_family(services, token.family_id).await?;
+        revoke_family(auth, token.family_id).await?;
     }
     Ok(())
 }
 
 /// Change the password and sign out every other session of the user.
 pub async fn change_password(
-    services: &Services,
+    auth: Auth<'_>,
     viewer: &AuthUser,
     current: String,
     new: String,
 ) -> ApiResult<()> {
     validation::password("newPassword", &new)?;
-    let db = &services.db;
+    let db = auth.db;
     let user = User::find_by_id(viewer.id)
         .one(db)
         .await?
@@ -323,7 +330,7 @@ pub async fn change_password(
         .exec(&txn)
         .await?;
     txn.commit().await?;
-    services.revoked_sessions.revoke(&others).await;
+    auth.revoked_sessions.revoke(&others).await;
     Ok(())
 }
 
@@ -337,7 +344,7 @@ struct NewToken {
 
 /// A new session (family) with a random first refresh token.
 async fn start_session(
-    services: &Services,
+    auth: Auth<'_>,
     db: &impl ConnectionTrait,
     user: user::Model,
     family: Uuid,
@@ -349,19 +356,19 @@ async fn start_session(
         refresh_token,
         token_hash,
     };
-    insert_session(services, db, user, token).await
+    insert_session(auth, db, user, token).await
 }
 
 /// Store `token` and sign the access token that goes with it. The access token's issue time
 /// is the row's `created_at`, so the pair can be issued again identically (see [`replayed`]).
 async fn insert_session(
-    services: &Services,
+    auth: Auth<'_>,
     db: &impl ConnectionTrait,
     user: user::Model,
     token: NewToken,
 ) -> ApiResult<Session> {
     let created_at = now();
-    let expires_at = created_at + services.tokens.refresh_ttl;
+    let expires_at = created_at + auth.tokens.refresh_ttl;
     refresh_token::ActiveModel {
         id: Set(token.id),
         user_id: Set(user.id),
@@ -374,7 +381,7 @@ async fn insert_session(
     }
     .insert(db)
     .await?;
-    let access = services
+    let access = auth
         .tokens
         .issue_access(user.id, user.role, token.family, created_at)?;
     Ok(Session {
@@ -387,13 +394,13 @@ async fn insert_session(
 }
 
 /// End a session: its refresh tokens in the database, its access tokens on every node.
-async fn revoke_family(services: &Services, family: Uuid) -> ApiResult<()> {
+async fn revoke_family(auth: Auth<'_>, family: Uuid) -> ApiResult<()> {
     RefreshToken::update_many()
         .col_expr(refresh_token::Column::RevokedAt, Expr::value(now()))
         .filter(refresh_token::Column::FamilyId.eq(family))
         .filter(refresh_token::Column::RevokedAt.is_null())
-        .exec(&services.db)
+        .exec(auth.db)
         .await?;
-    services.revoked_sessions.revoke(&[family]).await;
+    auth.revoked_sessions.revoke(&[family]).await;
     Ok(())
 }
