@@ -59,6 +59,8 @@ async fn next_of(socket: &mut Socket, id: &str) -> anyhow::Result<Value> {
                     .await?;
             } else if message["id"] == id && message["type"] == "next" {
                 return Ok(message["payload"].clone());
+            } else if message["id"] == id && message["type"] == "error" {
+                bail!("operation {id} refused: {}", message["payload"]);
             }
         }
     }
@@ -301,14 +303,15 @@ async fn main() -> anyhow::Result<()> {
     // BENCH_PIPELINE=1: the writer sends every edit at once, without waiting for answers (a
     // fast typist on a slow network); otherwise it waits for each answer before the next.
     let pipelined = std::env::var_os("BENCH_PIPELINE").is_some();
-    let updates = (0..edits)
-        .map(|i| {
-            let before = doc.oplog_vv();
-            text.insert(text.len_unicode(), &format!("{i} "))?;
-            doc.commit();
-            Ok(doc.export(ExportMode::updates(&before))?)
-        })
-        .collect::<anyhow::Result<Vec<Vec<u8>>>>()?;
+    // Each update holds what the previous ones did not (the first, the file's creation too).
+    let mut sent_until = loro::VersionVector::default();
+    let mut updates = Vec::with_capacity(edits);
+    for i in 0..edits {
+        text.insert(text.len_unicode(), &format!("{i} "))?;
+        doc.commit();
+        updates.push(doc.export(ExportMode::updates(&sent_until))?);
+        sent_until = doc.oplog_vv();
+    }
     let started = Instant::now();
     let (sent, acked, refused) = if pipelined {
         write_pipelined(writer, &project, updates).await?

@@ -157,59 +157,85 @@ impl Hub {
         let mut accepted: Vec<(Queued, VersionVector)> = Vec::new();
         let mut repeats = Vec::new();
         let mut group_start = guard.as_ref().map(|loaded| loaded.doc.oplog_vv());
-        for edit in queued {
-            // Its client is gone (a closed socket): it was never answered, so never applied.
-            if edit.answer.is_closed() {
-                continue;
-            }
-            if accepted.len() >= GROUP_MAX
-                && let Some(start) = &group_start
-            {
-                self.append_group(entry, guard, start, &mut accepted).await;
-                group_start = guard.as_ref().map(|loaded| loaded.doc.oplog_vv());
-            }
-            let Some(loaded) = guard.as_mut() else {
-                let _ = edit.answer.send(Answer::Written(Err(not_loaded())));
-                continue;
-            };
-            let before = loaded.doc.oplog_vv();
-            if !before.includes_vv(&edit.needs) {
-                wait(loaded, edit, before);
-                continue;
-            }
-            if before.includes_vv(&edit.ends) {
-                repeats.push(edit);
-                continue;
-            }
-            let outcome = match loaded.doc.import(&edit.update) {
-                Err(_) => Err(ApiError::bad_input("update", "not a valid Loro update")),
-                Ok(status) if status.pending.is_some() => Err(missing_dependencies(&before)),
-                Ok(_) => check_shape(&loaded.doc, &before, &self.config),
-            };
-            match outcome {
-                Ok(()) => {
-                    let version = loaded.doc.oplog_vv();
-                    accepted.push((edit, version));
+        // Its client is gone (a closed socket): it was never answered, so never applied.
+        let mut left: Vec<Queued> = queued
+            .into_iter()
+            .filter(|edit| !edit.answer.is_closed())
+            .collect();
+        // Pipelined edits run concurrently and queue in any order: each pass takes those whose
+        // dependencies the copy holds by then, until one takes none; the rest wait.
+        loop {
+            let mut deferred = Vec::new();
+            let mut took = false;
+            for edit in left {
+                if accepted.len() >= GROUP_MAX
+                    && let Some(start) = &group_start
+                {
+                    self.append_group(entry, guard, start, &mut accepted).await;
+                    group_start = guard.as_ref().map(|loaded| loaded.doc.oplog_vv());
                 }
-                Err(error) => {
-                    // Undone: what was accepted before it is written first, then the copy is
-                    // rebuilt from the log.
-                    if let Some(start) = &group_start {
-                        self.append_group(entry, guard, start, &mut accepted).await;
+                let Some(loaded) = guard.as_mut() else {
+                    let _ = edit.answer.send(Answer::Written(Err(not_loaded())));
+                    continue;
+                };
+                let before = loaded.doc.oplog_vv();
+                if !before.includes_vv(&edit.needs) {
+                    deferred.push(edit);
+                    continue;
+                }
+                took = true;
+                if before.includes_vv(&edit.ends) {
+                    repeats.push(edit);
+                    continue;
+                }
+                let outcome = match loaded.doc.import(&edit.update) {
+                    Err(_) => Err(ApiError::bad_input("update", "not a valid Loro update")),
+                    Ok(status) if status.pending.is_some() => Err(missing_dependencies(&before)),
+                    Ok(_) => check_shape(&loaded.doc, &before, &self.config),
+                };
+                match outcome {
+                    Ok(()) => {
+                        let version = loaded.doc.oplog_vv();
+                        accepted.push((edit, version));
                     }
-                    self.rebuild(entry, guard, &before).await;
-                    match (error, guard.as_mut()) {
-                        (ApiError::OutOfDate { .. }, Some(loaded)) => {
+                    Err(error) => {
+                        // Undone: what was accepted before it is written first, then the copy
+                        // is rebuilt from the log.
+                        if let Some(start) = &group_start {
+                            self.append_group(entry, guard, start, &mut accepted).await;
+                        }
+                        self.rebuild(entry, guard, &before).await;
+                        match (error, guard.as_mut()) {
+                            (ApiError::OutOfDate { .. }, Some(loaded)) => {
+                                let server = loaded.doc.oplog_vv();
+                                wait(loaded, edit, server);
+                            }
+                            (error, _) => {
+                                let _ = edit.answer.send(Answer::Written(Err(error)));
+                            }
+                        }
+                        group_start = guard.as_ref().map(|loaded| loaded.doc.oplog_vv());
+                    }
+                }
+            }
+            if deferred.is_empty() {
+                break;
+            }
+            if !took {
+                for edit in deferred {
+                    match guard.as_mut() {
+                        Some(loaded) => {
                             let server = loaded.doc.oplog_vv();
                             wait(loaded, edit, server);
                         }
-                        (error, _) => {
-                            let _ = edit.answer.send(Answer::Written(Err(error)));
+                        None => {
+                            let _ = edit.answer.send(Answer::Written(Err(not_loaded())));
                         }
                     }
-                    group_start = guard.as_ref().map(|loaded| loaded.doc.oplog_vv());
                 }
+                break;
             }
+            left = deferred;
         }
         if let Some(start) = &group_start {
             self.append_group(entry, guard, start, &mut accepted).await;
