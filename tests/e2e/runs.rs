@@ -354,6 +354,9 @@ backend_tests! {
     }
 }
 
+/// A project's events, runs' ends with their status among them.
+const RUNS_ENDED: &str = "subscription($p: ID!) { projectEvents(projectId: $p) { __typename ... on RunEnded { run { id status } } } }";
+
 /// Run `test` in production mode: PostgreSQL, and Redis with a channel and a job queue of
 /// its own; the API node runs workers itself when `workers_in_process`.
 async fn on_redis<F, Fut>(workers_in_process: bool, test: F)
@@ -454,12 +457,7 @@ async fn a_worker_process_holds_no_secret_and_hears_only_run_signals() {
             let owner = app.sign_up("owner").await;
             let project = project_of(&app, &owner).await;
             let mut ws = WsClient::connect(&app, Some(&owner.access)).await;
-            let project_events = ws
-                .subscribe(
-                    "subscription($p: ID!) { projectEvents(projectId: $p) { __typename ... on RunEnded { run { id status } } } }",
-                    json!({ "p": project }),
-                )
-                .await;
+            let project_events = ws.subscribe(RUNS_ENDED, json!({ "p": project })).await;
             let id = start(&app, &owner, json!({ "p": project, "l": "PYTHON", "s": "import time\nfor i in range(3):\n    print('line', i, flush=True)\n    time.sleep(0.2)" })).await;
             let events = follow(&mut ws, &id).await;
             assert_eq!(streamed(&events, "STDOUT"), "line 0\nline 1\nline 2\n");
@@ -544,12 +542,7 @@ async fn a_killed_worker_loses_nothing() {
             let owner = app.sign_up("owner").await;
             let project = project_of(&app, &owner).await;
             let mut ws = WsClient::connect(&app, Some(&owner.access)).await;
-            let project_events = ws
-                .subscribe(
-                    "subscription($p: ID!) { projectEvents(projectId: $p) { __typename ... on RunEnded { run { id status } } } }",
-                    json!({ "p": project }),
-                )
-                .await;
+            let project_events = ws.subscribe(RUNS_ENDED, json!({ "p": project })).await;
             let id = start(&app, &owner, json!({ "p": project, "l": "PYTHON", "s": "import time\nprint('start', flush=True)\ntime.sleep(3)\nprint('done')" })).await;
             let sub = ws.subscribe(EVENTS, json!({ "id": id })).await;
             wait_for_output(&mut ws, &sub, "start\n").await;

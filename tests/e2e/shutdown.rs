@@ -51,23 +51,35 @@ async fn sigterm_drains_requests_and_sockets() {
             .await;
         assert!(follower.is_quiet(&sub, Duration::from_millis(200)).await);
 
-        // A request in flight: its headers are in, its body is still coming.
+        // A request in flight: its headers are in, its body is still coming. With
+        // `expect: 100-continue` the server says so once the handler reads the body.
         let body = json!({ "query": "{ __typename }" }).to_string();
         let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
         let head = format!(
-            "POST /graphql HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+            "POST /graphql HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\nexpect: 100-continue\r\ncontent-length: {}\r\n\r\n",
             body.len()
         );
         tcp.write_all(head.as_bytes()).await.unwrap();
+        let mut interim = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while !interim.ends_with(b"\r\n\r\n") {
+                interim.push(tcp.read_u8().await.unwrap());
+            }
+        })
+        .await
+        .expect("the handler reads the body");
+        assert!(interim.starts_with(b"HTTP/1.1 100"), "{}", String::from_utf8_lossy(&interim));
         tcp.write_all(&body.as_bytes()[..5]).await.unwrap();
-        tokio::time::sleep(Duration::from_millis(100)).await;
 
         let pid = child.id().unwrap().to_string();
         let signalled = tokio::process::Command::new("kill").args(["-TERM", &pid]).status().await.unwrap();
         assert!(signalled.success());
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        // The subscription is completed and the socket closed as going away: the server is
+        // stopping.
+        assert_eq!(follower.close_code().await, Some(1001));
+        assert!(follower.received(&sub).iter().any(|e| matches!(e, Event::Complete)));
 
-        // The request in flight is answered.
+        // The request in flight is still answered.
         tcp.write_all(&body.as_bytes()[5..]).await.unwrap();
         let mut answer = String::new();
         tokio::time::timeout(Duration::from_secs(10), tcp.read_to_string(&mut answer))
@@ -76,9 +88,6 @@ async fn sigterm_drains_requests_and_sockets() {
             .unwrap();
         assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
         assert!(answer.contains("\"__typename\":\"Query\""), "{answer}");
-        // The subscription is completed and the socket closed as going away.
-        assert_eq!(follower.close_code().await, Some(1001));
-        assert!(follower.received(&sub).iter().any(|e| matches!(e, Event::Complete)));
         // No new connection is accepted, and the process ends cleanly.
         let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
             .await
