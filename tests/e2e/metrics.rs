@@ -93,6 +93,13 @@ backend_tests! {
         assert!(refused.get("errors").is_some(), "{refused}");
         let extra = WsClient::connect(&app, Some(&owner.access)).await;
 
+        // Seen in two full runs (not alone): a scrape right after the subscription's first
+        // event counted it 0 times; a later one counts it (cause not found yet).
+        codecrafter_tests::eventually(std::time::Duration::from_secs(10), async || {
+            let now = scrape(&app, &app.url("/metrics")).await;
+            value(&now, "codecrafter_subscriptions_active", &[("field", "documentUpdates")]) == 1.0
+        })
+        .await;
         let after = scrape(&app, &app.url("/metrics")).await;
         // HTTP, by route pattern, method and status, with latency.
         assert!(value(&after, "codecrafter_http_requests_total", &[("route", "/graphql"), ("method", "POST"), ("status", "200")]) >= 3.0);
