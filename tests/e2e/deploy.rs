@@ -296,11 +296,12 @@ async fn dashboards_and_alerts_query_metrics_that_exist() {
                 response.text().await.unwrap()
             };
             // The edit reaches the other node through Redis a moment after its answer.
-            codecrafter_tests::eventually(codecrafter_tests::ws::WAIT, async || {
-                scrape().await.contains("codecrafter_fanout_lag_seconds_bucket{kind=\"document\"")
+            let text = codecrafter_tests::eventually_some(codecrafter_tests::ws::WAIT, async || {
+                let text = scrape().await;
+                text.contains("codecrafter_fanout_lag_seconds_bucket{kind=\"document\"")
+                    .then_some(text)
             })
             .await;
-            let text = scrape().await;
             let exposed: BTreeSet<String> = text
                 .lines()
                 .filter(|l| !l.starts_with('#') && !l.is_empty())

@@ -95,12 +95,11 @@ backend_tests! {
 
         // Seen in two full runs (not alone): a scrape right after the subscription's first
         // event counted it 0 times; a later one counts it (cause not found yet).
-        codecrafter_tests::eventually(std::time::Duration::from_secs(10), async || {
+        let after = codecrafter_tests::eventually_some(std::time::Duration::from_secs(10), async || {
             let now = scrape(&app, &app.url("/metrics")).await;
-            value(&now, "codecrafter_subscriptions_active", &[("field", "documentUpdates")]) == 1.0
+            (value(&now, "codecrafter_subscriptions_active", &[("field", "documentUpdates")]) == 1.0).then_some(now)
         })
         .await;
-        let after = scrape(&app, &app.url("/metrics")).await;
         // HTTP, by route pattern, method and status, with latency.
         assert!(value(&after, "codecrafter_http_requests_total", &[("route", "/graphql"), ("method", "POST"), ("status", "200")]) >= 3.0);
         assert!(value(&after, "codecrafter_http_requests_total", &[("route", "/graphql"), ("method", "GET"), ("status", "101")]) >= 2.0);

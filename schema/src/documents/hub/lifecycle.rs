@@ -12,7 +12,7 @@ use tokio::sync::OwnedMutexGuard;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::{DocUpdate, Entry, Hub, Loaded, encode_update, encode_vv};
+use super::{DocUpdate, Entry, Hub, Loaded, encode_update};
 use crate::documents::store;
 use crate::error::{ApiError, ApiResult};
 use crate::versions;
@@ -74,7 +74,7 @@ impl Hub {
                         update: encode_update(&update),
                         author: None,
                         client_id: None,
-                        version_vector: encode_vv(&fresh.doc.oplog_vv()).into(),
+                        version_vector: fresh.version(),
                     }));
                 }
                 **guard = Some(fresh);

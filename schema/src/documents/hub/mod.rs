@@ -354,7 +354,7 @@ fn export_since(loaded: &Loaded, since: &VersionVector) -> ApiResult<DocUpdate> 
         update: encode_update(&update),
         author: None,
         client_id: None,
-        version_vector: encode_vv(&loaded.doc.oplog_vv()).into(),
+        version_vector: loaded.version(),
     })
 }
 
