@@ -366,6 +366,11 @@ pub struct DocumentSettings {
     /// 0 turns the check off.
     #[arg(long = "document-head-check-ms", env = "DOCUMENT_HEAD_CHECK_MS", default_value_t = DocumentSettings::HEAD_CHECK_MS, global = true)]
     pub head_check_ms: u64,
+
+    /// How many updates a subscriber may fall behind (a slow client, a busy node) before it
+    /// is sent a resync from the version it holds instead; what a document's feed keeps.
+    #[arg(long = "document-subscriber-queue", env = "DOCUMENT_SUBSCRIBER_QUEUE", default_value_t = DocumentSettings::SUBSCRIBER_QUEUE, value_parser = clap::value_parser!(u32).range(1..=65536), global = true)]
+    pub subscriber_queue: u32,
 }
 
 impl DocumentSettings {
@@ -376,6 +381,7 @@ impl DocumentSettings {
     pub const IDLE_SECS: u64 = 120;
     pub const AUTOSAVE_IDLE_SECS: u64 = 600;
     pub const HEAD_CHECK_MS: u64 = 1000;
+    pub const SUBSCRIBER_QUEUE: u32 = 512;
 
     /// How often documents are checked against the database (multi-node only).
     pub fn head_check(&self) -> Option<Duration> {
@@ -398,6 +404,7 @@ impl Default for DocumentSettings {
             idle_secs: Self::IDLE_SECS,
             autosave_idle_secs: Self::AUTOSAVE_IDLE_SECS,
             head_check_ms: Self::HEAD_CHECK_MS,
+            subscriber_queue: Self::SUBSCRIBER_QUEUE,
         }
     }
 }
@@ -596,6 +603,7 @@ impl Config {
             idle_unload: Duration::from_secs(documents.idle_secs),
             autosave_idle: Duration::from_secs(documents.autosave_idle_secs),
             presence_ttl: Duration::from_secs(self.presence.ttl_secs),
+            subscriber_queue: documents.subscriber_queue as usize,
         }
     }
 
@@ -750,6 +758,7 @@ mod tests {
             ("database-url", "DATABASE_URL"),
             ("document-head-check-ms", "DOCUMENT_HEAD_CHECK_MS"),
             ("document-idle-secs", "DOCUMENT_IDLE_SECS"),
+            ("document-subscriber-queue", "DOCUMENT_SUBSCRIBER_QUEUE"),
             ("header-read-timeout-secs", "HEADER_READ_TIMEOUT_SECS"),
             ("in-process-workers", "IN_PROCESS_WORKERS"),
             ("introspection", "INTROSPECTION"),

@@ -18,6 +18,7 @@ fuzz_target!(|data: &[u8]| {
         idle_unload: Duration::from_secs(120),
         autosave_idle: Duration::from_secs(600),
         presence_ttl: Duration::from_secs(30),
+        subscriber_queue: 512,
     };
     if data.len() > config.max_update_bytes {
         return;

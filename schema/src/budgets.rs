@@ -18,7 +18,7 @@ use async_graphql::extensions::{
 };
 use async_graphql::parser::types::{ExecutableDocument, Selection};
 use async_graphql::{Response, ServerError, ServerResult, Variables};
-use governor::clock::{Clock, DefaultClock};
+use governor::clock::Clock;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use uuid::Uuid;
 
@@ -235,7 +235,7 @@ impl Budgets {
 
     /// The node-local limiters (no Redis, or Redis not answering).
     fn check_locally(&self, field: &'static str, ip: Option<IpAddr>, user: Option<Uuid>) -> Cell {
-        let now = DefaultClock::default().now();
+        // Each limiter's own clock (making a `DefaultClock` calibrates a new one, every time).
         let refused = if AUTH_FIELDS.contains(&field) {
             let Some(ip) = ip else {
                 return Cell::Allowed;
@@ -243,7 +243,9 @@ impl Budgets {
             if self.auth.len() > MAX_KEYS {
                 self.auth.retain_recent();
             }
-            self.auth.check_key(&ip).err()
+            self.auth
+                .check_key(&ip)
+                .map_err(|not_until| not_until.wait_time_from(self.auth.clock().now()))
         } else if UPDATE_FIELDS.contains(&field) {
             let Some(user) = user else {
                 return Cell::Allowed;
@@ -251,7 +253,9 @@ impl Budgets {
             if self.updates.len() > MAX_KEYS {
                 self.updates.retain_recent();
             }
-            self.updates.check_key(&user).err()
+            self.updates
+                .check_key(&user)
+                .map_err(|not_until| not_until.wait_time_from(self.updates.clock().now()))
         } else {
             let Some(user) = user else {
                 return Cell::Allowed;
@@ -259,11 +263,13 @@ impl Budgets {
             if self.writes.len() > MAX_KEYS {
                 self.writes.retain_recent();
             }
-            self.writes.check_key(&(user, field)).err()
+            self.writes
+                .check_key(&(user, field))
+                .map_err(|not_until| not_until.wait_time_from(self.writes.clock().now()))
         };
         match refused {
-            None => Cell::Allowed,
-            Some(not_until) => Cell::Refused(not_until.wait_time_from(now)),
+            Ok(()) => Cell::Allowed,
+            Err(wait) => Cell::Refused(wait),
         }
     }
 }

@@ -132,17 +132,25 @@ impl Drop for SubscriptionPermit {
     }
 }
 
-/// Count `stream` against its connection's subscription budget for as long as it lives;
-/// RATE_LIMITED when the connection already holds [`MAX_SUBSCRIPTIONS_PER_CONNECTION`].
+/// A place in the connection's subscription budget, for a stream to hold for as long as it
+/// lives; RATE_LIMITED when the connection already holds [`MAX_SUBSCRIPTIONS_PER_CONNECTION`].
+/// `None` off a connection (no budget).
+pub fn subscription_permit(
+    ctx: &async_graphql::Context<'_>,
+) -> ApiResult<Option<SubscriptionPermit>> {
+    ctx.data_opt::<SubscriptionBudget>()
+        .map(SubscriptionBudget::acquire)
+        .transpose()
+}
+
+/// Count `stream` against its connection's subscription budget for as long as it lives
+/// (see [`subscription_permit`]).
 pub fn budgeted<S: futures_util::Stream>(
     ctx: &async_graphql::Context<'_>,
     stream: S,
 ) -> ApiResult<impl futures_util::Stream<Item = S::Item> + use<S>> {
     use futures_util::StreamExt;
-    let permit = ctx
-        .data_opt::<SubscriptionBudget>()
-        .map(SubscriptionBudget::acquire)
-        .transpose()?;
+    let permit = subscription_permit(ctx)?;
     Ok(stream.map(move |item| {
         let _held = &permit;
         item

@@ -49,6 +49,7 @@ fn collab() -> CollabConfig {
         idle_unload: Duration::from_secs(3600),
         autosave_idle: Duration::from_secs(3600),
         presence_ttl: Duration::from_secs(30),
+        subscriber_queue: 512,
     }
 }
 

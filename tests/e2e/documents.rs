@@ -12,6 +12,9 @@ use serde_json::{Value, json};
 
 pub(crate) const APPLY: &str = "mutation($p: ID!, $u: Base64!, $c: String) { applyUpdate(projectId: $p, update: $u, clientId: $c) { seq versionVector } }";
 const SUBSCRIBE: &str = "subscription($p: ID!, $since: VersionVector) { documentUpdates(projectId: $p, since: $since) { update seq catchUp versionVector clientId author { username } } }";
+/// What an editor selects: the update's own fields, which subscribers share one rendering of
+/// (`SUBSCRIBE`, with the author, is executed for each subscriber).
+const LIVE: &str = "subscription($p: ID!, $since: VersionVector) { documentUpdates(projectId: $p, since: $since) { update seq catchUp versionVector clientId } }";
 const FILES: &str = "query($p: ID!) { files(projectId: $p) { path content size } }";
 
 /// An owner, an editor and a viewer of a new private project.
@@ -48,13 +51,25 @@ pub(crate) struct Peer {
 
 impl Peer {
     pub(crate) async fn join(app: &TestApp, user: &TestUser, project: &str, peer_id: u64) -> Peer {
+        Self::join_selecting(LIVE, app, user, project, peer_id).await
+    }
+
+    /// [`Peer::join`] with a subscription of its own.
+    async fn join_selecting(
+        subscription: &str,
+        app: &TestApp,
+        user: &TestUser,
+        project: &str,
+        peer_id: u64,
+    ) -> Peer {
         let doc = LoroDoc::new();
         doc.set_peer_id(peer_id).unwrap();
-        Self::follow(app, user, project, doc, None).await
+        Self::follow(subscription, app, user, project, doc, None).await
     }
 
     /// Subscribe, sending `since` (the document's version) when given; imports the catch-up.
     async fn follow(
+        subscription: &str,
         app: &TestApp,
         user: &TestUser,
         project: &str,
@@ -64,7 +79,7 @@ impl Peer {
         let mut ws = WsClient::connect(app, Some(&user.access)).await;
         let since = since.map(|vv| STANDARD.encode(vv.encode()));
         let sub = ws
-            .subscribe(SUBSCRIBE, json!({ "p": project, "since": since }))
+            .subscribe(subscription, json!({ "p": project, "since": since }))
             .await;
         let mut peer = Peer {
             doc,
@@ -284,9 +299,9 @@ backend_tests! {
 
     async fn edits_reach_every_client_with_author_and_client_id(app) {
         let team = team(&app).await;
-        let mut alice = Peer::join(&app, &team.owner, &team.project, 1).await;
-        let mut bob = Peer::join(&app, &team.editor, &team.project, 2).await;
-        let mut viewer = Peer::join(&app, &team.viewer, &team.project, 3).await;
+        let mut alice = Peer::join_selecting(SUBSCRIBE, &app, &team.owner, &team.project, 1).await;
+        let mut bob = Peer::join_selecting(SUBSCRIBE, &app, &team.editor, &team.project, 2).await;
+        let mut viewer = Peer::join_selecting(SUBSCRIBE, &app, &team.viewer, &team.project, 3).await;
 
         let answer = alice.edit(|p| p.text("main.py").insert(0, "print('hi')\n").unwrap()).await;
         assert_eq!(answer["seq"], 1);
@@ -453,7 +468,7 @@ backend_tests! {
         // A client that only has the first edit catches up on exactly the rest.
         let old = alice.doc.fork_at(&first_frontiers).unwrap();
         assert_eq!(text_of(&old, "a.txt").unwrap().to_string(), "one ");
-        let bob = Peer::follow(&app, &team.editor, &team.project, old, Some(&after_first)).await;
+        let bob = Peer::follow(LIVE, &app, &team.editor, &team.project, old, Some(&after_first)).await;
         assert_eq!(bob.text("a.txt").to_string(), "one two three four five ");
     }
 
@@ -470,7 +485,7 @@ backend_tests! {
         drop(bob.ws); // bob goes offline
         alice.edit(|p| p.text("f.txt").insert(4, " + more").unwrap()).await;
         alice.edit(|p| p.text("g.txt").insert(0, "new file").unwrap()).await;
-        let bob = Peer::follow(&app, &team.editor, &team.project, bob_doc, Some(&bob_version)).await;
+        let bob = Peer::follow(SUBSCRIBE, &app, &team.editor, &team.project, bob_doc, Some(&bob_version)).await;
         assert_eq!(bob.files(), json!({ "f.txt": "base + more", "g.txt": "new file" }));
         // …and the catch-up carried only the missing part, not the whole history.
         let mut fresh = WsClient::connect(&app, Some(&team.editor.access)).await;
@@ -638,7 +653,7 @@ backend_tests! {
             .await;
         missing_then.assert_error("NOT_FOUND", None);
 
-        let mut bob = Peer::join(&app, &team.editor, &team.project, 42).await;
+        let mut bob = Peer::join_selecting(SUBSCRIBE, &app, &team.editor, &team.project, 42).await;
         let restored = app
             .gql_as(&team.editor.access, "mutation($p: ID!, $v: ID!) { restoreVersion(projectId: $p, versionId: $v) { seq } }", json!({ "p": team.project, "v": version["id"] }))
             .await;
@@ -795,6 +810,94 @@ backend_tests! {
             answer.data();
         }
         assert_eq!(server_files(&app, token, &team.project).await["fast.py"], text.to_string());
+    }
+
+    async fn subscribers_selecting_alike_get_the_frames_async_graphql_would_send(app) {
+        let team = team(&app).await;
+        // The same fields shared (twice: one rendering for both), executed for each
+        // subscriber (a directive takes the ordinary path), and shared under aliases.
+        let shared = "subscription($p: ID!) { documentUpdates(projectId: $p) { __typename update seq catchUp versionVector clientId } }";
+        let ordinary = "subscription($p: ID!) { documentUpdates(projectId: $p) { __typename update seq @include(if: true) catchUp versionVector clientId } }";
+        let aliased = "subscription($p: ID!) { feed: documentUpdates(projectId: $p) { n: seq u: update } }";
+        let mut followers = Vec::new();
+        for query in [shared, shared, ordinary, aliased] {
+            let mut ws = WsClient::connect(&app, Some(&team.viewer.access)).await;
+            let sub = ws.subscribe(query, json!({ "p": team.project })).await;
+            let first = ws.next(&sub).await;
+            followers.push((ws, sub, first));
+        }
+        let catch_ups: Vec<&Value> = followers.iter().map(|(_, _, first)| &first.data()["documentUpdates"]).collect();
+        assert_eq!(catch_ups[0], catch_ups[2]);
+        assert_eq!(catch_ups[0]["catchUp"], true);
+
+        let mut writer = Peer::join(&app, &team.editor, &team.project, 95).await;
+        writer.name = "tab \"1\" ✓".into();
+        for round in 0..5 {
+            let answer = writer.edit(|p| p.text("a.txt").insert(0, &format!("{round} ")).unwrap()).await;
+            let mut payloads = Vec::new();
+            for (ws, sub, _) in &mut followers {
+                match ws.next(sub).await {
+                    Event::Next(payload) => payloads.push(payload),
+                    other => panic!("expected an update, got {other:?}"),
+                }
+            }
+            let update = &payloads[0]["data"]["documentUpdates"];
+            assert_eq!(update["seq"], answer["seq"]);
+            assert_eq!(update["catchUp"], false);
+            assert_eq!(update["clientId"], "tab \"1\" ✓");
+            assert_eq!(update["versionVector"], answer["versionVector"]);
+            assert_eq!(update["__typename"], "DocumentUpdate");
+            assert_eq!(payloads[0], payloads[1]);
+            assert_eq!(payloads[0], payloads[2], "the shared frame is what async-graphql sends");
+            assert_eq!(
+                payloads[3],
+                json!({ "data": { "feed": { "n": update["seq"], "u": update["update"] } } })
+            );
+        }
+    }
+
+    async fn a_subscriber_that_falls_behind_gets_a_resync_and_misses_nothing(app) {
+        let app = app.restart_with(|c| c.documents.subscriber_queue = 4).await;
+        let team = team(&app).await;
+        let mut shared = Peer::join(&app, &team.viewer, &team.project, 96).await;
+        let mut ordinary = Peer::join_selecting(SUBSCRIBE, &app, &team.viewer, &team.project, 97).await;
+        let doc = LoroDoc::new();
+        doc.set_peer_id(98).unwrap();
+        let text = doc.get_map("files").insert_container("fast.py", LoroText::new()).unwrap();
+        let mut from = VersionVector::default();
+        let mut ws = WsClient::connect(&app, Some(&team.editor.access)).await;
+        // Edits pipelined on one socket are committed in groups, and a group is broadcast at
+        // once: more than the four a subscriber may fall behind. (A round whose groups came
+        // out small may not overflow; a few rounds make sure.)
+        let mut resyncs = [0, 0];
+        for round in 0..5 {
+            let mut ids = Vec::new();
+            for i in 0..100 {
+                text.insert(text.len_unicode(), &format!("{round}.{i} ")).unwrap();
+                doc.commit();
+                let update = doc.export(ExportMode::updates(&from)).unwrap();
+                from = doc.oplog_vv();
+                ids.push(ws.subscribe(APPLY, json!({ "p": team.project, "u": STANDARD.encode(update) })).await);
+            }
+            for id in &ids {
+                ws.next(id).await.data();
+            }
+            for (peer, resyncs) in [&mut shared, &mut ordinary].into_iter().zip(&mut resyncs) {
+                while !peer.doc.oplog_vv().includes_vv(&from) {
+                    let event = peer.ws.next(&peer.sub).await;
+                    let update = peer.import(&event);
+                    if update["catchUp"] == true {
+                        assert!(update["seq"].is_null());
+                        *resyncs += 1;
+                    }
+                }
+                assert_eq!(peer.text("fast.py").to_string(), text.to_string());
+            }
+            if resyncs.iter().all(|&n| n > 0) {
+                break;
+            }
+        }
+        assert!(resyncs.iter().all(|&n| n > 0), "no subscriber fell behind: {resyncs:?}");
     }
 
     async fn a_connection_holds_a_bounded_number_of_subscriptions(app) {

@@ -18,6 +18,10 @@ use super::graphql_ws;
 const GRAPHQL_RESPONSE_JSON: &str = "application/graphql-response+json";
 const APPLICATION_JSON: &str = "application/json";
 
+/// Frames a connection's writer gathers before a system call; the writer flushes after each
+/// batch of what is queued, so this bounds a burst's writes, never delays a frame.
+const WS_WRITE_BUFFER: usize = 16 * 1024;
+
 pub async fn graphql(
     State(state): State<AppState>,
     client: Option<axum::Extension<schema::budgets::ClientIp>>,
@@ -245,10 +249,9 @@ async fn websocket(state: AppState, request: Request) -> HttpResponse {
     upgrade
         .protocols([graphql_ws::PROTOCOL])
         .max_message_size(state.max_ws_message_bytes)
-        // Small buffers: an idle connection should cost kilobytes, not the 128 KiB defaults;
-        // frames are written out at once.
+        // Small buffers: an idle connection should cost kilobytes, not the 128 KiB defaults.
         .read_buffer_size(4 * 1024)
-        .write_buffer_size(0)
+        .write_buffer_size(WS_WRITE_BUFFER)
         .on_upgrade(move |socket| {
             let metrics = state.services.metrics.clone();
             let (settings, shutdown) = (state.ws, state.shutdown.clone());

@@ -17,6 +17,7 @@ use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures_util::stream::{BoxStream, SplitSink};
 use futures_util::{SinkExt, StreamExt};
 use schema::Viewer;
+use schema::documents::live::{LiveFeed, LiveHandoff, SharedSelection};
 use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::mpsc;
@@ -100,6 +101,13 @@ impl Closing {
 /// An operation's responses, then `None` when it completes.
 type Operation = BoxStream<'static, Option<Response>>;
 
+/// The live part of a shared `documentUpdates` subscription: the `next` payloads its
+/// resolver handed over (see `schema::documents::live`), all subscribers' one rendering.
+type Feed = BoxStream<'static, Result<Arc<str>, async_graphql::ServerError>>;
+
+/// Where a shared subscription's live part arrives once its catch-up is out.
+type Handoff = BoxStream<'static, LiveFeed>;
+
 /// Serve one upgraded socket until it closes, the client misbehaves, or `shutdown`.
 pub async fn serve(
     socket: WebSocket,
@@ -117,6 +125,8 @@ pub async fn serve(
         data: None,
         client,
         operations: StreamMap::new(),
+        feeds: StreamMap::new(),
+        handoffs: StreamMap::new(),
         answered: HashSet::new(),
     };
 
@@ -132,7 +142,12 @@ pub async fn serve(
             () = connection.outgoing.closed() => break Closing::new(0, ""),
             () = shutdown.cancelled() => {
                 // The protocol's way to end operations the server will not finish.
-                let ids: Vec<String> = connection.operations.keys().cloned().collect();
+                let ids: Vec<String> = connection
+                    .operations
+                    .keys()
+                    .chain(connection.feeds.keys())
+                    .cloned()
+                    .collect();
                 for id in ids {
                     connection.send(json!({ "id": id, "type": "complete" })).await;
                 }
@@ -171,6 +186,12 @@ pub async fn serve(
             Some((id, response)) = connection.operations.next(), if !connection.operations.is_empty() => {
                 connection.answer(id, response).await;
             }
+            Some((id, frame)) = connection.feeds.next(), if !connection.feeds.is_empty() => {
+                connection.forward(id, frame).await;
+            }
+            Some((id, feed)) = connection.handoffs.next(), if !connection.handoffs.is_empty() => {
+                connection.take_over(id, feed);
+            }
         }
     };
     if closing.0 != 0 {
@@ -184,18 +205,34 @@ pub async fn serve(
     let _ = writer.await;
 }
 
-/// Write frames as they come. A frame the socket has not taken within `stall` means the
-/// client stopped reading: give up, which closes the socket and frees its buffers.
+/// Write frames as they come, those already queued together (one flush, one system call, for
+/// a burst). A batch the socket has not taken within `stall` means the client stopped
+/// reading: give up, which closes the socket and frees its buffers.
 async fn write(
     mut sink: SplitSink<WebSocket, Message>,
     mut queue: mpsc::Receiver<Message>,
     stall: Duration,
 ) {
-    while let Some(message) = queue.recv().await {
-        let last = matches!(message, Message::Close(_));
-        match timeout(stall, sink.send(message)).await {
-            Ok(Ok(())) if !last => {}
-            Ok(Ok(())) => break,
+    while let Some(first) = queue.recv().await {
+        let batch = async {
+            let mut message = first;
+            for _ in 0..OUTGOING_QUEUE {
+                let last = matches!(message, Message::Close(_));
+                sink.feed(message).await?;
+                if last {
+                    sink.flush().await?;
+                    return Ok(true);
+                }
+                match queue.try_recv() {
+                    Ok(next) => message = next,
+                    Err(_) => break,
+                }
+            }
+            sink.flush().await.map(|()| false)
+        };
+        match timeout(stall, batch).await {
+            Ok(Ok(false)) => {}
+            Ok(Ok(true)) => break,
             Ok(Err(_)) => return,
             Err(_) => {
                 tracing::info!("closing a WebSocket whose client stopped reading");
@@ -223,16 +260,39 @@ struct Connection {
     /// The client's address, for the budgets of what it asks.
     client: Option<schema::budgets::ClientIp>,
     operations: StreamMap<String, Operation>,
+    /// Shared subscriptions' live parts, by the id of their operation.
+    feeds: StreamMap<String, Feed>,
+    /// Shared subscriptions whose catch-up is on its way.
+    handoffs: StreamMap<String, Handoff>,
     /// Operations that have sent at least one `next`.
     answered: HashSet<String>,
 }
 
 impl Connection {
     async fn send(&mut self, message: serde_json::Value) {
+        self.send_text(message.to_string()).await;
+    }
+
+    async fn send_text(&mut self, text: String) {
         let _ = self
             .outgoing
-            .send(Message::Text(Utf8Bytes::from(message.to_string())))
+            .send(Message::Text(Utf8Bytes::from(text)))
             .await;
+    }
+
+    /// End an operation on the server's side.
+    fn end(&mut self, id: &str) {
+        self.operations.remove(id);
+        self.feeds.remove(id);
+        self.handoffs.remove(id);
+        self.answered.remove(id);
+    }
+
+    /// A shared subscription's live part arrived: it replaces async-graphql's stream, which
+    /// has nothing more to send (its resolver waits forever) and whose memory is freed.
+    fn take_over(&mut self, id: String, feed: LiveFeed) {
+        self.operations.remove(&id);
+        self.feeds.insert(id, feed.into_stream().boxed());
     }
 
     async fn receive(&mut self, text: &str) -> Result<(), Closing> {
@@ -272,26 +332,32 @@ impl Connection {
                 let Some(data) = self.data.clone() else {
                     return Err(Closing::new(close::UNAUTHORIZED, "Unauthorized"));
                 };
-                if self.operations.contains_key(&id) {
+                if self.operations.contains_key(&id) || self.feeds.contains_key(&id) {
                     return Err(Closing::new(
                         close::SUBSCRIBER_EXISTS,
                         format!("Subscriber for {id} already exists"),
                     ));
                 }
+                let mut request = *payload;
+                if let Some(selection) = SharedSelection::of(&request) {
+                    let (handoff, feed) = LiveHandoff::new(selection);
+                    request = request.data(Arc::new(handoff));
+                    let feed = futures_util::stream::once(feed)
+                        .filter_map(|feed| async move { feed.ok() })
+                        .boxed();
+                    self.handoffs.insert(id.clone(), feed);
+                }
                 let responses = self
                     .state
                     .schema
-                    .execute_stream_with_session_data(*payload, data)
+                    .execute_stream_with_session_data(request, data)
                     .map(Some)
                     .chain(futures_util::stream::once(async { None }))
                     .boxed();
                 self.answered.remove(&id);
                 self.operations.insert(id, responses);
             }
-            ClientMessage::Complete { id } => {
-                self.operations.remove(&id);
-                self.answered.remove(&id);
-            }
+            ClientMessage::Complete { id } => self.end(&id),
         }
         Ok(())
     }
@@ -300,27 +366,53 @@ impl Connection {
     /// anything (a request that does not validate, a subscription refused), or `complete`.
     async fn answer(&mut self, id: String, response: Option<Response>) {
         let Some(mut response) = response else {
-            self.answered.remove(&id);
+            self.end(&id);
             self.send(json!({ "id": id, "type": "complete" })).await;
             return;
         };
         schema::fill_codes(&mut response.errors);
         let first = self.answered.insert(id.clone());
         if first && response.data == Value::Null && !response.errors.is_empty() {
-            self.operations.remove(&id);
-            self.answered.remove(&id);
+            self.end(&id);
             self.send(json!({ "id": id, "type": "error", "payload": response.errors }))
                 .await;
             return;
         }
-        match serde_json::to_value(&response) {
-            Ok(payload) => {
-                self.send(json!({ "id": id, "type": "next", "payload": payload }))
-                    .await
-            }
+        match serde_json::to_string(&response) {
+            Ok(payload) => self.send_text(next_frame(&id, &payload)).await,
             Err(error) => tracing::error!(%error, "cannot encode a GraphQL response"),
         }
     }
+
+    /// Pass a shared subscription's live frame on; an error ends the operation as an
+    /// error event of the ordinary path would.
+    async fn forward(&mut self, id: String, frame: Result<Arc<str>, async_graphql::ServerError>) {
+        match frame {
+            Ok(payload) => self.send_text(next_frame(&id, &payload)).await,
+            Err(error) => {
+                let mut errors = vec![error];
+                schema::fill_codes(&mut errors);
+                let response = Response::from_errors(errors);
+                self.end(&id);
+                if let Ok(payload) = serde_json::to_string(&response) {
+                    self.send_text(next_frame(&id, &payload)).await;
+                }
+                self.send(json!({ "id": id, "type": "complete" })).await;
+            }
+        }
+    }
+}
+
+/// A `next` message around an already serialized payload.
+fn next_frame(id: &str, payload: &str) -> String {
+    let id = serde_json::Value::from(id).to_string();
+    let mut frame = String::with_capacity(id.len() + payload.len() + 32);
+    frame.push_str("{\"id\":");
+    frame.push_str(&id);
+    frame.push_str(",\"type\":\"next\",\"payload\":");
+    frame.push_str(payload);
+    frame.push('}');
+    frame
 }
 
 /// The `connection_init` payload: `{ "authorization": "Bearer <access token>" }`.

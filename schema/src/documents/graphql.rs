@@ -4,21 +4,18 @@ use crate::context::ServicesExt;
 use std::sync::Arc;
 
 use async_graphql::{Context, ID, Object, Result, SimpleObject, Subscription};
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
 use futures_util::Stream;
-use loro::VersionVector;
 use tokio::sync::broadcast::error::RecvError;
 use uuid::Uuid;
 
 use super::hub::{Applied, DocUpdate, decode_vv};
+use super::live::LiveHandoff;
 use super::service::{self, File};
 use crate::context::ViewerExt;
 use crate::error::{ApiError, ApiResult};
 use crate::loaders::load_user_opt;
 use crate::projects::revocation::Revocation;
 use crate::scalars::{Base64, EncodedVersionVector};
-use crate::state::Services;
 use crate::users::User;
 use crate::validation;
 
@@ -303,47 +300,73 @@ impl DocumentsSubscription {
         };
         let services = ctx.services()?;
         let viewer = ctx.viewer().user()?.cloned();
+        let permit = crate::context::subscription_permit(ctx)?;
         let revocation =
             Revocation::watch(&services.bus, services.db.clone(), project, viewer.clone());
-        let subscription = service::follow(
+        // Boxed, as the resync below: what a subscription's stream holds is as large as the
+        // largest future it ever awaits, and the ones that query the database are large.
+        let subscription = Box::pin(service::follow(
             &services.db,
             &services.documents,
             viewer.as_ref(),
             project,
             since,
-        )
+        ))
         .await?;
-        Ok(crate::context::budgeted(
-            ctx,
-            updates_stream(services.clone(), subscription, revocation),
-        )?)
+        let live = Live {
+            documents: services.documents.clone(),
+            revocation,
+            permit,
+        };
+        let handoff = ctx
+            .data_opt::<Arc<LiveHandoff>>()
+            .map(|handoff| (handoff.clone(), services.metrics.clone()));
+        Ok(updates_stream(subscription, live, handoff))
     }
 }
 
+/// What a subscription's live part holds besides the document's feed.
+pub(super) struct Live {
+    pub(super) documents: super::hub::Documents,
+    /// Ends the subscription when the viewer loses access.
+    pub(super) revocation: Revocation,
+    /// The subscription's place in its connection's budget.
+    pub(super) permit: Option<crate::context::SubscriptionPermit>,
+}
+
 fn updates_stream(
-    services: Services,
     subscription: super::hub::Subscription,
-    mut revocation: Revocation,
+    live: Live,
+    handoff: Option<(Arc<LiveHandoff>, Arc<crate::metrics::Metrics>)>,
 ) -> impl Stream<Item = Result<DocumentUpdate>> {
     let super::hub::Subscription {
         catch_up,
-        mut live,
+        live: mut updates,
         entry,
     } = subscription;
     async_stream::stream! {
         let catch_up = Arc::new(catch_up);
         let mut last = catch_up.clone();
         yield Ok(DocumentUpdate { update: catch_up, catch_up: true });
+        if let Some((handoff, metrics)) = handoff {
+            // The connection takes the live part from here on (see `documents/live.rs`) and
+            // drops this stream.
+            handoff.hand(updates, last, entry, live, &metrics);
+            std::future::pending::<()>().await;
+            return;
+        }
+        let Live { documents, mut revocation, permit } = live;
+        let _held = permit;
         loop {
             tokio::select! {
-                received = live.recv() => match received {
+                received = updates.recv() => match received {
                     Ok(update) => {
                         last = update.clone();
                         yield Ok(DocumentUpdate { update, catch_up: false });
                     }
                     Err(RecvError::Lagged(_)) => {
-                        let known = last_known(&last);
-                        match services.documents.resync(&entry, &known).await {
+                        let known = last.known_version();
+                        match Box::pin(documents.resync(&entry, &known)).await {
                             Ok(update) => {
                                 let update = Arc::new(update);
                                 last = update.clone();
@@ -364,13 +387,4 @@ fn updates_stream(
             }
         }
     }
-}
-
-/// The version a subscriber is known to hold: that of the last update it was sent.
-fn last_known(update: &DocUpdate) -> VersionVector {
-    STANDARD
-        .decode(update.version_vector.as_bytes())
-        .ok()
-        .and_then(|bytes| VersionVector::decode(&bytes).ok())
-        .unwrap_or_default()
 }

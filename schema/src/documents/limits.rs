@@ -23,6 +23,8 @@ pub struct CollabConfig {
     pub autosave_idle: Duration,
     /// Remove a client from presence after this long without an update or heartbeat.
     pub presence_ttl: Duration,
+    /// How many updates a subscriber may fall behind before it is resynchronised instead.
+    pub subscriber_queue: usize,
 }
 
 /// Longest path, in bytes.

@@ -9,6 +9,7 @@
 mod graphql;
 mod hub;
 mod limits;
+pub mod live;
 pub mod service;
 mod shape;
 pub mod store;

@@ -70,8 +70,10 @@ impl Revocation {
                     return ApiError::internal(anyhow::anyhow!("project event channel closed"));
                 }
             };
+            // Boxed: a query's future is large, and this one lives in every subscription's state.
             if recheck_needed
-                && let Some(error) = recheck(&self.db, self.project, self.viewer.as_ref()).await
+                && let Some(error) =
+                    Box::pin(recheck(&self.db, self.project, self.viewer.as_ref())).await
             {
                 return error;
             }

@@ -75,6 +75,7 @@ impl Hub {
                         author: None,
                         client_id: None,
                         version_vector: fresh.version(),
+                        frames: Default::default(),
                     }));
                 }
                 **guard = Some(fresh);

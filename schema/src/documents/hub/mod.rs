@@ -36,8 +36,6 @@ use crate::realtime::Bus;
 
 /// Edits move a project up the lists at most this often (one write, not one per keystroke).
 const ACTIVITY_RESOLUTION: Duration = Duration::from_secs(60);
-/// How many updates a slow subscriber may fall behind before it is resynchronised.
-const SUBSCRIBER_QUEUE: usize = 512;
 /// How long an update whose dependencies have not arrived waits for the document to move
 /// (pipelined edits arriving out of order) before it is refused with CONFLICT.
 pub const DEPENDENCY_WAIT: Duration = Duration::from_secs(5);
@@ -55,6 +53,8 @@ pub struct DocUpdate {
     pub client_id: Option<String>,
     /// The document's version vector once this update is applied, base64.
     pub version_vector: Arc<str>,
+    /// Its renderings for shared subscriptions (see `documents/live.rs`).
+    pub(in crate::documents) frames: super::live::Frames,
 }
 
 /// The outcome of a write.
@@ -355,6 +355,7 @@ fn export_since(loaded: &Loaded, since: &VersionVector) -> ApiResult<DocUpdate> 
         author: None,
         client_id: None,
         version_vector: loaded.version(),
+        frames: Default::default(),
     })
 }
 
@@ -386,7 +387,7 @@ impl Hub {
                 Arc::new(Entry {
                     project,
                     state: Arc::new(tokio::sync::Mutex::new(None)),
-                    updates: broadcast::channel(SUBSCRIBER_QUEUE).0,
+                    updates: broadcast::channel(self.config.subscriber_queue.max(1)).0,
                     last_used: Mutex::new(Instant::now()),
                     queued: Mutex::new(Vec::new()),
                 })
@@ -438,6 +439,7 @@ impl Hub {
             author,
             client_id,
             version_vector: version,
+            frames: Default::default(),
         }));
         let now = loaded.doc.oplog_vv();
         for waiting in loaded
