@@ -7,7 +7,8 @@
 //!
 //! `cargo build --release -p codecrafter-api -p codecrafter-bench`
 //! `target/release/codecrafter-bench [path/to/codecrafter] [receivers] [edits]`
-//! (`BENCH_PIPELINE=1`: the writer sends every edit without waiting for the answers)
+//! (`BENCH_PIPELINE=1`: the writer sends every edit without waiting for the answers;
+//! `BENCH_DOCS=1000`: instead, the memory of 1,000 loaded documents of 10 KiB each)
 
 use std::time::{Duration, Instant};
 
@@ -199,7 +200,14 @@ async fn main() -> anyhow::Result<()> {
         .env("BIND", format!("127.0.0.1:{port}"))
         .env("CODECRAFTER_DATA_DIR", data.path())
         .env("RUST_LOG", "warn")
-        .env("IN_PROCESS_WORKERS", "false");
+        .env("IN_PROCESS_WORKERS", "false")
+        // One account from one address, far past a person's pace (defaults: the README).
+        .env("RATE_LIMIT_PER_SECOND", "1000000")
+        .env("RATE_LIMIT_BURST", "1000000")
+        .env("RATE_LIMIT_WRITES_PER_MINUTE", "1000000")
+        .env("RATE_LIMIT_WRITES_BURST", "1000000")
+        .env("RATE_LIMIT_UPDATES_PER_SECOND", "1000000")
+        .env("RATE_LIMIT_UPDATES_BURST", "1000000");
     // To measure a production-shaped node (PostgreSQL, Redis fan-out), pass these through.
     for name in ["DATABASE_URL", "JWT_SECRET", "REDIS_URL", "REDIS_CHANNEL"] {
         if let Some(value) = std::env::var_os(name) {
@@ -247,6 +255,36 @@ async fn main() -> anyhow::Result<()> {
         .as_str()
         .context("token")?
         .to_owned();
+    if let Some(count) = std::env::var_os("BENCH_DOCS") {
+        let count: usize = count.to_str().context("BENCH_DOCS")?.parse()?;
+        let rss_before = rss_bytes(pid)?;
+        let content = ("x".repeat(63) + "\n").repeat(10 * 1024 / 64);
+        for i in 0..count {
+            let created = gql(
+                Some(token.clone()),
+                "mutation($t: String!) { createProject(input: {title: $t}) { id } }",
+                json!({ "t": format!("doc {i}") }),
+            )
+            .await?;
+            // Creating the file loads the document, which stays in memory while not idle.
+            gql(
+                Some(token.clone()),
+                "mutation($p: ID!, $c: String!) { createFile(projectId: $p, path: \"main.py\", content: $c) { size } }",
+                json!({ "p": created["createProject"]["id"], "c": content }),
+            )
+            .await?;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let grown = rss_bytes(pid)?.saturating_sub(rss_before);
+        println!(
+            "{count} loaded documents of {} bytes: server memory +{:.1} MiB ({} KiB each)",
+            content.len(),
+            grown as f64 / (1024.0 * 1024.0),
+            grown / 1024 / count.max(1) as u64
+        );
+        server.kill().await.ok();
+        return Ok(());
+    }
     let created = gql(
         Some(token.clone()),
         "mutation { createProject(input: {title: \"bench\"}) { id } }",
