@@ -381,7 +381,7 @@ impl DocumentSettings {
     pub const IDLE_SECS: u64 = 120;
     pub const AUTOSAVE_IDLE_SECS: u64 = 600;
     pub const HEAD_CHECK_MS: u64 = 1000;
-    pub const SUBSCRIBER_QUEUE: u32 = 512;
+    pub const SUBSCRIBER_QUEUE: u32 = 128;
 
     /// How often documents are checked against the database (multi-node only).
     pub fn head_check(&self) -> Option<Duration> {

@@ -17,6 +17,11 @@ use crate::wire::{Channels, Envelope, Inbound, Interest};
 /// How many signals a slow subscriber of one project may fall behind before it is told it
 /// lagged (it then resynchronises instead of holding unbounded memory).
 const PROJECT_CHANNEL_CAPACITY: usize = 1024;
+/// The same for a project's events alone (no presence), which subscriptions watch for a loss
+/// of access: a watcher that lags checks its access again, so a short queue does. (A tokio
+/// broadcast channel allocates all its slots at once, 32 bytes each, and a node holds one per
+/// project somebody follows: one of these per subscribed document, not one of the above.)
+const ACCESS_CHANNEL_CAPACITY: usize = 64;
 /// Document updates from other nodes waiting for the document hub.
 const REMOTE_DOC_QUEUE: usize = 4096;
 /// The longest an edit's answer waits for Redis to take its update (a Redis that stopped
@@ -35,6 +40,8 @@ pub enum RemoteDoc {
 pub struct Bus {
     node: Uuid,
     projects: Topics<ProjectSignal>,
+    /// The `ProjectSignal::Event`s of `projects`, for [`Bus::subscribe_project_events`].
+    events: Topics<ProjectSignal>,
     runs: Topics<RunSignal>,
     remote_docs: mpsc::Sender<RemoteDoc>,
     remote_docs_rx: Mutex<Option<mpsc::Receiver<RemoteDoc>>>,
@@ -126,6 +133,7 @@ impl Bus {
         Self {
             node,
             projects: Topics::new(PROJECT_CHANNEL_CAPACITY),
+            events: Topics::new(ACCESS_CHANNEL_CAPACITY),
             runs: Topics::new(PROJECT_CHANNEL_CAPACITY),
             remote_docs,
             remote_docs_rx: Mutex::new(Some(rx)),
@@ -160,12 +168,30 @@ impl Bus {
         self.projects.subscribe(project)
     }
 
+    /// `project`'s events alone (no presence), from every node, on a short queue: for
+    /// watching whether a viewer loses access (a lagging watcher checks again).
+    pub fn subscribe_project_events(
+        &self,
+        project: Uuid,
+    ) -> broadcast::Receiver<Arc<ProjectSignal>> {
+        self.events.subscribe(project)
+    }
+
     /// Tell everybody in `project`, on this node and the others.
     pub fn publish_project(&self, project: Uuid, signal: ProjectSignal) {
-        self.publish(&self.projects, project, signal, |signal| Signal::Project {
+        self.to_other_nodes(|| Signal::Project {
             project,
-            signal,
+            signal: signal.clone(),
         });
+        self.deliver_project(project, Arc::new(signal));
+    }
+
+    /// A project's signal to this node's subscribers.
+    fn deliver_project(&self, project: Uuid, signal: Arc<ProjectSignal>) {
+        if matches!(*signal, ProjectSignal::Event(_)) {
+            self.events.send(project, signal.clone());
+        }
+        self.projects.send(project, signal);
     }
 
     /// Tell everybody following `project`, on every node, that `event` happened.
@@ -180,23 +206,11 @@ impl Bus {
 
     /// Tell everybody following run `run`, on this node and the others.
     pub fn publish_run(&self, run: Uuid, signal: RunSignal) {
-        self.publish(&self.runs, run, signal, |signal| Signal::Run {
+        self.to_other_nodes(|| Signal::Run {
             run,
-            signal,
+            signal: signal.clone(),
         });
-    }
-
-    /// `signal` to the subscribers of `key` in `topics` here, and, as `remote` makes it, to
-    /// the other nodes.
-    fn publish<T: Clone>(
-        &self,
-        topics: &Topics<T>,
-        key: Uuid,
-        signal: T,
-        remote: impl FnOnce(T) -> Signal,
-    ) {
-        self.to_other_nodes(|| remote(signal.clone()));
-        topics.send(key, Arc::new(signal));
+        self.runs.send(run, Arc::new(signal));
     }
 
     /// Tell the other nodes about an update this node appended (its own subscribers are
@@ -259,7 +273,7 @@ async fn deliver_inbound(bus: std::sync::Weak<Bus>, mut inbound: mpsc::Receiver<
                             let _ = bus.remote_docs.send(RemoteDoc::Update(update)).await;
                         }
                         Signal::Project { project, signal } => {
-                            bus.projects.send(project, Arc::new(signal));
+                            bus.deliver_project(project, Arc::new(signal));
                         }
                         Signal::Run { run, signal } => bus.runs.send(run, Arc::new(signal)),
                     }
@@ -268,5 +282,37 @@ async fn deliver_inbound(bus: std::sync::Weak<Bus>, mut inbound: mpsc::Receiver<
                 .await;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::signal::PresenceSignal;
+
+    #[tokio::test]
+    async fn access_watchers_hear_a_projects_events_and_not_its_presence() {
+        let bus = Bus::local();
+        let project = Uuid::new_v4();
+        let mut everything = bus.subscribe_project(project);
+        let mut events = bus.subscribe_project_events(project);
+        bus.publish_project(project, ProjectSignal::Presence(PresenceSignal::Sync));
+        let joined = ProjectEvent::MemberJoined {
+            user: Uuid::new_v4(),
+            role: entity::project_member::ProjectRole::Editor,
+        };
+        bus.announce(project, joined.clone());
+        assert!(matches!(
+            *everything.recv().await.unwrap(),
+            ProjectSignal::Presence(PresenceSignal::Sync)
+        ));
+        assert!(
+            matches!(&*everything.recv().await.unwrap(), ProjectSignal::Event(e) if *e == joined)
+        );
+        assert!(matches!(&*events.recv().await.unwrap(), ProjectSignal::Event(e) if *e == joined));
+        assert!(
+            events.try_recv().is_err(),
+            "presence reached an access watcher"
+        );
     }
 }

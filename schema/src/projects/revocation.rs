@@ -47,7 +47,7 @@ impl Revocation {
         viewer: Option<AuthUser>,
     ) -> Self {
         Self {
-            events: bus.subscribe_project(project),
+            events: bus.subscribe_project_events(project),
             db,
             project,
             viewer,
