@@ -904,18 +904,23 @@ backend_tests! {
         let team = team(&app).await;
         let mut ws = WsClient::connect(&app, Some(&team.viewer.access)).await;
         let mut subs = Vec::new();
-        for _ in 0..64 {
-            let sub = ws.subscribe(SUBSCRIBE, json!({ "p": team.project })).await;
+        // Shared subscriptions (whose place the connection's feed holds) and ordinary ones
+        // count alike.
+        for i in 0..64 {
+            let query = if i % 2 == 0 { LIVE } else { SUBSCRIBE };
+            let sub = ws.subscribe(query, json!({ "p": team.project })).await;
             assert_eq!(ws.next(&sub).await.data()["documentUpdates"]["catchUp"], true);
             subs.push(sub);
         }
-        let refused = ws.subscribe(SUBSCRIBE, json!({ "p": team.project })).await;
-        assert_eq!(ws.next(&refused).await.code(), "RATE_LIMITED");
-        // Giving one back makes room; other connections were never affected.
-        ws.complete(&subs.pop().unwrap()).await;
+        for query in [LIVE, SUBSCRIBE] {
+            let refused = ws.subscribe(query, json!({ "p": team.project })).await;
+            assert_eq!(ws.next(&refused).await.code(), "RATE_LIMITED");
+        }
+        // Giving one back (a shared one) makes room; other connections were never affected.
+        ws.complete(&subs.swap_remove(0)).await;
         // (The server frees the place once the completed stream is dropped: a moment later.)
         codecrafter_tests::eventually(Duration::from_secs(5), async || {
-            let again = ws.subscribe(SUBSCRIBE, json!({ "p": team.project })).await;
+            let again = ws.subscribe(LIVE, json!({ "p": team.project })).await;
             match ws.next(&again).await {
                 Event::Next(payload) if payload["data"]["documentUpdates"]["catchUp"] == true => true,
                 other => {
