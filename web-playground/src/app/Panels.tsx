@@ -46,6 +46,17 @@ interface RunView {
   by: string | null;
 }
 
+/** The live chunks, or the stored output when they lack some: a chunk published before this
+ * page subscribed and not yet in the run's row when it was read is only in the final row. */
+function complete(chunks: Chunk[], run: { stdout: string; stderr: string }): Chunk[] {
+  const text = (stream: string) => chunks.filter((c) => c.stream === stream).map((c) => c.data).join('');
+  if (text('STDOUT') === run.stdout && text('STDERR') === run.stderr) return chunks;
+  return [
+    { stream: 'STDOUT', seq: 0, data: run.stdout },
+    { stream: 'STDERR', seq: 0, data: run.stderr },
+  ].filter((c) => c.data !== '');
+}
+
 const ENDED = new Set(['SUCCEEDED', 'FAILED', 'TIMED_OUT', 'MEMORY_LIMIT', 'OUTPUT_LIMIT', 'CANCELLED', 'INTERNAL_ERROR']);
 
 export function RunPanel(props: {
@@ -107,7 +118,9 @@ export function RunPanel(props: {
             if (view.chunks.some((c) => c.stream === event.stream && c.seq === event.seq)) return view;
             return { ...view, chunks: [...view.chunks, event].sort((a, b) => a.seq - b.seq) };
           }
-          if (event.__typename === 'RunFinished') return { ...view, status: event.run.status, result: event.run };
+          if (event.__typename === 'RunFinished') {
+            return { ...view, status: event.run.status, result: event.run, chunks: complete(view.chunks, event.run) };
+          }
           return view;
         }),
       error: notify,
