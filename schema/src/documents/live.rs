@@ -85,6 +85,10 @@ impl SharedSelection {
             (DocumentOperations::Single(operation), None) => operation,
             (DocumentOperations::Single(_), Some(_)) => return None,
             (DocumentOperations::Multiple(operations), Some(name)) => operations.get(name)?,
+            // One named operation needs no operationName.
+            (DocumentOperations::Multiple(operations), None) if operations.len() == 1 => {
+                operations.values().next()?
+            }
             (DocumentOperations::Multiple(_), None) => return None,
         };
         let operation = &operation.node;
@@ -353,6 +357,11 @@ mod tests {
             )
             .is_some()
         );
+        // A generated client's named operation, with or without its operationName.
+        let named =
+            "subscription DocumentUpdates($p: ID!) { documentUpdates(projectId: $p) { update } }";
+        assert!(selection(named, Some("DocumentUpdates")).is_some());
+        assert!(selection(named, None).is_some());
     }
 
     #[test]
