@@ -405,7 +405,8 @@ impl Connection {
 
 /// A `next` message around an already serialized payload.
 fn next_frame(id: &str, payload: &str) -> String {
-    let id = serde_json::Value::from(id).to_string();
+    // Serialising a `&str` cannot fail.
+    let id = serde_json::to_string(id).unwrap_or_default();
     let mut frame = String::with_capacity(id.len() + payload.len() + 32);
     frame.push_str("{\"id\":");
     frame.push_str(&id);

@@ -5,11 +5,10 @@ use std::sync::Arc;
 
 use async_graphql::{Context, ID, Object, Result, SimpleObject, Subscription};
 use futures_util::Stream;
-use tokio::sync::broadcast::error::RecvError;
 use uuid::Uuid;
 
 use super::hub::{Applied, DocUpdate, decode_vv};
-use super::live::LiveHandoff;
+use super::live::{Live, LiveHandoff};
 use super::service::{self, File};
 use crate::context::ViewerExt;
 use crate::error::{ApiError, ApiResult};
@@ -63,7 +62,6 @@ impl From<Applied> for DocumentVersion {
 /// Changes to a project's document, as a subscriber receives them.
 pub struct DocumentUpdate {
     update: Arc<DocUpdate>,
-    catch_up: bool,
 }
 
 /// Changes to a project's document, as a subscriber receives them.
@@ -79,7 +77,8 @@ impl DocumentUpdate {
     }
     /// True for the first event (what the client lacked) and for resyncs after lagging.
     async fn catch_up(&self) -> bool {
-        self.catch_up
+        // The first event and a resync are the only ones not in the log.
+        self.update.seq.is_none()
     }
     /// The server's version vector once this update is applied.
     async fn version_vector(&self) -> EncodedVersionVector {
@@ -313,74 +312,31 @@ impl DocumentsSubscription {
             since,
         ))
         .await?;
-        let live = Live {
-            documents: services.documents.clone(),
-            revocation,
-            permit,
-        };
+        let live = Live::new(subscription, services.documents.clone(), revocation, permit);
         let handoff = ctx
             .data_opt::<Arc<LiveHandoff>>()
             .map(|handoff| (handoff.clone(), services.metrics.clone()));
-        Ok(updates_stream(subscription, live, handoff))
+        Ok(updates_stream(live, handoff))
     }
 }
 
-/// What a subscription's live part holds besides the document's feed.
-pub(super) struct Live {
-    pub(super) documents: super::hub::Documents,
-    /// Ends the subscription when the viewer loses access.
-    pub(super) revocation: Revocation,
-    /// The subscription's place in its connection's budget.
-    pub(super) permit: Option<crate::context::SubscriptionPermit>,
-}
-
 fn updates_stream(
-    subscription: super::hub::Subscription,
-    live: Live,
+    mut live: Live,
     handoff: Option<(Arc<LiveHandoff>, Arc<crate::metrics::Metrics>)>,
 ) -> impl Stream<Item = Result<DocumentUpdate>> {
-    let super::hub::Subscription {
-        catch_up,
-        live: mut updates,
-        entry,
-    } = subscription;
     async_stream::stream! {
-        let catch_up = Arc::new(catch_up);
-        let mut last = catch_up.clone();
-        yield Ok(DocumentUpdate { update: catch_up, catch_up: true });
+        yield Ok(DocumentUpdate { update: live.catch_up() });
         if let Some((handoff, metrics)) = handoff {
             // The connection takes the live part from here on (see `documents/live.rs`) and
             // drops this stream.
-            handoff.hand(updates, last, entry, live, &metrics);
+            handoff.hand(live, &metrics);
             std::future::pending::<()>().await;
             return;
         }
-        let Live { documents, mut revocation, permit } = live;
-        let _held = permit;
-        loop {
-            tokio::select! {
-                received = updates.recv() => match received {
-                    Ok(update) => {
-                        last = update.clone();
-                        yield Ok(DocumentUpdate { update, catch_up: false });
-                    }
-                    Err(RecvError::Lagged(_)) => {
-                        let known = last.known_version();
-                        match Box::pin(documents.resync(&entry, &known)).await {
-                            Ok(update) => {
-                                let update = Arc::new(update);
-                                last = update.clone();
-                                yield Ok(DocumentUpdate { update, catch_up: true });
-                            }
-                            Err(error) => {
-                                yield Err(error.into());
-                                break;
-                            }
-                        }
-                    }
-                    Err(RecvError::Closed) => break,
-                },
-                error = revocation.revoked() => {
+        while let Some(next) = live.next().await {
+            match next {
+                Ok(update) => yield Ok(DocumentUpdate { update }),
+                Err(error) => {
                     yield Err(error.into());
                     break;
                 }

@@ -25,9 +25,11 @@ use loro::VersionVector;
 use tokio::sync::broadcast::{self, error::RecvError};
 use tokio::sync::oneshot;
 
-use super::graphql::Live;
-use super::hub::{DocUpdate, Entry};
+use super::hub::{DocUpdate, Documents, Entry, Subscription};
+use crate::context::SubscriptionPermit;
+use crate::error::ApiResult;
 use crate::metrics::Metrics;
+use crate::projects::revocation::Revocation;
 
 /// The fields of `DocumentUpdate` a shared frame can hold: those that are the update's own,
 /// the same for every viewer.
@@ -113,7 +115,7 @@ impl SharedSelection {
     }
 
     /// `{"data":{<root>:{...}}}` for `update`.
-    fn render(&self, update: &DocUpdate, catch_up: bool) -> String {
+    fn render(&self, update: &DocUpdate) -> String {
         let mut out = String::with_capacity(update.update.len() + 128);
         out.push_str("{\"data\":{");
         push_json(&mut out, &self.root);
@@ -130,7 +132,12 @@ impl SharedSelection {
                     Some(seq) => out.push_str(&seq.to_string()),
                     None => out.push_str("null"),
                 },
-                Field::CatchUp => out.push_str(if catch_up { "true" } else { "false" }),
+                // As `DocumentUpdate.catchUp`: the catch-up and resyncs carry no `seq`.
+                Field::CatchUp => out.push_str(if update.seq.is_none() {
+                    "true"
+                } else {
+                    "false"
+                }),
                 Field::VersionVector => push_json(&mut out, &update.version_vector),
                 Field::ClientId => match &update.client_id {
                     Some(client_id) => push_json(&mut out, client_id),
@@ -177,7 +184,6 @@ impl DocUpdate {
     /// selects the same (live updates are never catch-ups; catch-ups and resyncs belong to
     /// one subscriber and are not shared).
     pub fn frame(&self, selection: &Arc<SharedSelection>) -> Arc<str> {
-        let catch_up = self.seq.is_none();
         let mut frames = self.frames.0.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some((_, frame)) = frames
             .iter()
@@ -185,7 +191,7 @@ impl DocUpdate {
         {
             return frame.clone();
         }
-        let frame: Arc<str> = selection.render(self, catch_up).into();
+        let frame: Arc<str> = selection.render(self).into();
         if frames.len() < FRAMES_PER_UPDATE {
             frames.push((selection.clone(), frame.clone()));
         }
@@ -213,14 +219,7 @@ impl LiveHandoff {
 
     /// Hand the live part over (the connection then drops async-graphql's stream, and the
     /// feed counts as the active subscription in its place).
-    pub(super) fn hand(
-        &self,
-        updates: broadcast::Receiver<Arc<DocUpdate>>,
-        last: Arc<DocUpdate>,
-        entry: Arc<Entry>,
-        live: Live,
-        metrics: &Arc<Metrics>,
-    ) {
+    pub(super) fn hand(&self, live: Live, metrics: &Arc<Metrics>) {
         let to = self
             .to
             .lock()
@@ -229,9 +228,6 @@ impl LiveHandoff {
         if let Some(to) = to {
             let _ = to.send(LiveFeed {
                 selection: self.selection.clone(),
-                updates,
-                last,
-                entry,
                 live,
                 _active: Active::new(metrics.clone()),
             });
@@ -239,15 +235,71 @@ impl LiveHandoff {
     }
 }
 
-/// The live part of a shared subscription: each update's frame, a resync after lagging, and
-/// the end when access is lost.
+/// A `documentUpdates` subscription after its catch-up, on either path: the document's
+/// updates, a resync after lagging, and the end when access is lost.
+pub(super) struct Live {
+    updates: broadcast::Receiver<Arc<DocUpdate>>,
+    /// The last update sent (first the catch-up), whose version vector a resync starts from.
+    last: Arc<DocUpdate>,
+    /// Keeps the document loaded while the subscription lives.
+    entry: Arc<Entry>,
+    documents: Documents,
+    /// Ends the subscription when the viewer loses access.
+    revocation: Revocation,
+    /// The subscription's place in its connection's budget.
+    _permit: Option<SubscriptionPermit>,
+}
+
+impl Live {
+    pub(super) fn new(
+        subscription: Subscription,
+        documents: Documents,
+        revocation: Revocation,
+        permit: Option<SubscriptionPermit>,
+    ) -> Self {
+        Self {
+            updates: subscription.live,
+            last: Arc::new(subscription.catch_up),
+            entry: subscription.entry,
+            documents,
+            revocation,
+            _permit: permit,
+        }
+    }
+
+    /// The first event: what the subscriber lacked.
+    pub(super) fn catch_up(&self) -> Arc<DocUpdate> {
+        self.last.clone()
+    }
+
+    /// The next update to send (a resync, without `seq`, after lagging); an error ends the
+    /// subscription; `None` when the document's feed closed.
+    pub(super) async fn next(&mut self) -> Option<ApiResult<Arc<DocUpdate>>> {
+        let received = tokio::select! {
+            received = self.updates.recv() => received,
+            error = self.revocation.revoked() => return Some(Err(error)),
+        };
+        let update = match received {
+            Ok(update) => update,
+            Err(RecvError::Lagged(_)) => {
+                let known = self.last.known_version();
+                // Boxed: a query's future is large, and this one would live in every
+                // subscription's state.
+                match Box::pin(self.documents.resync(&self.entry, &known)).await {
+                    Ok(update) => Arc::new(update),
+                    Err(error) => return Some(Err(error)),
+                }
+            }
+            Err(RecvError::Closed) => return None,
+        };
+        self.last = update.clone();
+        Some(Ok(update))
+    }
+}
+
+/// The live part of a shared subscription, as the frames its connection sends.
 pub struct LiveFeed {
     selection: Arc<SharedSelection>,
-    updates: broadcast::Receiver<Arc<DocUpdate>>,
-    /// The last update sent, whose version vector a resync starts from.
-    last: Arc<DocUpdate>,
-    /// Keeps the document loaded while the feed lives.
-    entry: Arc<Entry>,
     live: Live,
     _active: Active,
 }
@@ -274,24 +326,15 @@ impl LiveFeed {
     /// The next frame (`{"data":…}`, to send as a `next` payload); an error ends the feed;
     /// `None` when the document's feed closed.
     pub async fn next(&mut self) -> Option<Result<Arc<str>, ServerError>> {
-        let received = tokio::select! {
-            received = self.updates.recv() => received,
-            error = self.live.revocation.revoked() => return Some(Err(server_error(error))),
-        };
-        let update = match received {
-            Ok(update) => update,
-            Err(RecvError::Lagged(_)) => {
-                let known = self.last.known_version();
-                match Box::pin(self.live.documents.resync(&self.entry, &known)).await {
-                    Ok(update) => Arc::new(update),
-                    Err(error) => return Some(Err(server_error(error))),
-                }
-            }
-            Err(RecvError::Closed) => return None,
-        };
-        let frame = update.frame(&self.selection);
-        self.last = update;
-        Some(Ok(frame))
+        let update = self.live.next().await?;
+        Some(
+            update
+                .map(|update| update.frame(&self.selection))
+                .map_err(|error| {
+                    async_graphql::Error::from(error)
+                        .into_server_error(async_graphql::Pos::default())
+                }),
+        )
     }
 
     /// The feed as a stream that ends after its first error.
@@ -303,10 +346,6 @@ impl LiveFeed {
             Some((item, more))
         })
     }
-}
-
-fn server_error(error: crate::error::ApiError) -> ServerError {
-    async_graphql::Error::from(error).into_server_error(async_graphql::Pos::default())
 }
 
 impl DocUpdate {
