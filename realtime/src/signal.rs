@@ -40,6 +40,17 @@ pub enum RunSignal {
     Finished { status: RunStatus },
     /// Somebody asked to stop it: the worker running it kills it.
     Cancel,
+    /// A follower missed output after `after` (published before it subscribed and not yet
+    /// flushed to the row, or lost when it fell behind): the worker running the run
+    /// publishes its chunks after `after` again.
+    Replay { after: i64 },
+}
+
+impl RunSignal {
+    /// Asked of the worker running the run (it travels on the run-control channel).
+    pub fn is_control(&self) -> bool {
+        matches!(self, Self::Cancel | Self::Replay { .. })
+    }
 }
 
 /// An update appended to a document's log, with its sequence number there.

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::signal::{RunSignal, Signal};
+use crate::signal::Signal;
 
 /// A signal as it travels between nodes: JSON, with the node that sent it and when.
 #[derive(Serialize, Deserialize)]
@@ -60,7 +60,7 @@ pub(crate) enum Inbound {
 /// The Redis pub/sub channels of one deployment, named after its `REDIS_CHANNEL`: one for
 /// what the people in a project share (document updates, project events, presence), one for
 /// what runs tell their followers (status, output, end), and one for what is asked of the
-/// workers running them (cancel), so that a worker listens to that one only.
+/// workers running them (cancel, replay), so that a worker listens to that one only.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Channels {
     pub projects: String,
@@ -81,10 +81,7 @@ impl Channels {
     pub(crate) fn of(&self, signal: &Signal) -> &str {
         match signal {
             Signal::Doc(_) | Signal::Project { .. } => &self.projects,
-            Signal::Run {
-                signal: RunSignal::Cancel,
-                ..
-            } => &self.run_control,
+            Signal::Run { signal, .. } if signal.is_control() => &self.run_control,
             Signal::Run { .. } => &self.run_events,
         }
     }
@@ -108,7 +105,7 @@ pub enum Interest {
     /// Everything: an API node, serving documents, presence, project and run events (and
     /// running runs itself when its workers are in-process).
     Everything,
-    /// Only what is asked of runs (cancel): a `codecrafter worker` process. It publishes run
+    /// Only what is asked of runs (cancel, replay): a `codecrafter worker` process. It publishes run
     /// events and hears no edit, presence or project event.
     RunControl,
 }
@@ -151,6 +148,28 @@ mod tests {
             ahead.lag(),
             Some(std::time::Duration::ZERO),
             "a clock ahead is no lag"
+        );
+    }
+
+    #[test]
+    fn what_is_asked_of_a_worker_travels_on_run_control_and_what_it_tells_on_run_events() {
+        let channels = Channels::new("cc");
+        let run = |signal| Signal::Run {
+            run: Uuid::new_v4(),
+            signal,
+        };
+        for asked in [RunSignal::Cancel, RunSignal::Replay { after: 3 }] {
+            assert_eq!(channels.of(&run(asked)), "cc:run-control");
+        }
+        let told = RunSignal::Output {
+            stderr: false,
+            seq: 4,
+            data: b"x".to_vec(),
+        };
+        assert_eq!(channels.of(&run(told)), "cc:run-events");
+        assert_eq!(
+            channels.heard_by(Interest::RunControl),
+            vec!["cc:run-control"]
         );
     }
 }

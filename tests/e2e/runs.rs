@@ -45,9 +45,14 @@ pub(crate) async fn python(app: &TestApp, user: &TestUser, project: &str, source
 /// Every event of a run's subscription until it finishes.
 async fn follow(ws: &mut WsClient, id: &str) -> Vec<Value> {
     let sub = ws.subscribe(EVENTS, json!({ "id": id })).await;
+    follow_on(ws, &sub).await
+}
+
+/// The rest of subscription `sub`'s events until the run finishes.
+async fn follow_on(ws: &mut WsClient, sub: &str) -> Vec<Value> {
     let mut events = Vec::new();
     loop {
-        match ws.next(&sub).await {
+        match ws.next(sub).await {
             Event::Next(payload) => {
                 let event = payload["data"]["runEvents"].clone();
                 assert!(payload.get("errors").is_none(), "{payload}");
@@ -65,6 +70,42 @@ async fn follow(ws: &mut WsClient, id: &str) -> Vec<Value> {
 /// Take a run's events until a chunk of output equals `data`.
 async fn wait_for_output(ws: &mut WsClient, sub: &str, data: &str) {
     while ws.next(sub).await.data()["runEvents"]["data"] != data {}
+}
+
+/// A follower who subscribes after output was published but before the worker wrote it to
+/// the row (it does at heartbeats, each second) still gets all of it, in order, numbered
+/// without a gap, while the run goes on: the worker replays what the follower missed.
+async fn a_late_follower_gets_what_it_missed(app: &TestApp, owner: &TestUser, project: &str) {
+    let source = "import time\nprint('one', flush=True)\ntime.sleep(0.3)\nprint('two', flush=True)\ntime.sleep(3)\nprint('three')";
+    let id = start(
+        app,
+        owner,
+        json!({ "p": project, "l": "PYTHON", "s": source }),
+    )
+    .await;
+    let mut early = WsClient::connect(app, Some(&owner.access)).await;
+    let sub = early.subscribe(EVENTS, json!({ "id": id })).await;
+    wait_for_output(&mut early, &sub, "one\n").await;
+    let mut late = WsClient::connect(app, Some(&owner.access)).await;
+    let sub = late.subscribe(EVENTS, json!({ "id": id })).await;
+    let mut output = Vec::new();
+    let mut seqs = Vec::new();
+    while output.concat() != "one\ntwo\n" {
+        let event = late.next(&sub).await.data()["runEvents"].clone();
+        assert_ne!(
+            event["__typename"], "RunFinished",
+            "before the run ends: {output:?}"
+        );
+        if event["__typename"] == "RunOutput" {
+            output.push(event["data"].as_str().unwrap().to_owned());
+            seqs.push(event["seq"].as_i64().unwrap());
+        }
+    }
+    assert!(seqs.windows(2).all(|w| w[1] > w[0]), "{seqs:?}");
+    assert_eq!(seqs[0], 1, "nothing was in the row yet: {seqs:?}");
+    let rest = follow_on(&mut late, &sub).await;
+    assert_eq!(streamed(&rest, "STDOUT"), "three\n");
+    assert_eq!(rest.last().unwrap()["run"]["stdout"], "one\ntwo\nthree\n");
 }
 
 fn streamed(events: &[Value], stream: &str) -> String {
@@ -99,6 +140,12 @@ backend_tests! {
         assert_eq!(run["status"], "SUCCEEDED", "{run}");
         assert_eq!(run["stdout"], "a\u{FFFD}b\u{FFFD}c\nend\n", "{run}");
         assert_eq!(run["attempts"], 1);
+    }
+
+    async fn a_follower_who_joins_mid_run_misses_nothing(app) {
+        let owner = app.sign_up("owner").await;
+        let project = project_of(&app, &owner).await;
+        a_late_follower_gets_what_it_missed(&app, &owner, &project).await;
     }
 
     async fn a_requeued_run_never_runs_twice_at_once(app) {
@@ -436,7 +483,8 @@ async fn listeners(app: &TestApp) -> [i64; 3] {
 
 /// A worker process next to an API node whose own workers are off: started without
 /// `JWT_SECRET` in production mode, it runs code whose output streams to a subscriber of the
-/// API node, it is stopped by a cancel that reaches it only through its Redis link, and it
+/// API node, it is stopped by a cancel that reaches it only through its Redis link, it
+/// replays output a late follower missed, and it
 /// listens to run control alone: no edit, presence or project event reaches it.
 #[tokio::test]
 async fn a_worker_process_holds_no_secret_and_hears_only_run_signals() {
@@ -517,6 +565,9 @@ async fn a_worker_process_holds_no_secret_and_hears_only_run_signals() {
                 }
             };
             assert_eq!(ended["run"]["status"], "CANCELLED", "{ended}");
+
+            // A replay is asked of the worker process over run control, like a cancel.
+            a_late_follower_gets_what_it_missed(&app, &owner, &project).await;
 
             // Still only the API node listens to what the project shares.
             assert_eq!(listeners(&app).await, [1, 1, 2]);

@@ -37,6 +37,8 @@ use output::Output;
 
 /// How often a running run's heartbeat is written, and output flushed to its row.
 const HEARTBEAT: Duration = Duration::from_secs(1);
+/// Followers' replay requests a running run keeps before it drops more.
+const REPLAYS_WAITING: usize = 16;
 /// A worker whose heartbeat has failed this long stops its run's sandbox: a reaper may soon
 /// hand the run to another worker (well before `reaper::STALE_AFTER`).
 const FENCE_AFTER: Duration = Duration::from_secs(6);
@@ -160,18 +162,28 @@ impl Executor {
             },
         );
         self.bus.run_started(run.project_id, id, run.requested_by);
-        // A cancel may come over the bus (any node) or be found in the row (heartbeat).
+        // A cancel may come over the bus (any node) or be found in the row (heartbeat); a
+        // follower's request to replay output comes over the bus.
         let (cancel_tx, cancel_rx) = watch::channel(run.cancel_requested);
-        let mut cancels = self.bus.subscribe_run(id);
+        let (replay_tx, replays) = mpsc::channel(REPLAYS_WAITING);
+        let mut asked = self.bus.subscribe_run(id);
         let cancel_on_signal = cancel_tx.clone();
         let listener = tokio::spawn(async move {
-            while let Ok(signal) = cancels.recv().await {
-                if *signal == RunSignal::Cancel {
-                    let _ = cancel_on_signal.send(true);
+            while let Ok(signal) = asked.recv().await {
+                match *signal {
+                    RunSignal::Cancel => {
+                        let _ = cancel_on_signal.send(true);
+                    }
+                    // More at once than the worker keeps up with: the follower stops waiting
+                    // for them and goes on without (it has everything at the end).
+                    RunSignal::Replay { after } => {
+                        let _ = replay_tx.try_send(after);
+                    }
+                    _ => {}
                 }
             }
         });
-        let outcome = self.execute(&run, cancel_tx, cancel_rx).await;
+        let outcome = self.execute(&run, cancel_tx, cancel_rx, replays).await;
         listener.abort();
         match outcome {
             Ok(result) => self.finish(&run, result).await,
@@ -185,6 +197,7 @@ impl Executor {
         run: &run::Model,
         cancel_tx: watch::Sender<bool>,
         cancel: watch::Receiver<bool>,
+        mut replays: mpsc::Receiver<i64>,
     ) -> Result<Finished, String> {
         let limits: RunLimits = serde_json::from_value(run.limits.clone())
             .map_err(|e| format!("unreadable limits: {e}"))?;
@@ -232,6 +245,9 @@ impl Executor {
                 }
                 Some(chunk) = chunks.recv() => {
                     output.take(&self.bus, run.id, chunk);
+                }
+                Some(after) = replays.recv() => {
+                    output.replay(&self.bus, run.id, after);
                 }
                 _ = heartbeat.tick(), if fenced.is_none() => {
                     match self.beat(run.id, run.attempts, &output).await {

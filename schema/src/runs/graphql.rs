@@ -12,6 +12,7 @@ use tokio::sync::broadcast::error::RecvError;
 use uuid::Uuid;
 
 use super::RunsConfig;
+use super::order::{Chunk, InOrder};
 use super::service::{self, RunRequest};
 use crate::context::ViewerExt;
 use crate::error::{ApiError, ApiResult};
@@ -449,6 +450,22 @@ pub struct RunOutput {
     data: String,
 }
 
+impl RunOutput {
+    fn event(stderr: bool, seq: i64, data: String) -> RunEvent {
+        let stream = if stderr {
+            OutputStream::Stderr
+        } else {
+            OutputStream::Stdout
+        };
+        RunEvent::RunOutput(Self { stream, seq, data })
+    }
+
+    /// Chunk `seq` as its followers receive it (the bytes as UTF-8).
+    fn of((seq, (stderr, data)): (i64, Chunk)) -> RunEvent {
+        Self::event(stderr, seq, String::from_utf8_lossy(&data).into_owned())
+    }
+}
+
 /// The run ended; `run` holds the result.
 #[derive(SimpleObject)]
 pub struct RunFinished {
@@ -484,49 +501,58 @@ impl RunsSubscription {
         let run = service::get(&services.db, ctx.viewer(), id).await?;
         let stream = async_stream::stream! {
             yield Ok(RunEvent::RunStatusChanged(RunStatusChanged { status: run.status.into() }));
-            let mut seen = 0;
             for (stderr, text) in [(false, &run.stdout), (true, &run.stderr)] {
                 if !text.is_empty() {
-                    seen = run.output_seq;
-                    yield Ok(RunEvent::RunOutput(RunOutput {
-                        stream: if stderr { OutputStream::Stderr } else { OutputStream::Stdout },
-                        seq: run.output_seq,
-                        data: text.clone(),
-                    }));
+                    yield Ok(RunOutput::event(stderr, run.output_seq, text.clone()));
                 }
             }
-            seen = seen.max(run.output_seq);
             if run.status.is_final() {
                 yield Ok(RunEvent::RunFinished(Box::new(RunFinished { run: Run(run) })));
                 return;
             }
+            let mut order = InOrder::after(run.output_seq);
             loop {
-                match signals.recv().await {
+                let deadline = order.deadline();
+                let heard = tokio::select! {
+                    heard = signals.recv() => Some(heard),
+                    () = tokio::time::sleep_until(deadline.unwrap_or_else(tokio::time::Instant::now)), if deadline.is_some() => None,
+                };
+                let Some(heard) = heard else {
+                    // The replay did not come: go on without what is missing.
+                    for held in order.give_up() {
+                        yield Ok(RunOutput::of(held));
+                    }
+                    continue;
+                };
+                match heard {
                     Ok(signal) => match signal.as_ref() {
                         RunSignal::Status { status } => {
                             yield Ok(RunEvent::RunStatusChanged(RunStatusChanged { status: (*status).into() }));
                         }
                         RunSignal::Output { stderr, seq, data } => {
-                            if *seq > seen {
-                                seen = *seq;
-                                yield Ok(RunEvent::RunOutput(RunOutput {
-                                    stream: if *stderr { OutputStream::Stderr } else { OutputStream::Stdout },
-                                    seq: *seq,
-                                    data: String::from_utf8_lossy(data).into_owned(),
-                                }));
+                            let step = order.take(*seq, (*stderr, data.clone()));
+                            if let Some(after) = step.replay_after {
+                                services.bus.publish_run(id, RunSignal::Replay { after });
+                            }
+                            for ready in step.ready {
+                                yield Ok(RunOutput::of(ready));
                             }
                         }
                         RunSignal::Finished { .. } => {
+                            for held in order.give_up() {
+                                yield Ok(RunOutput::of(held));
+                            }
                             match finished(&services, id).await {
                                 Ok(run) => yield Ok(RunEvent::RunFinished(Box::new(RunFinished { run }))),
                                 Err(error) => yield Err(error.into()),
                             }
                             return;
                         }
-                        RunSignal::Cancel => {}
+                        RunSignal::Cancel | RunSignal::Replay { .. } => {}
                     },
                     Err(RecvError::Lagged(_)) => {
-                        // Fell behind: the row has everything up to its last flush.
+                        // Fell behind: the next chunk shows the gap (and is replayed); an end
+                        // missed is in the row.
                         match finished(&services, id).await {
                             Ok(Run(run)) if run.status.is_final() => {
                                 yield Ok(RunEvent::RunFinished(Box::new(RunFinished { run: Run(run) })));

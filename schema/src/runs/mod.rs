@@ -4,6 +4,7 @@
 
 mod config;
 mod graphql;
+mod order;
 pub mod service;
 
 use std::time::Duration;
