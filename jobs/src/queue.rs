@@ -16,10 +16,15 @@ use apalis::prelude::*;
 use apalis_redis::RedisStorage;
 use apalis_sqlite::{SqlitePool, SqliteStorage};
 use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
 use tracing::Instrument as _;
 use uuid::Uuid;
 
 /// How often an idle worker looks for jobs (the backends' default is their 30 s heartbeat).
+/// A worker of this process is also woken at once when this process enqueues a run and when
+/// one of its runs ends (a slot is free): in embedded mode, and on an API node with workers
+/// in-process, a run starts without waiting for the poll; a `codecrafter worker` process
+/// finds what other processes enqueued at its next poll.
 const POLL: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// The backends' heartbeat, which also wakes an idle worker: measured here, a worker
@@ -44,9 +49,15 @@ pub trait RunHandler: Send + Sync + 'static {
     async fn handle(&self, run_id: Uuid);
 }
 
-/// Where jobs wait.
+/// Where jobs wait, and how this process's workers are woken.
 #[derive(Clone)]
-pub enum Queue {
+pub struct Queue {
+    storage: Storage,
+    wake: Arc<watch::Sender<()>>,
+}
+
+#[derive(Clone)]
+enum Storage {
     Sqlite(SqliteStorage<RunJob>),
     Redis(RedisStorage<RunJob>),
 }
@@ -66,7 +77,9 @@ impl Queue {
             .queue(std::any::type_name::<RunJob>())
             .batch_size(1)
             .heartbeat_interval(WAKE);
-        Ok(Self::Sqlite(SqliteStorage::new(&pool).with_config(config)))
+        Ok(Self::on(Storage::Sqlite(
+            SqliteStorage::new(&pool).with_config(config),
+        )))
     }
 
     /// A queue named `name` on the Redis server at `url`. Redis need not be up yet: the
@@ -83,7 +96,32 @@ impl Queue {
             .queue(name)
             .batch_size(1)
             .heartbeat_interval(WAKE);
-        Ok(Self::Redis(RedisStorage::new(conn).with_config(config)))
+        Ok(Self::on(Storage::Redis(
+            RedisStorage::new(conn).with_config(config),
+        )))
+    }
+
+    fn on(storage: Storage) -> Self {
+        Self {
+            storage,
+            wake: Arc::new(watch::Sender::new(())),
+        }
+    }
+
+    /// Wake this process's workers: there may be a job to take (and a slot for it).
+    fn wake(&self) {
+        self.wake.send_modify(|()| {});
+    }
+
+    /// When a worker looks for a job: each `POLL`, and when woken.
+    fn polls(&self) -> impl futures_util::Stream<Item = ()> + Unpin + Send + 'static {
+        use futures_util::StreamExt;
+        let mut interval = tokio::time::interval(POLL);
+        // Ticks missed while the worker was full are not made up in a burst.
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let ticks = tokio_stream::wrappers::IntervalStream::new(interval);
+        let wakes = tokio_stream::wrappers::WatchStream::from_changes(self.wake.subscribe());
+        futures_util::stream::select(ticks.map(|_| ()), wakes)
     }
 
     /// Enqueue a run, in a span of its own whose trace the job carries to the worker.
@@ -98,22 +136,28 @@ impl Queue {
             run_id,
             traceparent: realtime::trace::traceparent(&span),
         };
-        let queue = self.clone();
-        async move {
-            match queue {
-                Self::Sqlite(mut storage) => storage.push(job).await.map_err(anyhow::Error::from),
-                Self::Redis(mut storage) => storage.push(job).await.map_err(anyhow::Error::from),
+        let storage = self.storage.clone();
+        let pushed = async move {
+            match storage {
+                Storage::Sqlite(mut storage) => {
+                    storage.push(job).await.map_err(anyhow::Error::from)
+                }
+                Storage::Redis(mut storage) => storage.push(job).await.map_err(anyhow::Error::from),
             }
         }
         .instrument(span)
-        .await
+        .await;
+        if pushed.is_ok() {
+            self.wake();
+        }
+        pushed
     }
 
     /// The backend, as the spans name it.
     fn system(&self) -> &'static str {
-        match self {
-            Self::Sqlite(_) => "sqlite",
-            Self::Redis(_) => "redis",
+        match self.storage {
+            Storage::Sqlite(_) => "sqlite",
+            Storage::Redis(_) => "redis",
         }
     }
 
@@ -133,24 +177,27 @@ impl Queue {
     ) -> anyhow::Result<()> {
         use futures_util::FutureExt;
         let concurrency = concurrency.max(1);
-        let handler = Handler(handler);
+        let handler = Handler {
+            inner: handler,
+            queue: self.clone(),
+        };
         let shutdown = shutdown.boxed().shared();
         // A worker whose backend fails (Redis went away: apalis gives up on the first failed
         // poll) is started again once the backend may be back, until the stop is asked for.
         loop {
-            let outcome = match self.clone() {
-                Self::Sqlite(storage) => {
+            let outcome = match self.storage.clone() {
+                Storage::Sqlite(storage) => {
                     WorkerBuilder::new(name)
-                        .backend(storage.poll_with_interval(POLL))
+                        .backend(storage.poll_with_stream(self.polls()))
                         .concurrency(concurrency)
                         .data(handler.clone())
                         .build(handle)
                         .run_until(stopped(shutdown.clone()))
                         .await
                 }
-                Self::Redis(storage) => {
+                Storage::Redis(storage) => {
                     WorkerBuilder::new(name)
-                        .backend(storage.poll_with_interval(POLL))
+                        .backend(storage.poll_with_stream(self.polls()))
                         .concurrency(concurrency)
                         .data(handler.clone())
                         .build(handle)
@@ -182,16 +229,19 @@ async fn stopped(shutdown: impl Future<Output = ()>) -> Result<(), std::io::Erro
     Ok(())
 }
 
-/// The handler, as worker data.
+/// The handler, as worker data, and the queue whose workers it wakes when a run ends.
 #[derive(Clone)]
-struct Handler(Arc<dyn RunHandler>);
+struct Handler {
+    inner: Arc<dyn RunHandler>,
+    queue: Queue,
+}
 
 /// One job, in a span continuing the trace it was enqueued in (a new trace when it carries
 /// none, or a malformed one).
 async fn handle(job: RunJob, handler: Data<Handler>) -> Result<(), BoxDynError> {
-    let Handler(inner) = &*handler;
     let span = tracing::info_span!("run job", otel.kind = "consumer", run = %job.run_id);
     realtime::trace::continue_trace(&span, job.traceparent.as_deref());
-    inner.handle(job.run_id).instrument(span).await;
+    handler.inner.handle(job.run_id).instrument(span).await;
+    handler.queue.wake();
     Ok(())
 }
