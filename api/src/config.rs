@@ -137,7 +137,8 @@ pub struct DatabaseSettings {
     #[arg(long, env = "CODECRAFTER_DATA_DIR", default_value = DatabaseSettings::DATA_DIR, global = true)]
     pub data_dir: PathBuf,
 
-    /// Connection pool size for PostgreSQL (SQLite always uses one writer connection).
+    /// Connection pool size for PostgreSQL; with SQLite, the most read-only connections that
+    /// queries read through beside the one writer connection.
     #[arg(
         id = "database_max_connections",
         long = "database-max-connections",

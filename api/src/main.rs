@@ -13,7 +13,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Migrate => {
             let telemetry = api::telemetry::init(&config);
-            let db = api::database::connect(&config).await?;
+            let db = api::database::connect_writer(&config).await?;
             api::database::migrate(&db).await?;
             tracing::info!("migrations applied");
             telemetry.shutdown().await;

@@ -37,8 +37,7 @@ pub async fn services(config: &Config) -> anyhow::Result<Services> {
         jobs::sandbox::isolation();
     });
     let secret = secrets::jwt_secret(config)?;
-    let db = database::connect(config).await?;
-    database::migrate(&db).await?;
+    let databases = database::connect(config).await?;
     let tokens = TokenIssuer::new(
         &secret,
         config.auth.access_token_ttl(),
@@ -79,10 +78,16 @@ pub async fn services(config: &Config) -> anyhow::Result<Services> {
         None => schema::shared_limits::SharedLimits::local(),
     };
     detect.await?;
-    Ok(
-        Services::new(db, tokens, revoked_sessions, bus, config.collab(), runs)
-            .with_shared_limits(limits),
+    Ok(Services::new(
+        databases.writes,
+        tokens,
+        revoked_sessions,
+        bus,
+        config.collab(),
+        runs,
     )
+    .with_reads(databases.reads)
+    .with_shared_limits(limits))
 }
 
 /// The job queue: on Redis with `REDIS_URL`, else in the data directory's SQLite file.
@@ -133,7 +138,7 @@ impl WorkerServices {
             jobs::sandbox::languages();
             jobs::sandbox::isolation();
         });
-        let db = database::connect(config).await?;
+        let db = database::connect_writer(config).await?;
         database::migrate(&db).await?;
         let bus = match &config.redis.url {
             Some(url) => {

@@ -162,7 +162,7 @@ pub fn connection_data(services: &Services, viewer: Viewer) -> async_graphql::Da
     data.insert(viewer);
     data.insert(context::SubscriptionBudget::default());
     data.insert(DataLoader::new(
-        loaders::UserLoader(services.db.clone(), services.users.clone()),
+        loaders::UserLoader(services.reads.clone(), services.users.clone()),
         tokio::spawn,
     ));
     data
@@ -175,7 +175,7 @@ pub fn prepare(
     viewer: Viewer,
 ) -> async_graphql::Request {
     request.data(viewer).data(DataLoader::new(
-        loaders::UserLoader(services.db.clone(), services.users.clone()),
+        loaders::UserLoader(services.reads.clone(), services.users.clone()),
         tokio::spawn,
     ))
 }

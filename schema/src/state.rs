@@ -21,7 +21,10 @@ pub struct Runs {
 /// Cheap to clone: the connection pool, the issuer, the bus and the hub are shared.
 #[derive(Clone)]
 pub struct Services {
+    /// Where everything is written, and read back inside a change.
     pub db: DatabaseConnection,
+    /// Where queries read (see [`Services::with_reads`]); `db` unless told otherwise.
+    pub reads: DatabaseConnection,
     pub tokens: Arc<TokenIssuer>,
     /// Sessions ended before their access tokens expire (shared through Redis in production).
     pub revoked_sessions: Arc<RevokedSessions>,
@@ -53,6 +56,7 @@ impl Services {
         let presence = Presence::new(bus.clone(), collab.presence_ttl);
         let documents = Documents::start(db.clone(), bus.clone(), collab);
         Self {
+            reads: db.clone(),
             db,
             tokens: Arc::new(tokens),
             revoked_sessions: Arc::new(revoked_sessions),
@@ -65,6 +69,15 @@ impl Services {
             presence,
             runs: Arc::new(runs),
         }
+    }
+
+    /// Read through `reads` (embedded mode: read-only SQLite connections beside the writer)
+    /// where a request only reads: queries and the fields of what they return. What a
+    /// mutation reads before it writes stays on `db`. Everything `db` committed is visible
+    /// to `reads` (SQLite in WAL mode: a statement reads what was committed when it began).
+    pub fn with_reads(mut self, reads: DatabaseConnection) -> Self {
+        self.reads = reads;
+        self
     }
 
     /// Count the budgets and the sign-in slowdown in `limits` (Redis, shared by the nodes of

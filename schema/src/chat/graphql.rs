@@ -83,7 +83,7 @@ impl ChatQuery {
     ) -> Result<MessageConnection> {
         let project = project_id_arg(&project_id)?;
         let page = service::list(
-            &ctx.services()?.db,
+            &ctx.services()?.reads,
             ctx.viewer(),
             project,
             first,

@@ -108,7 +108,7 @@ impl DocumentsQuery {
         let project = project_id_arg(&project_id)?;
         let services = ctx.services()?;
         let files = service::files(
-            &services.db,
+            &services.reads,
             &services.documents,
             ctx.viewer().user()?,
             project,
@@ -127,7 +127,7 @@ impl DocumentsQuery {
         let project = project_id_arg(&project_id)?;
         let services = ctx.services()?;
         let head = service::head(
-            &services.db,
+            &services.reads,
             &services.documents,
             ctx.viewer().user()?,
             project,
@@ -150,7 +150,7 @@ impl DocumentsQuery {
             .transpose()?;
         let services = ctx.services()?;
         let file = service::file(
-            &services.db,
+            &services.reads,
             &services.documents,
             ctx.viewer().user()?,
             project,

@@ -77,7 +77,7 @@ pub struct VisibilityChanged {
 async fn run_as_read_now(ctx: &Context<'_>, id: Uuid) -> Result<crate::runs::Run> {
     let services = ctx.services()?;
     Ok(crate::runs::Run(
-        crate::runs::service::get(&services.db, ctx.viewer(), id).await?,
+        crate::runs::service::get(&services.reads, ctx.viewer(), id).await?,
     ))
 }
 

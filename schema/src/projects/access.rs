@@ -3,7 +3,8 @@
 use entity::prelude::*;
 use entity::project;
 use entity::project_member::{self, ProjectRole};
-use sea_orm::{ConnectionTrait, EntityTrait, QuerySelect};
+use sea_orm::sea_query::{Expr, ExprTrait, IntoCondition};
+use sea_orm::{ConnectionTrait, EntityTrait, JoinType, QuerySelect, RelationTrait};
 use uuid::Uuid;
 
 use crate::context::AuthUser;
@@ -119,17 +120,42 @@ pub async fn load(
     action: ProjectAction,
     lock: bool,
 ) -> ApiResult<ProjectAccess> {
-    let mut query = Project::find_by_id(project_id);
-    if lock {
-        query = query.lock_exclusive();
-    }
-    let project = query.one(db).await?.ok_or(ApiError::NotFound("project"))?;
-    let role = match viewer {
-        Some(viewer) => ProjectMember::find_by_id((project_id, viewer.id))
-            .one(db)
-            .await?
-            .map(|m: project_member::Model| m.role),
-        None => None,
+    let (project, role) = match viewer {
+        // One statement: the project and the viewer's membership beside it. (PostgreSQL
+        // cannot lock the nullable side of an outer join: a locking read takes two.)
+        Some(viewer) if !lock => {
+            let viewer_id = viewer.id;
+            let membership =
+                project::Relation::ProjectMember
+                    .def()
+                    .on_condition(move |_project, member| {
+                        Expr::col((member, project_member::Column::UserId))
+                            .eq(viewer_id)
+                            .into_condition()
+                    });
+            let (project, member) = Project::find_by_id(project_id)
+                .join(JoinType::LeftJoin, membership)
+                .select_also(ProjectMember)
+                .one(db)
+                .await?
+                .ok_or(ApiError::NotFound("project"))?;
+            (project, member.map(|m| m.role))
+        }
+        _ => {
+            let mut query = Project::find_by_id(project_id);
+            if lock {
+                query = query.lock_exclusive();
+            }
+            let project = query.one(db).await?.ok_or(ApiError::NotFound("project"))?;
+            let role = match viewer {
+                Some(viewer) => ProjectMember::find_by_id((project_id, viewer.id))
+                    .one(db)
+                    .await?
+                    .map(|m: project_member::Model| m.role),
+                None => None,
+            };
+            (project, role)
+        }
     };
     authorize(viewer, &project, role, action)?;
     Ok(ProjectAccess { project, role })

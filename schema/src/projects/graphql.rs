@@ -108,7 +108,7 @@ impl Project {
             return Ok(None);
         };
         let services = ctx.services()?;
-        match service::get(&services.db, ctx.viewer(), source).await {
+        match service::get(&services.reads, ctx.viewer(), source).await {
             Ok(access) => Ok(Some(Project(access))),
             Err(ApiError::NotFound(_)) => Ok(None),
             Err(error) => Err(error.into()),
@@ -116,11 +116,11 @@ impl Project {
     }
     /// How many forks of this project exist.
     async fn forks_count(&self, ctx: &Context<'_>) -> Result<u64> {
-        Ok(service::forks_count(&ctx.services()?.db, self.0.project.id).await?)
+        Ok(service::forks_count(&ctx.services()?.reads, self.0.project.id).await?)
     }
     /// Everyone in the project, longest-standing first.
     async fn members(&self, ctx: &Context<'_>) -> Result<Vec<ProjectMember>> {
-        let members = service::members(&ctx.services()?.db, self.0.project.id).await?;
+        let members = service::members(&ctx.services()?.reads, self.0.project.id).await?;
         Ok(members.into_iter().map(ProjectMember).collect())
     }
 }
@@ -219,7 +219,7 @@ impl ProjectsQuery {
     ) -> Result<Vec<Invite>> {
         let viewer = ctx.viewer().require()?;
         let id = validation::id("projectId", &project_id)?;
-        let invites = super::invites::list(&ctx.services()?.db, viewer, id).await?;
+        let invites = super::invites::list(&ctx.services()?.reads, viewer, id).await?;
         Ok(invites.into_iter().map(Invite).collect())
     }
 
@@ -231,7 +231,7 @@ impl ProjectsQuery {
     ) -> Result<Project> {
         let id = project_id(&id)?;
         Ok(Project(
-            service::get(&ctx.services()?.db, ctx.viewer(), id).await?,
+            service::get(&ctx.services()?.reads, ctx.viewer(), id).await?,
         ))
     }
 
@@ -252,7 +252,7 @@ impl ProjectsQuery {
             search: filter.search,
         };
         let page = service::list(
-            &ctx.services()?.db,
+            &ctx.services()?.reads,
             ctx.viewer(),
             filter,
             first,

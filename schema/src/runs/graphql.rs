@@ -331,7 +331,7 @@ impl RunsQuery {
         #[graphql(desc = "The run's id.")] id: ID,
     ) -> Result<Run> {
         let services = ctx.services()?;
-        let run = service::get(&services.db, ctx.viewer(), id_arg("id", &id)?).await?;
+        let run = service::get(&services.reads, ctx.viewer(), id_arg("id", &id)?).await?;
         Ok(Run(run))
     }
 
@@ -345,8 +345,14 @@ impl RunsQuery {
     ) -> Result<RunConnection> {
         let services = ctx.services()?;
         let project = id_arg("projectId", &project_id)?;
-        let page =
-            service::list(&services.db, ctx.viewer(), project, first, after.as_deref()).await?;
+        let page = service::list(
+            &services.reads,
+            ctx.viewer(),
+            project,
+            first,
+            after.as_deref(),
+        )
+        .await?;
         let mut connection = Connection::new(page.has_previous_page, page.has_next_page);
         connection.edges.extend(
             page.runs

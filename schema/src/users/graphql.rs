@@ -101,7 +101,7 @@ impl UsersQuery {
     /// The signed-in user.
     async fn me(&self, ctx: &Context<'_>) -> Result<Account> {
         let viewer = ctx.viewer().require()?;
-        Ok(Account(service::me(&ctx.services()?.db, viewer).await?))
+        Ok(Account(service::me(&ctx.services()?.reads, viewer).await?))
     }
 
     /// Anyone's public profile, by username.
@@ -112,7 +112,7 @@ impl UsersQuery {
     ) -> Result<User> {
         ctx.viewer().user()?;
         Ok(User(
-            service::by_username(&ctx.services()?.db, &username).await?,
+            service::by_username(&ctx.services()?.reads, &username).await?,
         ))
     }
 }

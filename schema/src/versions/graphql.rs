@@ -69,7 +69,7 @@ impl VersionsQuery {
     ) -> Result<Vec<Version>> {
         let services = ctx.services()?;
         let project = validation::id("projectId", &project_id)?;
-        let versions = service::list(&services.db, ctx.viewer().user()?, project).await?;
+        let versions = service::list(&services.reads, ctx.viewer().user()?, project).await?;
         Ok(versions.into_iter().map(Version).collect())
     }
 }
