@@ -119,11 +119,7 @@ pub fn build(services: Services, options: &SchemaOptions) -> AppSchema {
         .extension(extensions::ObserveOperations {
             metrics: services.metrics.clone(),
         })
-        .extension(extensions::RequestLimits {
-            max_variables_bytes: options.max_variables_bytes,
-            introspection: options.introspection,
-            query_timeout: options.query_timeout,
-        })
+        .extension(extensions::RequestLimits::new(options))
         .data(services);
     let builder = match &options.budgets {
         Some(settings) => builder.extension(budgets::OperationBudgets::new(settings, limits)),
@@ -141,11 +137,7 @@ pub fn build(services: Services, options: &SchemaOptions) -> AppSchema {
 /// request path without a database.
 pub fn validator(options: &SchemaOptions) -> AppSchema {
     builder()
-        .extension(extensions::RequestLimits {
-            max_variables_bytes: options.max_variables_bytes,
-            introspection: options.introspection,
-            query_timeout: options.query_timeout,
-        })
+        .extension(extensions::RequestLimits::new(options))
         .extension(extensions::ValidateOnly)
         .finish()
 }
