@@ -1,6 +1,8 @@
 //! `/graphql` over HTTP (GraphQL over HTTP: POST with a JSON body, or GET with `?query=`,
 //! queries only) and the WebSocket upgrade to graphql-ws (see `graphql_ws`).
 
+use std::sync::Arc;
+
 use async_graphql::parser::types::{DocumentOperations, OperationType};
 use async_graphql::{Response, ServerError, Value};
 use async_graphql_axum::GraphQLRequest;
@@ -23,7 +25,7 @@ const APPLICATION_JSON: &str = "application/json";
 const WS_WRITE_BUFFER: usize = 16 * 1024;
 
 pub async fn graphql(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     client: Option<axum::Extension<schema::budgets::ClientIp>>,
     method: Method,
     headers: HeaderMap,
@@ -204,7 +206,7 @@ fn limited(response: &Response) -> Option<u64> {
 }
 
 /// GET `/graphql`: a WebSocket upgrade (graphql-ws), or a query in the URL.
-pub async fn graphql_get(State(state): State<AppState>, request: Request) -> HttpResponse {
+pub async fn graphql_get(State(state): State<Arc<AppState>>, request: Request) -> HttpResponse {
     let upgrade = request
         .headers()
         .get(header::UPGRADE)
@@ -225,7 +227,7 @@ pub async fn graphql_get(State(state): State<AppState>, request: Request) -> Htt
     graphql(State(state), client, method, headers, graphql_request).await
 }
 
-async fn websocket(state: AppState, request: Request) -> HttpResponse {
+async fn websocket(state: Arc<AppState>, request: Request) -> HttpResponse {
     let (mut parts, _) = request.into_parts();
     let offers_protocol = parts
         .headers

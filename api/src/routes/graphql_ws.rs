@@ -111,7 +111,7 @@ type Handoff = BoxStream<'static, LiveFeed>;
 /// Serve one upgraded socket until it closes, the client misbehaves, or `shutdown`.
 pub async fn serve(
     socket: WebSocket,
-    state: AppState,
+    state: Arc<AppState>,
     settings: WsSettings,
     shutdown: CancellationToken,
     client: Option<schema::budgets::ClientIp>,
@@ -253,7 +253,7 @@ async fn write(
 }
 
 struct Connection {
-    state: AppState,
+    state: Arc<AppState>,
     outgoing: mpsc::Sender<Message>,
     /// Set by `connection_init`: who is connected, and what their operations share.
     data: Option<Arc<Data>>,

@@ -1,5 +1,7 @@
 //! Liveness and readiness probes.
 
+use std::sync::Arc;
+
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -16,7 +18,7 @@ pub async fn healthz() -> &'static str {
 /// nodes is reported too, but a node whose Redis is away still serves (edits are stored and
 /// reach the other nodes through the database within seconds), so it stays ready, with
 /// `"status": "degraded"`: a proxy must not take every node out because Redis is down.
-pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<serde_json::Value>) {
+pub async fn readyz(State(state): State<Arc<AppState>>) -> (StatusCode, Json<serde_json::Value>) {
     let database = match state.services.db.ping().await {
         Ok(()) => true,
         Err(err) => {
@@ -46,7 +48,7 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<serde_js
 }
 
 /// Prometheus text (see `schema::metrics` for the families).
-pub async fn metrics(State(state): State<AppState>) -> impl axum::response::IntoResponse {
+pub async fn metrics(State(state): State<Arc<AppState>>) -> impl axum::response::IntoResponse {
     schema::metrics::observe(&state.services).await;
     crate::observe::metrics_response(crate::observe::render_metrics())
 }

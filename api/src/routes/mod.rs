@@ -59,7 +59,8 @@ pub fn router(
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
         .fallback(assets::serve)
-        .with_state(state)
+        // Shared, not copied: axum hands every request its own clone of the state.
+        .with_state(Arc::new(state))
         .layer(RequestBodyLimitLayer::new(max_body_bytes))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
