@@ -63,6 +63,14 @@ impl Server {
                 command.env(name, value);
             }
         }
+        // The allocator's settings too: memory figures are differences of RSS, honest only
+        // with MIMALLOC_PURGE_DELAY=0 (mimalloc otherwise keeps freed memory resident, such
+        // as a sign-up's, and what is measured afterwards reuses it).
+        for (name, value) in std::env::vars_os() {
+            if name.to_string_lossy().starts_with("MIMALLOC_") {
+                command.env(name, value);
+            }
+        }
         for (name, value) in env {
             command.env(name, value);
         }
