@@ -15,7 +15,6 @@ use crate::config::{Config, Mode};
 /// one rules out "database is locked" between concurrent transactions) and a pool of
 /// read-only connections beside it, which WAL lets read while the writer writes: a read
 /// does not queue behind every other request's statements on one connection.
-#[derive(Clone)]
 pub struct Databases {
     pub writes: DatabaseConnection,
     pub reads: DatabaseConnection,
@@ -31,7 +30,6 @@ const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// The writer, migrated, and the readers.
 pub async fn connect(config: &Config) -> anyhow::Result<Databases> {
     let writes = connect_writer(config).await?;
-    migrate(&writes).await?;
     let reads = match config.mode() {
         Mode::Production => writes.clone(),
         Mode::Embedded => {
@@ -47,8 +45,16 @@ pub async fn connect(config: &Config) -> anyhow::Result<Databases> {
     Ok(Databases { writes, reads })
 }
 
-/// The connection (PostgreSQL: the pool) that writes, not migrated.
+/// The connection (PostgreSQL: the pool) that writes, with the schema brought up to date.
 pub async fn connect_writer(config: &Config) -> anyhow::Result<DatabaseConnection> {
+    let writes = open_writer(config).await?;
+    Migrator::up(&writes, None)
+        .await
+        .context("database migration failed")?;
+    Ok(writes)
+}
+
+async fn open_writer(config: &Config) -> anyhow::Result<DatabaseConnection> {
     match config.mode() {
         Mode::Production => {
             if !config.database_is_postgres() {
@@ -101,12 +107,6 @@ fn sqlite_options(config: &Config, read_only: bool) -> ConnectOptions {
                 .read_only(read_only)
         });
     options
-}
-
-pub async fn migrate(db: &DatabaseConnection) -> anyhow::Result<()> {
-    Migrator::up(db, None)
-        .await
-        .context("database migration failed")
 }
 
 #[cfg(test)]

@@ -19,8 +19,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Migrate => {
             let telemetry = api::telemetry::init(&config);
-            let db = api::database::connect_writer(&config).await?;
-            api::database::migrate(&db).await?;
+            api::database::connect_writer(&config).await?;
             tracing::info!("migrations applied");
             telemetry.shutdown().await;
             Ok(())

@@ -139,7 +139,6 @@ impl WorkerServices {
             jobs::sandbox::isolation();
         });
         let db = database::connect_writer(config).await?;
-        database::migrate(&db).await?;
         let bus = match &config.redis.url {
             Some(url) => {
                 schema::realtime::Bus::redis_for_runs(url.expose_secret(), &config.redis.channel)

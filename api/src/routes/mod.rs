@@ -22,7 +22,6 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 
-#[derive(Clone)]
 pub struct AppState {
     pub schema: AppSchema,
     pub services: Services,
