@@ -14,12 +14,12 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
  && cp target/release/codecrafter /usr/local/bin/codecrafter
 
 FROM debian:bookworm-slim
-# bubblewrap, util-linux (prlimit, setpriv) and perl-base (the supervisor, part of every
-# Debian system) are the sandbox; curl is for health checks; the rest are the languages
+# bubblewrap and perl-base (the launcher and the supervisor, part of every Debian system)
+# are the sandbox; curl is for health checks; the rest are the languages
 # `languages` reports as available (.ci/run installs the same list).
 RUN apt-get update \
  && apt-get install -y --no-install-recommends \
-      bubblewrap util-linux ca-certificates curl \
+      bubblewrap ca-certificates curl \
       python3 nodejs node-typescript gcc g++ libc6-dev bash default-jdk-headless golang-go \
       rustc ruby \
  && rm -rf /var/lib/apt/lists/* \

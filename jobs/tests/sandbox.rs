@@ -347,6 +347,112 @@ async fn paths_outside_the_work_directory_are_refused() {
     assert!(sandbox::run(bwrap(), bad, tx, cancel).await.is_err());
 }
 
+/// The lines of `/proc/<pid>/status` that say who a process is and what it may do.
+fn identity(status: &str) -> Vec<(String, String)> {
+    status
+        .lines()
+        .filter_map(|line| line.split_once(':'))
+        .filter(|(key, _)| {
+            matches!(
+                *key,
+                "Uid" | "Gid" | "Groups" | "CapInh" | "CapPrm" | "CapEff" | "CapBnd" | "CapAmb"
+            )
+        })
+        .map(|(key, value)| {
+            (
+                key.to_owned(),
+                value.split_whitespace().collect::<Vec<_>>().join(" "),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn the_run_holds_no_privilege_and_exactly_its_limits() {
+    let (_cancel, cancel) = watch::channel(false);
+    let (tx, mut output) = mpsc::unbounded_channel();
+    let task = tokio::spawn(sandbox::run(
+        bwrap(),
+        spec(
+            Language::Python,
+            "main.py",
+            "import resource, sys, time\n\
+             for name in ['NOFILE', 'CORE', 'NPROC', 'FSIZE', 'CPU']:\n\
+             \x20   print(name, *resource.getrlimit(getattr(resource, 'RLIMIT_' + name)))\n\
+             print(open('/proc/self/status').read(), flush=True)\n\
+             time.sleep(3)\n",
+        ),
+        tx,
+        cancel,
+    ));
+    let first = tokio::time::timeout(Duration::from_secs(30), output.recv())
+        .await
+        .ok()
+        .flatten()
+        .expect("the run starts");
+
+    // Outside: every sandbox this process started is its run's uid alone, in no group, with
+    // no capability it could hand on (the launcher dropped them before `bwrap`).
+    let me = std::process::id().to_string();
+    let mut sandboxes = 0;
+    for entry in std::fs::read_dir("/proc").unwrap().filter_map(Result::ok) {
+        let Ok(status) = std::fs::read_to_string(entry.path().join("status")) else {
+            continue;
+        };
+        let field = |key: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(&format!("{key}:")))
+                .map(|v| v.trim().to_owned())
+        };
+        if field("Name").as_deref() != Some("bwrap") || field("PPid").as_deref() != Some(&me) {
+            continue;
+        }
+        sandboxes += 1;
+        let who = identity(&status);
+        let value = |key: &str| who.iter().find(|(k, _)| k == key).unwrap().1.clone();
+        let uid = value("Uid");
+        let ids: Vec<&str> = uid.split(' ').collect();
+        assert!(
+            ids.iter().all(|id| *id == ids[0]) && ids[0] != "0",
+            "{who:?}"
+        );
+        assert_eq!(value("Gid"), uid, "{who:?}");
+        assert_eq!(value("Groups"), "", "{who:?}");
+        for set in ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"] {
+            assert_eq!(value(set), "0000000000000000", "{set}: {who:?}");
+        }
+    }
+    assert!(sandboxes > 0, "a sandbox of this process is running");
+
+    let outcome = task.await.unwrap().unwrap();
+    assert_eq!(outcome.status, Status::Succeeded, "{outcome:?}");
+    let mut text = String::from_utf8_lossy(&first.data).into_owned();
+    while let Ok(chunk) = output.try_recv() {
+        text.push_str(&String::from_utf8_lossy(&chunk.data));
+    }
+    // Inside: the limits of `spec` (CPU: the program's soft limit, the run's hard one a
+    // second above the whole run's budget), and nothing to gain either.
+    for line in [
+        "NOFILE 256 256",
+        "CORE 0 0",
+        "NPROC 32 32",
+        "FSIZE 1048576 1048576",
+        "CPU 2 5",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line} in {text}");
+    }
+    let inside = identity(&text);
+    for set in ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"] {
+        let value = inside
+            .iter()
+            .find(|(k, _)| k == set)
+            .map(|(_, v)| v.as_str());
+        assert_eq!(value, Some("0000000000000000"), "{set}: {text}");
+    }
+    assert!(text.contains("NoNewPrivs:\t1"), "{text}");
+}
+
 #[tokio::test]
 async fn cancelling_kills_the_run() {
     let (cancel_tx, cancel) = watch::channel(false);

@@ -166,6 +166,15 @@ fn entries(dir: &Path) -> Vec<(String, PathBuf)> {
 }
 
 /// Kill what is left in a dead worker's run cgroup and remove it.
+/// SIGKILL to each pid (a cgroup's `cgroup.procs`); those already gone are skipped.
+fn kill_pids<'a>(pids: impl Iterator<Item = &'a str>) {
+    for pid in pids.filter_map(|p| p.parse::<i32>().ok()) {
+        if let Some(pid) = rustix::process::Pid::from_raw(pid) {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+        }
+    }
+}
+
 fn remove_group(dir: &Path) {
     let _ = std::fs::write(dir.join("cgroup.kill"), "1");
     // Killed processes leave the group once the kernel has finished them, which on a busy
@@ -173,12 +182,7 @@ fn remove_group(dir: &Path) {
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     loop {
         let pids = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
-        for pid in pids.split_whitespace() {
-            let _ = std::process::Command::new("/bin/kill")
-                .args(["-9", pid])
-                .stderr(std::process::Stdio::null())
-                .status();
-        }
+        kill_pids(pids.split_whitespace());
         if pids.trim().is_empty() && std::fs::remove_dir(dir).is_ok() {
             tracing::info!(cgroup = %dir.display(), "removed a dead worker's run cgroup");
             return;
@@ -333,13 +337,7 @@ impl Group {
             if pids.is_empty() {
                 return;
             }
-            let _ = tokio::process::Command::new("/bin/kill")
-                .arg("-9")
-                .args(&pids)
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .status()
-                .await;
+            kill_pids(pids.iter().map(String::as_str));
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }

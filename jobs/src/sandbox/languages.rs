@@ -7,8 +7,6 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-use super::quote;
-
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Language {
     Python,
@@ -65,13 +63,13 @@ pub struct LanguageInfo {
     pub available: bool,
 }
 
-/// How to run a program (shell commands inside the sandbox, in `/work` once the files are
-/// copied there).
+/// How to run a program inside the sandbox, in `/work` once the files are copied there.
 pub struct Plan {
-    /// The compile step, if any: it gets its own time budget and may write larger files.
+    /// The compile step, if any (a shell command): it gets its own time budget and may
+    /// write larger files.
     pub compile: Option<String>,
-    /// The program, `exec`ed.
-    pub run: String,
+    /// The program and its arguments, `exec`ed as they are (no shell).
+    pub run: Vec<String>,
     /// Extra read-only binds: host path, path inside.
     pub extra_binds: Vec<(PathBuf, String)>,
 }
@@ -141,25 +139,27 @@ pub fn plan(language: Language, entry: &str) -> Option<Plan> {
         return None;
     }
     // `./` so that a file named like an option (`-c`) is still a file.
-    let file = quote(&format!("./{entry}"));
+    let path = format!("./{entry}");
+    let file = quote(&path);
     let binary = "/work/.codecrafter-program";
+    let argv = |args: &[&str]| args.iter().map(|a| (*a).to_owned()).collect::<Vec<_>>();
     let (compile, run, extra_binds) = match language {
-        Language::Python => (None, format!("python3 {file}"), vec![]),
-        Language::JavaScript => (None, format!("node {file}"), vec![]),
-        Language::Bash => (None, format!("bash {file}"), vec![]),
+        Language::Python => (None, argv(&["python3", &path]), vec![]),
+        Language::JavaScript => (None, argv(&["node", &path]), vec![]),
+        Language::Bash => (None, argv(&["bash", &path]), vec![]),
         Language::C => (
             Some(format!("gcc -O2 -pipe -o {binary} {file} -lm")),
-            binary.to_owned(),
+            argv(&[binary]),
             vec![],
         ),
         Language::Cpp => (
             Some(format!("g++ -O2 -pipe -o {binary} {file}")),
-            binary.to_owned(),
+            argv(&[binary]),
             vec![],
         ),
         Language::Rust => (
             Some(format!("rustc -O -o {binary} {file}")),
-            binary.to_owned(),
+            argv(&[binary]),
             vec![],
         ),
         Language::Java => {
@@ -169,14 +169,19 @@ pub fn plan(language: Language, entry: &str) -> Option<Plan> {
                 .unwrap_or_else(|| "Main".into());
             (
                 Some(format!("javac -d /work/.classes {file}")),
-                format!(
-                    "java -XX:+UseSerialGC -XX:TieredStopAtLevel=1 -Xshare:auto -cp /work/.classes {}",
-                    quote(&class)
-                ),
+                argv(&[
+                    "java",
+                    "-XX:+UseSerialGC",
+                    "-XX:TieredStopAtLevel=1",
+                    "-Xshare:auto",
+                    "-cp",
+                    "/work/.classes",
+                    &class,
+                ]),
                 vec![],
             )
         }
-        Language::Ruby => (None, format!("ruby {file}"), vec![]),
+        Language::Ruby => (None, argv(&["ruby", &path]), vec![]),
         Language::TypeScript => {
             // `--rootDir /work` keeps the entry's folders (`a/b.ts` becomes `a/b.js`); tsc reports
             // on stdout, and a compiler's messages belong on stderr.
@@ -185,7 +190,7 @@ pub fn plan(language: Language, entry: &str) -> Option<Plan> {
                 Some(format!(
                     "tsc --pretty false --target es2020 --module commonjs --rootDir /work --outDir /work/.ts-out {file} 1>&2"
                 )),
-                format!("node {}", quote(&format!("/work/.ts-out/{}", js.display()))),
+                argv(&["node", &format!("/work/.ts-out/{}", js.display())]),
                 vec![],
             )
         }
@@ -193,7 +198,7 @@ pub fn plan(language: Language, entry: &str) -> Option<Plan> {
             Some(format!(
                 "GOCACHE=/work/.go-cache GOPATH=/work/.go go build -o {binary} {file}"
             )),
-            binary.to_owned(),
+            argv(&[binary]),
             vec![],
         ),
     };
@@ -221,4 +226,9 @@ impl From<entity::project::Language> for Language {
             L::Ruby => Self::Ruby,
         }
     }
+}
+
+/// Quote for `sh`.
+fn quote(text: &str) -> String {
+    format!("'{}'", text.replace('\'', r"'\''"))
 }

@@ -21,12 +21,13 @@
 //!   size watched here. A compile step has its own wall and CPU budget; the program's
 //!   limits start when it starts. Any limit kills the whole process tree.
 //!
-//! The wrapper chain is `sh` (joins the cgroups, opens the status file and the filters) ->
-//! `prlimit` -> `setpriv` (drops to the run's uid) -> `bwrap` -> the supervisor -> `sh`
-//! (copies the files, compiles) and then `sh` -> the program. No `unsafe`.
+//! The chain is the launcher (see `launcher`: joins the cgroups, sets the rlimits, opens the
+//! status file and the filters, drops to the run's uid) -> `bwrap` -> the supervisor (copies
+//! the files; `sh` only for a compile step) -> the program. No `unsafe`.
 
 mod cgroup;
 mod languages;
+mod launcher;
 mod seccomp;
 mod supervisor;
 mod uids;
@@ -293,11 +294,6 @@ fn set_mode(path: &Path, mode: u32) -> std::io::Result<()> {
 const STATUS_FD: u32 = 6;
 const FIRST_FILTER_FD: u32 = 7;
 
-/// Quote for `sh`.
-fn quote(text: &str) -> String {
-    format!("'{}'", text.replace('\'', r"'\''"))
-}
-
 /// A run that ends before it starts, the run's own fault (files that cannot be laid out).
 fn refused(output: &mpsc::UnboundedSender<OutputChunk>, reason: String) -> Outcome {
     let _ = output.send(OutputChunk {
@@ -361,19 +357,11 @@ pub async fn run(
     })
     .map_err(|e| SandboxError::Start(format!("cgroup: {e}")))?;
 
-    // The program's file-size limit (in 512-byte blocks) and, as a per-process backstop to
-    // the cgroup's count, its CPU limit are set right before it starts, after a compile step
-    // that may write larger files and use its own CPU budget.
-    let blocks = limits.file_bytes.div_ceil(512).max(1);
+    // The program's file-size limit (whole 512-byte blocks, as `ulimit -f` counted them) and,
+    // as a per-process backstop to the cgroup's count, its CPU limit are set right before it
+    // starts, after a compile step that may write larger files and use its own CPU budget.
+    let program_file_bytes = limits.file_bytes.div_ceil(512).max(1) * 512;
     let program_cpu_secs = whole_secs(limits.cpu());
-    let prepare = match &plan.compile {
-        Some(compile) => format!("cp -R /src/. /work/ && {compile}"),
-        None => "cp -R /src/. /work/".to_owned(),
-    };
-    let program = format!(
-        "ulimit -f {blocks} && ulimit -S -t {program_cpu_secs} && exec {}",
-        plan.run
-    );
     let fsize = if compiled {
         limits.file_bytes.max(COMPILE_FILE_BYTES)
     } else {
@@ -382,63 +370,60 @@ pub async fn run(
     let filters = seccomp::filters()
         .map_err(|e| SandboxError::Start(format!("seccomp: {e}")))?
         .len();
-    let mut command = Command::new("/bin/sh");
-    let mut opens = format!("exec {STATUS_FD}>>\"$1\"");
-    for n in 0..filters {
-        opens.push_str(&format!(
-            " {}<\"$2/seccomp-{n}.bpf\"",
-            FIRST_FILTER_FD + n as u32
-        ));
-    }
-    command.arg("-c").arg(format!(
-        r#"{opens} || exit 125; shift 2; while [ "$1" != "--" ]; do echo $$ > "$1" || exit 125; shift; done; shift; exec "$@""#
-    ));
-    command.arg("sh");
-    command.arg(dir.file("status"));
-    command.arg(dir.dir.path());
-    for procs in group.procs_files() {
-        command.arg(procs);
-    }
-    command.arg("--");
     // Per process, a backstop: the cgroup counts the whole tree (watched below).
     let cpu_secs = whole_secs(prepare_cpu + limits.cpu());
-    command.args([
-        "/usr/bin/prlimit".to_owned(),
-        format!("--nproc={}", limits.processes),
+    let mut rlimits = vec![
+        launcher::limit(
+            libc::RLIMIT_NPROC,
+            limits.processes.into(),
+            limits.processes.into(),
+        ),
         // Soft limit: SIGXCPU; the hard one a second later: SIGKILL for those who ignore it.
-        format!("--cpu={cpu_secs}:{}", cpu_secs + 1),
-        format!("--fsize={fsize}"),
-        "--core=0".to_owned(),
-        "--nofile=256".to_owned(),
-    ]);
+        launcher::limit(libc::RLIMIT_CPU, cpu_secs, cpu_secs + 1),
+        launcher::limit(libc::RLIMIT_FSIZE, fsize, fsize),
+        launcher::limit(libc::RLIMIT_CORE, 0, 0),
+        launcher::limit(libc::RLIMIT_NOFILE, 256, 256),
+    ];
     if isolation == Isolation::Rlimits {
         // No cgroup: bound the address space instead (too tight for the JVM and Node,
         // which reserve much more than they use; see `languages`).
-        command.arg(format!("--as={}", limits.memory_bytes));
+        rlimits.push(launcher::limit(
+            libc::RLIMIT_AS,
+            limits.memory_bytes,
+            limits.memory_bytes,
+        ));
     }
-    command.arg("--");
-    if root {
-        command.args([
-            "/usr/bin/setpriv",
-            &format!("--reuid={}", uid.uid),
-            &format!("--regid={}", uid.uid),
-            "--clear-groups",
-            "--inh-caps=-all",
-            "--bounding-set=-all",
-            "--",
-        ]);
-    }
+    let mut command = Command::new(supervisor::PERL);
+    command
+        .arg("-e")
+        .arg(launcher::script())
+        .arg(launcher::system_calls())
+        .arg(dir.file("status"))
+        .arg(dir.dir.path())
+        .arg(filters.to_string())
+        .arg(if root {
+            uid.uid.to_string()
+        } else {
+            String::new()
+        })
+        .arg(rlimits.join(","))
+        .args(group.procs_files())
+        .arg("--");
     command.arg(bwrap);
     command.args(bwrap_args(&dir, limits, &plan.extra_binds, filters));
-    command.args([
-        supervisor::PERL,
-        "-e",
-        supervisor::SCRIPT,
-        &libc::SYS_close.to_string(),
-        &libc::SYS_prctl.to_string(),
-        &prepare,
-        &program,
-    ]);
+    command
+        .args([supervisor::PERL, "-e", supervisor::SCRIPT])
+        .args([
+            libc::SYS_close.to_string(),
+            libc::SYS_prctl.to_string(),
+            libc::SYS_prlimit64.to_string(),
+            libc::RLIMIT_FSIZE.to_string(),
+            libc::RLIMIT_CPU.to_string(),
+            program_file_bytes.to_string(),
+            program_cpu_secs.to_string(),
+            plan.compile.clone().unwrap_or_default(),
+        ])
+        .args(&plan.run);
     command
         .env_clear()
         .env("PATH", "/usr/bin:/bin")
@@ -559,7 +544,7 @@ pub async fn run(
     drop(uid);
 
     if !report.ready && stopped.is_none() {
-        // The sandbox never came up: its own failure (bubblewrap, setpriv, the cgroups),
+        // The sandbox never came up: its own failure (the launcher, bubblewrap, the cgroups),
         // whatever a program would have printed, since none ran.
         let said = String::from_utf8_lossy(&stderr_text).trim().to_owned();
         return Err(SandboxError::Start(if said.is_empty() {

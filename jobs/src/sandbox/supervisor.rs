@@ -4,7 +4,8 @@
 //! the run can kill it, and it makes itself non-dumpable, so nothing in the run can open its
 //! descriptors or memory through `/proc`. It closes every descriptor but 0–2 and its status
 //! descriptor (6, opened by the launcher on a file only the worker reads), then runs the
-//! prepare/compile phase and the program, each as its own child, reaping every orphan, and
+//! prepare phase (the copy into `/work`, then the compile step) and the program, each as its
+//! own child, reaping every orphan, and
 //! writes one line per event: `ready`, `run start`, and `<phase> exit N` or
 //! `<phase> signal N` from `waitpid` — so an exit code is an exit code and a signal a
 //! signal, and no output the program writes can be mistaken for either.
@@ -17,9 +18,16 @@ use std::time::Instant;
 
 pub const PERL: &str = "/usr/bin/perl";
 
-/// Arguments: the numbers of `close` and `prctl`, the prepare command, the program command.
+/// Arguments: the numbers of `close`, `prctl` and `prlimit64`; the numbers of
+/// `RLIMIT_FSIZE` and `RLIMIT_CPU`, the program's file-size limit (bytes) and CPU limit (soft,
+/// seconds); the compile command (`sh`, empty for none); then the program and its arguments.
+///
+/// The prepare phase copies `/src` into `/work` itself (in a child, under the run's limits,
+/// as `cp -R` did) and then, when the language compiles, runs the compile command with
+/// `sh`; the program is `exec`ed directly, its own limits set first.
 pub const SCRIPT: &str = r#"
-my ($close, $prctl, $prepare, $run) = @ARGV;
+my ($close, $prctl, $prlimit, $fsize, $cpu, $file_bytes, $cpu_secs, $compile, @run) = @ARGV;
+($close, $prctl, $prlimit, $fsize, $cpu) = map { $_ + 0 } ($close, $prctl, $prlimit, $fsize, $cpu);
 open(my $st, '>&=', 6) or exit 70;
 opendir(my $fds, '/proc/self/fd') or exit 71;
 my @open = grep { /^\d+$/ && $_ > 2 && $_ != 6 } readdir($fds);
@@ -30,10 +38,10 @@ syscall($prctl, 4, 0, 0, 0, 0) == 0 or exit 73;
 select((select($st), $| = 1)[0]);
 print $st "ready\n";
 sub phase {
-    my ($name, $command) = @_;
+    my ($name, $child) = @_;
     my $pid = fork();
     if (!defined $pid) { print $st "$name lost\n"; return -1; }
-    if ($pid == 0) { exec('/bin/sh', '-c', $command); exit 127; }
+    if ($pid == 0) { $child->(); exit 127; }
     while (1) {
         my $done = waitpid(-1, 0);
         if ($done == $pid) {
@@ -45,9 +53,52 @@ sub phase {
         if ($done < 0) { print $st "$name lost\n"; return -1; }
     }
 }
-exit 0 if phase('prepare', $prepare) != 0;
+sub copy_tree {
+    my ($from, $to) = @_;
+    opendir(my $dir, $from) or die "cannot read $from: $!\n";
+    for my $name (sort grep { $_ ne '.' && $_ ne '..' } readdir($dir)) {
+        my ($source, $target) = ("$from/$name", "$to/$name");
+        my @stat = lstat($source) or die "cannot read $source: $!\n";
+        my $mode = $stat[2] & 07777;
+        if (-d _) {
+            mkdir($target, $mode) or die "cannot create $target: $!\n";
+            copy_tree($source, $target);
+        } elsif (-f _) {
+            open(my $in, '<:raw', $source) or die "cannot read $source: $!\n";
+            open(my $out, '>:raw', $target) or die "cannot create $target: $!\n";
+            chmod($mode, $out);
+            while (1) {
+                my $read = sysread($in, my $buffer, 65536);
+                defined $read or die "cannot read $source: $!\n";
+                last if $read == 0;
+                for (my $at = 0; $at < $read;) {
+                    my $wrote = syswrite($out, $buffer, $read - $at, $at);
+                    defined $wrote or die "cannot write $target: $!\n";
+                    $at += $wrote;
+                }
+            }
+            close($out) or die "cannot write $target: $!\n";
+        }
+    }
+}
+sub prepare {
+    eval { copy_tree('/src', '/work'); 1 } or do { print STDERR $@; exit 1; };
+    exec('/bin/sh', '-c', $compile) if $compile ne '';
+    exit 0;
+}
+sub program {
+    syscall($prlimit, 0, $fsize, pack('QQ', $file_bytes, $file_bytes), 0) == 0 or exit 126;
+    my $old = "\0" x 16;
+    syscall($prlimit, 0, $cpu, 0, $old) == 0 or exit 126;
+    my (undef, $hard) = unpack('QQ', $old);
+    syscall($prlimit, 0, $cpu, pack('QQ', $cpu_secs, $hard), 0) == 0 or exit 126;
+    exec { $run[0] } @run;
+    print STDERR "cannot run $run[0]: $!\n";
+    exit 127;
+}
+exit 0 if phase('prepare', \&prepare) != 0;
 print $st "run start\n";
-phase('run', $run);
+phase('run', \&program);
 exit 0;
 "#;
 
