@@ -139,6 +139,16 @@ pub fn protections() -> Vec<&'static str> {
     active
 }
 
+/// Whether the kernel expedites RCU grace periods (`/sys/kernel/rcu_expedited`), when it
+/// says. A run's start waits for several (joining its cgroups, bubblewrap's mount namespace):
+/// measured on a two-core host, a trivial run's sandbox took about 40 ms with normal grace
+/// periods and 33 ms with expedited ones (BENCHMARKS.md). The host's choice, not this process's.
+pub fn expedited_grace_periods() -> Option<bool> {
+    std::fs::read_to_string("/sys/kernel/rcu_expedited")
+        .ok()
+        .map(|text| text.trim() != "0")
+}
+
 /// Whether this process may switch uids (and create cgroups): a worker is meant to run as
 /// root; unprivileged (a developer's `cargo run`), runs keep the worker's uid, still inside
 /// bubblewrap's namespaces, with rlimits only.
