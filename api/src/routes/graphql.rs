@@ -252,7 +252,7 @@ async fn websocket(state: Arc<AppState>, request: Request) -> HttpResponse {
         .protocols([graphql_ws::PROTOCOL])
         .max_message_size(state.max_ws_message_bytes)
         // Small buffers: an idle connection should cost kilobytes, not the 128 KiB defaults.
-        .read_buffer_size(4 * 1024)
+        .read_buffer_size(1024)
         .write_buffer_size(WS_WRITE_BUFFER)
         .on_upgrade(move |socket| {
             let metrics = state.services.metrics.clone();
