@@ -347,6 +347,33 @@ async fn paths_outside_the_work_directory_are_refused() {
     assert!(sandbox::run(bwrap(), bad, tx, cancel).await.is_err());
 }
 
+/// A run going in the background, once its first output arrived.
+struct Started {
+    task: tokio::task::JoinHandle<Result<Outcome, sandbox::SandboxError>>,
+    output: mpsc::UnboundedReceiver<OutputChunk>,
+    first: OutputChunk,
+    /// Send `true` to cancel it.
+    cancel: watch::Sender<bool>,
+}
+
+/// Start `spec` and wait (at most 30 s) until it has printed something.
+async fn started(spec: RunSpec) -> Started {
+    let (cancel, cancelled) = watch::channel(false);
+    let (tx, mut output) = mpsc::unbounded_channel();
+    let task = tokio::spawn(sandbox::run(bwrap(), spec, tx, cancelled));
+    let first = tokio::time::timeout(Duration::from_secs(30), output.recv())
+        .await
+        .ok()
+        .flatten()
+        .expect("the run starts");
+    Started {
+        task,
+        output,
+        first,
+        cancel,
+    }
+}
+
 /// The lines of `/proc/<pid>/status` that say who a process is and what it may do.
 fn identity(status: &str) -> Vec<(String, String)> {
     status
@@ -369,27 +396,21 @@ fn identity(status: &str) -> Vec<(String, String)> {
 
 #[tokio::test]
 async fn the_run_holds_no_privilege_and_exactly_its_limits() {
-    let (_cancel, cancel) = watch::channel(false);
-    let (tx, mut output) = mpsc::unbounded_channel();
-    let task = tokio::spawn(sandbox::run(
-        bwrap(),
-        spec(
-            Language::Python,
-            "main.py",
-            "import resource, sys, time\n\
-             for name in ['NOFILE', 'CORE', 'NPROC', 'FSIZE', 'CPU']:\n\
-             \x20   print(name, *resource.getrlimit(getattr(resource, 'RLIMIT_' + name)))\n\
-             print(open('/proc/self/status').read(), flush=True)\n\
-             time.sleep(3)\n",
-        ),
-        tx,
-        cancel,
-    ));
-    let first = tokio::time::timeout(Duration::from_secs(30), output.recv())
-        .await
-        .ok()
-        .flatten()
-        .expect("the run starts");
+    let Started {
+        task,
+        mut output,
+        first,
+        cancel: _cancel,
+    } = started(spec(
+        Language::Python,
+        "main.py",
+        "import resource, sys, time\n\
+         for name in ['NOFILE', 'CORE', 'NPROC', 'FSIZE', 'CPU']:\n\
+         \x20   print(name, *resource.getrlimit(getattr(resource, 'RLIMIT_' + name)))\n\
+         print(open('/proc/self/status').read(), flush=True)\n\
+         time.sleep(3)\n",
+    ))
+    .await;
 
     // Outside: every sandbox this process started is its run's uid alone, in no group, with
     // no capability it could hand on (the launcher dropped them before `bwrap`).
@@ -455,22 +476,14 @@ async fn the_run_holds_no_privilege_and_exactly_its_limits() {
 
 #[tokio::test]
 async fn cancelling_kills_the_run() {
-    let (cancel_tx, cancel) = watch::channel(false);
-    let (tx, mut output) = mpsc::unbounded_channel();
-    let task = tokio::spawn(sandbox::run(
-        bwrap(),
-        spec(
-            Language::Python,
-            "main.py",
-            "import time\nprint('started', flush=True)\ntime.sleep(60)",
-        ),
-        tx,
-        cancel,
-    ));
     // Cancelled once it runs (not before it starts).
-    let said = tokio::time::timeout(Duration::from_secs(30), output.recv()).await;
-    assert!(said.is_ok_and(|chunk| chunk.is_some()), "the run starts");
-    cancel_tx.send(true).unwrap();
+    let Started { task, cancel, .. } = started(spec(
+        Language::Python,
+        "main.py",
+        "import time\nprint('started', flush=True)\ntime.sleep(60)",
+    ))
+    .await;
+    cancel.send(true).unwrap();
     let outcome = task.await.unwrap().unwrap();
     assert_eq!(outcome.status, Status::Cancelled);
 }

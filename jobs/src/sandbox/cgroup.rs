@@ -165,7 +165,6 @@ fn entries(dir: &Path) -> Vec<(String, PathBuf)> {
         .unwrap_or_default()
 }
 
-/// Kill what is left in a dead worker's run cgroup and remove it.
 /// SIGKILL to each pid (a cgroup's `cgroup.procs`); those already gone are skipped.
 fn kill_pids<'a>(pids: impl Iterator<Item = &'a str>) {
     for pid in pids.filter_map(|p| p.parse::<i32>().ok()) {
@@ -175,6 +174,7 @@ fn kill_pids<'a>(pids: impl Iterator<Item = &'a str>) {
     }
 }
 
+/// Kill what is left in a dead worker's run cgroup and remove it.
 fn remove_group(dir: &Path) {
     let _ = std::fs::write(dir.join("cgroup.kill"), "1");
     // Killed processes leave the group once the kernel has finished them, which on a busy

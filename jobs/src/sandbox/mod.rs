@@ -220,6 +220,8 @@ fn conflicting_paths(files: &[(String, Vec<u8>)]) -> Option<(String, String)> {
 /// The run's directory on the host and the files the launcher opens.
 struct RunDir {
     dir: tempfile::TempDir,
+    /// How many seccomp filters it holds (`seccomp-<n>.bpf`).
+    filters: usize,
 }
 
 impl RunDir {
@@ -292,7 +294,10 @@ fn materialise(spec: &RunSpec, uid: Option<u32>) -> Result<RunDir, SandboxError>
     let status = dir.path().join("status");
     std::fs::write(&status, b"")?;
     set_mode(&status, 0o600)?;
-    Ok(RunDir { dir })
+    Ok(RunDir {
+        dir,
+        filters: filters.len(),
+    })
 }
 
 fn set_mode(path: &Path, mode: u32) -> std::io::Result<()> {
@@ -377,9 +382,7 @@ pub async fn run(
     } else {
         limits.file_bytes
     };
-    let filters = seccomp::filters()
-        .map_err(|e| SandboxError::Start(format!("seccomp: {e}")))?
-        .len();
+    let filters = dir.filters;
     // Per process, a backstop: the cgroup counts the whole tree (watched below).
     let cpu_secs = whole_secs(prepare_cpu + limits.cpu());
     let mut rlimits = vec![
