@@ -9,18 +9,18 @@
 //! time, and close codes for every misuse.
 
 use std::collections::HashSet;
+use std::pin::pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_graphql::{Data, Response, Value};
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures_util::stream::{BoxStream, SplitSink};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use schema::Viewer;
 use schema::documents::live::{LiveFeed, LiveHandoff, SharedSelection};
 use serde::Deserialize;
 use serde_json::json;
-use tokio::sync::mpsc;
 use tokio::time::{Instant, interval_at, sleep_until, timeout};
 use tokio_stream::StreamMap;
 use tokio_util::sync::CancellationToken;
@@ -36,8 +36,8 @@ pub const PROTOCOL: &str = "graphql-transport-ws";
 /// client that pipelines edits is slowed, never refused. (Subscriptions alone cannot fill it:
 /// a connection holds at most `MAX_SUBSCRIPTIONS_PER_CONNECTION` of them.)
 const MAX_OPERATIONS: usize = 128;
-/// Frames waiting for the socket; when full, operations wait (back-pressure).
-const OUTGOING_QUEUE: usize = 64;
+/// Most frames of subscriptions gathered into one write, beyond the first.
+const BATCH: usize = 64;
 
 /// The close codes this module sends.
 mod close {
@@ -109,6 +109,10 @@ type Feed = BoxStream<'static, Result<Arc<str>, async_graphql::ServerError>>;
 type Handoff = BoxStream<'static, LiveFeed>;
 
 /// Serve one upgraded socket until it closes, the client misbehaves, or `shutdown`.
+///
+/// One task per connection reads the client, runs its operations and writes their frames
+/// itself: no writer task and no queue between them, which were a third of an idle
+/// connection's memory and a second wake-up for every frame a subscriber is sent.
 pub async fn serve(
     socket: WebSocket,
     state: Arc<AppState>,
@@ -117,11 +121,14 @@ pub async fn serve(
     client: Option<schema::budgets::ClientIp>,
 ) {
     let (sink, mut incoming) = socket.split();
-    let (outgoing, queue) = mpsc::channel::<Message>(OUTGOING_QUEUE);
-    let writer = tokio::spawn(write(sink, queue, settings.stall_timeout));
     let mut connection = Connection {
         state,
-        outgoing,
+        out: Outgoing {
+            sink,
+            stall: settings.stall_timeout,
+            unflushed: false,
+            broken: None,
+        },
         data: None,
         client,
         operations: StreamMap::new(),
@@ -138,8 +145,6 @@ pub async fn serve(
     let mut last_heard = Instant::now();
     let closing = loop {
         tokio::select! {
-            // The writer gave up on a client that stopped reading.
-            () = connection.outgoing.closed() => break Closing::new(0, ""),
             () = shutdown.cancelled() => {
                 // The protocol's way to end operations the server will not finish.
                 let ids: Vec<String> = connection
@@ -179,7 +184,9 @@ pub async fn serve(
                     }
                 };
                 last_heard = Instant::now();
-                if let Err(closing) = connection.receive(&text).await {
+                // Boxed: its state is needed only while a message is handled, not in every
+                // idle connection's.
+                if let Err(closing) = Box::pin(connection.receive(&text)).await {
                     break closing;
                 }
             }
@@ -188,73 +195,132 @@ pub async fn serve(
             }
             Some((id, frame)) = connection.feeds.next(), if !connection.feeds.is_empty() => {
                 connection.forward(id, frame).await;
+                // Frames of other subscriptions that are ready too go out in the same write.
+                for _ in 0..BATCH {
+                    match connection.feeds.next().now_or_never() {
+                        Some(Some((id, frame))) => connection.forward(id, frame).await,
+                        _ => break,
+                    }
+                }
             }
             Some((id, feed)) = connection.handoffs.next(), if !connection.handoffs.is_empty() => {
                 connection.take_over(id, feed);
             }
         }
+        connection.out.flush().await;
+        if let Some(broken) = connection.out.broken {
+            break broken.closing();
+        }
     };
-    if closing.0 != 0 {
-        let frame = CloseFrame {
-            code: closing.0,
-            reason: Utf8Bytes::from(closing.1),
-        };
-        let _ = connection.outgoing.send(Message::Close(Some(frame))).await;
-    }
-    drop(connection);
-    let _ = writer.await;
+    connection.out.close(closing).await;
 }
 
-/// Write frames as they come, those already queued together (one flush, one system call, for
-/// a burst). A batch the socket has not taken within `stall` means the client stopped
-/// reading: give up, which closes the socket and frees its buffers.
-async fn write(
-    mut sink: SplitSink<WebSocket, Message>,
-    mut queue: mpsc::Receiver<Message>,
-    stall: Duration,
-) {
-    while let Some(first) = queue.recv().await {
-        let batch = async {
-            let mut message = first;
-            for _ in 0..OUTGOING_QUEUE {
-                let last = matches!(message, Message::Close(_));
-                sink.feed(message).await?;
-                if last {
-                    sink.flush().await?;
-                    return Ok(true);
-                }
-                match queue.try_recv() {
-                    Ok(next) => message = next,
-                    Err(_) => break,
-                }
-            }
-            sink.flush().await.map(|()| false)
-        };
-        match timeout(stall, batch).await {
-            Ok(Ok(false)) => {}
-            Ok(Ok(true)) => break,
-            Ok(Err(_)) => return,
-            Err(_) => {
+/// Why the socket cannot be written to any more.
+#[derive(Clone, Copy, Debug)]
+enum Broken {
+    /// The connection is gone.
+    Failed,
+    /// The socket took nothing for `stall`: the client stopped reading.
+    Stalled,
+}
+
+impl Broken {
+    fn closing(self) -> Closing {
+        match self {
+            Self::Failed => Closing::new(0, ""),
+            Self::Stalled => {
                 tracing::info!("closing a WebSocket whose client stopped reading");
-                let frame = CloseFrame {
-                    code: close::TRY_AGAIN_LATER,
-                    reason: Utf8Bytes::from_static("the client stopped reading; reconnect"),
-                };
-                let _ = timeout(
-                    Duration::from_millis(100),
-                    sink.send(Message::Close(Some(frame))),
+                Closing::new(
+                    close::TRY_AGAIN_LATER,
+                    "the client stopped reading; reconnect",
                 )
-                .await;
-                return;
             }
         }
     }
-    let _ = timeout(stall, sink.close()).await;
+}
+
+/// The socket's sending half. Frames are buffered (tungstenite's write buffer) and flushed
+/// once per event the connection handles, so what one event sends is one system call. A
+/// socket that takes nothing for `stall` is given up on, which closes it and frees its
+/// buffers; until then the connection waits for it (back-pressure: it stops reading the
+/// client and its subscriptions, which then resync from their version vectors).
+struct Outgoing {
+    sink: SplitSink<WebSocket, Message>,
+    stall: Duration,
+    /// Frames were fed since the last flush.
+    unflushed: bool,
+    broken: Option<Broken>,
+}
+
+impl Outgoing {
+    async fn send(&mut self, message: Message) {
+        if self.broken.is_some() {
+            return;
+        }
+        let stall = self.stall;
+        let fed = within(stall, self.sink.feed(message)).await;
+        self.unflushed = true;
+        if let Err(broken) = fed {
+            self.broken = Some(broken);
+        }
+    }
+
+    async fn flush(&mut self) {
+        if !self.unflushed || self.broken.is_some() {
+            return;
+        }
+        self.unflushed = false;
+        if let Err(broken) = within(self.stall, self.sink.flush()).await {
+            self.broken = Some(broken);
+        }
+    }
+
+    /// Send the close frame `closing` names (none for code 0) and close the socket.
+    async fn close(mut self, closing: Closing) {
+        match self.broken {
+            Some(Broken::Failed) => return,
+            Some(Broken::Stalled) => {
+                // Whatever fits into what the socket still takes; the client is not reading.
+                self.stall = Duration::from_millis(100);
+                self.broken = None;
+                self.unflushed = false;
+            }
+            None => {}
+        }
+        if closing.0 != 0 {
+            let frame = CloseFrame {
+                code: closing.0,
+                reason: Utf8Bytes::from(closing.1),
+            };
+            self.send(Message::Close(Some(frame))).await;
+        }
+        self.flush().await;
+        if self.broken.is_none() {
+            let _ = timeout(self.stall, self.sink.close()).await;
+        }
+    }
+}
+
+/// Run one write on the socket, giving up after `stall`. Most writes finish at once: only one
+/// that has to wait sets a timer.
+async fn within(
+    stall: Duration,
+    write: impl Future<Output = Result<(), axum::Error>>,
+) -> Result<(), Broken> {
+    let mut write = pin!(write);
+    let done = match write.as_mut().now_or_never() {
+        Some(done) => done,
+        None => match timeout(stall, write).await {
+            Ok(done) => done,
+            Err(_) => return Err(Broken::Stalled),
+        },
+    };
+    done.map_err(|_| Broken::Failed)
 }
 
 struct Connection {
     state: Arc<AppState>,
-    outgoing: mpsc::Sender<Message>,
+    out: Outgoing,
     /// Set by `connection_init`: who is connected, and what their operations share.
     data: Option<Arc<Data>>,
     /// The client's address, for the budgets of what it asks.
@@ -274,10 +340,7 @@ impl Connection {
     }
 
     async fn send_text(&mut self, text: String) {
-        let _ = self
-            .outgoing
-            .send(Message::Text(Utf8Bytes::from(text)))
-            .await;
+        self.out.send(Message::Text(Utf8Bytes::from(text))).await;
     }
 
     /// End an operation on the server's side.
