@@ -679,8 +679,8 @@ pub struct ConnectionLimits {
     #[arg(long, env = "WS_PING_INTERVAL_SECS", default_value_t = ConnectionLimits::WS_PING_INTERVAL_SECS, global = true)]
     pub ws_ping_interval_secs: u64,
 
-    /// Seconds a WebSocket's outgoing queue may stay full (the client stopped reading)
-    /// before the socket is closed, so the client reconnects and resumes with `since`.
+    /// Seconds a WebSocket may take nothing of what is written to it (the client stopped
+    /// reading) before it is closed, so the client reconnects and resumes with `since`.
     #[arg(long, env = "WS_STALL_TIMEOUT_SECS", default_value_t = ConnectionLimits::WS_STALL_TIMEOUT_SECS, global = true)]
     pub ws_stall_timeout_secs: u64,
 }
