@@ -9,17 +9,11 @@ use crate::server::Server;
 pub async fn run(server: &Server, count: usize) -> anyhow::Result<()> {
     let token = server.sign_up("bench").await?;
     let rss_before = server.rss_bytes()?;
-    let content = ("x".repeat(63) + "\n").repeat(10 * 1024 / 64);
+    let content = text_of(10);
     for i in 0..count {
         let project = server.create_project(&token, &format!("doc {i}")).await?;
         // Creating the file loads the document, which stays in memory while not idle.
-        server
-            .gql(
-                Some(&token),
-                "mutation($p: ID!, $c: String!) { createFile(projectId: $p, path: \"main.py\", content: $c) { size } }",
-                json!({ "p": project, "c": content }),
-            )
-            .await?;
+        create_file(server, &token, &project, "main.py", &content).await?;
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     let grown = server.rss_bytes()?.saturating_sub(rss_before);
@@ -29,5 +23,27 @@ pub async fn run(server: &Server, count: usize) -> anyhow::Result<()> {
         grown as f64 / (1024.0 * 1024.0),
         grown / 1024 / count.max(1) as u64
     );
+    Ok(())
+}
+
+/// `kib` KiB of text in lines of 64 bytes.
+pub fn text_of(kib: usize) -> String {
+    ("x".repeat(63) + "\n").repeat(kib * 1024 / 64)
+}
+
+pub async fn create_file(
+    server: &Server,
+    token: &str,
+    project: &str,
+    path: &str,
+    content: &str,
+) -> anyhow::Result<()> {
+    server
+        .gql(
+            Some(token),
+            "mutation($p: ID!, $path: String!, $c: String!) { createFile(projectId: $p, path: $path, content: $c) { size } }",
+            json!({ "p": project, "path": path, "c": content }),
+        )
+        .await?;
     Ok(())
 }

@@ -31,6 +31,9 @@ pub struct Scenario {
     pub receivers: usize,
     pub edits: usize,
     pub writing: Writing,
+    /// KiB of text the document holds before the receivers subscribe (their catch-ups carry
+    /// it; an idle receiver should not keep it).
+    pub content_kib: usize,
 }
 
 /// The scenario with the writer on `writer_node` and the receivers on `receiver_node` (the
@@ -44,9 +47,16 @@ pub async fn run(
         receivers,
         edits,
         writing,
+        content_kib,
     } = scenario;
     let token = writer_node.sign_up("bench").await?;
     let project = writer_node.create_project(&token, "bench").await?;
+    if content_kib > 0 {
+        let text = crate::documents::text_of(content_kib);
+        crate::documents::create_file(writer_node, &token, &project, "content.txt", &text).await?;
+    }
+    // The edits' sequence numbers follow the file's creation, one update.
+    let before_edits = usize::from(content_kib > 0);
     let nodes = if writer_node.pid == receiver_node.pid {
         vec![writer_node]
     } else {
@@ -86,7 +96,8 @@ pub async fn run(
                     eprintln!("{payload}");
                 }
                 if let Some(seq) = payload["data"]["documentUpdates"]["seq"].as_u64() {
-                    let _ = seen.send((seq as usize, Instant::now()));
+                    let _ =
+                        seen.send(((seq as usize).saturating_sub(before_edits), Instant::now()));
                 }
             }
         }));
@@ -173,7 +184,12 @@ pub async fn run(
         percentile(&acked, 0.99)
     );
     println!(
-        "server memory per idle subscribed connection: {} KiB",
+        "server memory per idle subscribed connection{}: {} KiB",
+        if content_kib > 0 {
+            format!(" (document of {content_kib} KiB)")
+        } else {
+            String::new()
+        },
         per_connection / 1024
     );
     Ok(())

@@ -9,7 +9,8 @@
 //!   server's memory per idle connection. `BENCH_PIPELINE=1`: the writer sends every edit
 //!   without waiting for the answers; `BENCH_PACE=100`: one edit each 10 ms (each still
 //!   waiting for its answer); `BENCH_NODES=2`: the receivers on a second node of the same
-//!   deployment (needs `DATABASE_URL`, `JWT_SECRET` and `REDIS_URL`).
+//!   deployment (needs `DATABASE_URL`, `JWT_SECRET` and `REDIS_URL`); `BENCH_DOC_KIB=100`:
+//!   the document holds a file of that size before the receivers subscribe.
 //! - `BENCH_DOCS=1000`: the memory of 1,000 loaded documents of 10 KiB each.
 //! - `BENCH_QUERIES=200`: `me` and `project(id)` over HTTP from 200 clients for
 //!   `BENCH_SECONDS` (10) each: requests per second and latency.
@@ -74,6 +75,7 @@ async fn main() -> anyhow::Result<()> {
             receivers,
             edits,
             writing,
+            content_kib: setting("BENCH_DOC_KIB")?.unwrap_or(0),
         };
         if setting("BENCH_NODES")? == Some(2) {
             let other = Server::start(&binary, &[]).await?;

@@ -239,7 +239,8 @@ impl LiveHandoff {
 /// updates, a resync after lagging, and the end when access is lost.
 pub(super) struct Live {
     updates: broadcast::Receiver<Arc<DocUpdate>>,
-    /// The last update sent (first the catch-up), whose version vector a resync starts from.
+    /// The last update sent, whose version vector a resync starts from (before the first
+    /// live update, the catch-up's version alone).
     last: Arc<DocUpdate>,
     /// Keeps the document loaded while the subscription lives.
     entry: Arc<Entry>,
@@ -267,9 +268,19 @@ impl Live {
         }
     }
 
-    /// The first event: what the subscriber lacked.
-    pub(super) fn catch_up(&self) -> Arc<DocUpdate> {
-        self.last.clone()
+    /// The first event: what the subscriber lacked. Taken once: from then on the
+    /// subscription keeps only its version vector, not the catch-up itself (a whole document
+    /// for a new subscriber, which every idle subscriber would otherwise hold).
+    pub(super) fn catch_up(&mut self) -> Arc<DocUpdate> {
+        let version = DocUpdate {
+            seq: None,
+            update: Arc::from(""),
+            author: None,
+            client_id: None,
+            version_vector: self.last.version_vector.clone(),
+            frames: Frames::default(),
+        };
+        std::mem::replace(&mut self.last, Arc::new(version))
     }
 
     /// The next update to send (a resync, without `seq`, after lagging); an error ends the
