@@ -425,7 +425,11 @@ pub async fn run(
     command.arg(bwrap);
     command.args(bwrap_args(&dir, limits, &plan.extra_binds, filters));
     command
-        .args([supervisor::PERL, "-e", supervisor::SCRIPT])
+        .args([
+            supervisor::PERL.to_owned(),
+            "-e".to_owned(),
+            supervisor::script(),
+        ])
         .args([
             libc::SYS_close.to_string(),
             libc::SYS_prctl.to_string(),

@@ -3,18 +3,20 @@
 //! bubblewrap starts it as PID 1 of the run's PID namespace (`--as-pid-1`), so nothing in
 //! the run can kill it, and it makes itself non-dumpable, so nothing in the run can open its
 //! descriptors or memory through `/proc`. It closes every descriptor but 0–2 and its status
-//! descriptor (6, opened by the launcher on a file only the worker reads), then runs the
-//! prepare phase (the copy into `/work`, then the compile step) and the program, each as its
-//! own child, reaping every orphan, and
-//! writes one line per event: `ready`, `run start`, and `<phase> exit N` or
-//! `<phase> signal N` from `waitpid` — so an exit code is an exit code and a signal a
-//! signal, and no output the program writes can be mistaken for either.
+//! descriptor (`STATUS_FD`, opened by the launcher on a file only the worker reads), then
+//! runs the prepare phase (the copy into `/work`, then the compile step) and the program,
+//! each as its own child, reaping every orphan, and writes one line per event: `ready`,
+//! `run start`, and `<phase> exit N` or `<phase> signal N` from `waitpid` — so an exit code
+//! is an exit code and a signal a signal, and no output the program writes can be mistaken
+//! for either.
 //!
 //! Perl because `perl-base` is part of every Debian system (the worker image included) and
 //! its builtins (fork, exec, waitpid, syscall) do this without loading a module; the
 //! system-call numbers it needs are passed in, as the Rust side knows them per target.
 
 use std::time::Instant;
+
+use super::STATUS_FD;
 
 pub const PERL: &str = "/usr/bin/perl";
 
@@ -25,12 +27,12 @@ pub const PERL: &str = "/usr/bin/perl";
 /// The prepare phase copies `/src` into `/work` itself (in a child, under the run's limits,
 /// as `cp -R` did) and then, when the language compiles, runs the compile command with
 /// `sh`; the program is `exec`ed directly, its own limits set first.
-pub const SCRIPT: &str = r#"
+const SCRIPT: &str = r#"
 my ($close, $prctl, $prlimit, $fsize, $cpu, $file_bytes, $cpu_secs, $compile, @run) = @ARGV;
 ($close, $prctl, $prlimit, $fsize, $cpu) = map { $_ + 0 } ($close, $prctl, $prlimit, $fsize, $cpu);
-open(my $st, '>&=', 6) or exit 70;
+open(my $st, '>&=', STATUS_FD) or exit 70;
 opendir(my $fds, '/proc/self/fd') or exit 71;
-my @open = grep { /^\d+$/ && $_ > 2 && $_ != 6 } readdir($fds);
+my @open = grep { /^\d+$/ && $_ > 2 && $_ != STATUS_FD } readdir($fds);
 closedir($fds);
 syscall($close, $_ + 0) for @open;
 fcntl($st, 2, 1) or exit 72;
@@ -101,6 +103,11 @@ print $st "run start\n";
 phase('run', \&program);
 exit 0;
 "#;
+
+/// The script with the status descriptor's number the launcher opens it on.
+pub fn script() -> String {
+    SCRIPT.replace("STATUS_FD", &STATUS_FD.to_string())
+}
 
 /// How a phase ended, as `waitpid` told the supervisor.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
