@@ -212,7 +212,17 @@ pub async fn serve(
             break broken.closing();
         }
     };
-    connection.out.close(closing).await;
+    // The operations end first (their subscriptions, budgets and loaded documents are let go
+    // of at once), then the socket closes.
+    let Connection {
+        out,
+        operations,
+        feeds,
+        handoffs,
+        ..
+    } = connection;
+    drop((operations, feeds, handoffs));
+    out.close(closing).await;
 }
 
 /// Why the socket cannot be written to any more.
