@@ -15,9 +15,9 @@
 //! `cgroup.procs` files to join, `--`, then the command. It exits 125 with a line on stderr
 //! when a step fails, before anything of the run started.
 
-use super::{FIRST_FILTER_FD, STATUS_FD};
+use std::sync::OnceLock;
 
-pub const SCRIPT: &str = r#"
+const SCRIPT: &str = r#"
 my ($calls, $status, $dir, $filters, $uid, $limits) = splice(@ARGV, 0, 6);
 my ($prlimit, $prctl, $dup3, $setgroups, $setresgid, $setresuid, $capget, $capset) =
     map { $_ + 0 } split(/,/, $calls);
@@ -68,10 +68,9 @@ fail("exec $ARGV[0]");
 "#;
 
 /// The script with the descriptor numbers the rest of the sandbox expects.
-pub fn script() -> String {
-    SCRIPT
-        .replace("STATUS_FD", &STATUS_FD.to_string())
-        .replace("FIRST_FILTER_FD", &FIRST_FILTER_FD.to_string())
+pub fn script() -> &'static str {
+    static MADE: OnceLock<String> = OnceLock::new();
+    super::with_descriptors(SCRIPT, &MADE)
 }
 
 /// The system calls the script makes, in its order.

@@ -309,6 +309,16 @@ fn set_mode(path: &Path, mode: u32) -> std::io::Result<()> {
 const STATUS_FD: u32 = 6;
 const FIRST_FILTER_FD: u32 = 7;
 
+/// A Perl script of the sandbox (the launcher's, the supervisor's) with the numbers of those
+/// descriptors in place of their names, made once per process rather than once per run.
+fn with_descriptors(script: &'static str, made: &'static OnceLock<String>) -> &'static str {
+    made.get_or_init(|| {
+        script
+            .replace("FIRST_FILTER_FD", &FIRST_FILTER_FD.to_string())
+            .replace("STATUS_FD", &STATUS_FD.to_string())
+    })
+}
+
 /// A run that ends before it starts, the run's own fault (files that cannot be laid out).
 fn refused(output: &mpsc::UnboundedSender<OutputChunk>, reason: String) -> Outcome {
     let _ = output.send(OutputChunk {
@@ -425,11 +435,7 @@ pub async fn run(
     command.arg(bwrap);
     command.args(bwrap_args(&dir, limits, &plan.extra_binds, filters));
     command
-        .args([
-            supervisor::PERL.to_owned(),
-            "-e".to_owned(),
-            supervisor::script(),
-        ])
+        .args([supervisor::PERL, "-e", supervisor::script()])
         .args([
             libc::SYS_close.to_string(),
             libc::SYS_prctl.to_string(),

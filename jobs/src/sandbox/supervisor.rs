@@ -14,9 +14,8 @@
 //! its builtins (fork, exec, waitpid, syscall) do this without loading a module; the
 //! system-call numbers it needs are passed in, as the Rust side knows them per target.
 
+use std::sync::OnceLock;
 use std::time::Instant;
-
-use super::STATUS_FD;
 
 pub const PERL: &str = "/usr/bin/perl";
 
@@ -105,8 +104,9 @@ exit 0;
 "#;
 
 /// The script with the status descriptor's number the launcher opens it on.
-pub fn script() -> String {
-    SCRIPT.replace("STATUS_FD", &STATUS_FD.to_string())
+pub fn script() -> &'static str {
+    static MADE: OnceLock<String> = OnceLock::new();
+    super::with_descriptors(SCRIPT, &MADE)
 }
 
 /// How a phase ended, as `waitpid` told the supervisor.
