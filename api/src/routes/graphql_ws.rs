@@ -111,7 +111,7 @@ type Handoff = BoxStream<'static, LiveFeed>;
 /// Serve one upgraded socket until it closes, the client misbehaves, or `shutdown`.
 ///
 /// One task per connection reads the client, runs its operations and writes their frames
-/// itself: no writer task and no queue between them, which were a third of an idle
+/// itself: no writer task and no queue between them, which were about a quarter of an idle
 /// connection's memory and a second wake-up for every frame a subscriber is sent.
 pub async fn serve(
     socket: WebSocket,
@@ -267,8 +267,7 @@ impl Outgoing {
         if self.broken.is_some() {
             return;
         }
-        let stall = self.stall;
-        let fed = within(stall, self.sink.feed(message)).await;
+        let fed = within(self.stall, self.sink.feed(message)).await;
         self.unflushed = true;
         if let Err(broken) = fed {
             self.broken = Some(broken);
@@ -293,7 +292,6 @@ impl Outgoing {
                 // Whatever fits into what the socket still takes; the client is not reading.
                 self.stall = Duration::from_millis(100);
                 self.broken = None;
-                self.unflushed = false;
             }
             None => {}
         }
