@@ -2,8 +2,6 @@
 
 use std::time::Duration;
 
-use serde_json::json;
-
 use crate::server::Server;
 
 pub async fn run(server: &Server, count: usize) -> anyhow::Result<()> {
@@ -13,7 +11,9 @@ pub async fn run(server: &Server, count: usize) -> anyhow::Result<()> {
     for i in 0..count {
         let project = server.create_project(&token, &format!("doc {i}")).await?;
         // Creating the file loads the document, which stays in memory while not idle.
-        create_file(server, &token, &project, "main.py", &content).await?;
+        server
+            .create_file(&token, &project, "main.py", &content)
+            .await?;
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     let grown = server.rss_bytes()?.saturating_sub(rss_before);
@@ -29,21 +29,4 @@ pub async fn run(server: &Server, count: usize) -> anyhow::Result<()> {
 /// `kib` KiB of text in lines of 64 bytes.
 pub fn text_of(kib: usize) -> String {
     ("x".repeat(63) + "\n").repeat(kib * 1024 / 64)
-}
-
-pub async fn create_file(
-    server: &Server,
-    token: &str,
-    project: &str,
-    path: &str,
-    content: &str,
-) -> anyhow::Result<()> {
-    server
-        .gql(
-            Some(token),
-            "mutation($p: ID!, $path: String!, $c: String!) { createFile(projectId: $p, path: $path, content: $c) { size } }",
-            json!({ "p": project, "path": path, "c": content }),
-        )
-        .await?;
-    Ok(())
 }

@@ -53,7 +53,9 @@ pub async fn run(
     let project = writer_node.create_project(&token, "bench").await?;
     if content_kib > 0 {
         let text = crate::documents::text_of(content_kib);
-        crate::documents::create_file(writer_node, &token, &project, "content.txt", &text).await?;
+        writer_node
+            .create_file(&token, &project, "content.txt", &text)
+            .await?;
     }
     // The edits' sequence numbers follow the file's creation, one update.
     let before_edits = usize::from(content_kib > 0);

@@ -149,6 +149,23 @@ impl Server {
             .to_owned())
     }
 
+    /// A file of `content` at `path` in the project.
+    pub async fn create_file(
+        &self,
+        token: &str,
+        project: &str,
+        path: &str,
+        content: &str,
+    ) -> anyhow::Result<()> {
+        self.gql(
+            Some(token),
+            "mutation($p: ID!, $path: String!, $c: String!) { createFile(projectId: $p, path: $path, content: $c) { size } }",
+            json!({ "p": project, "path": path, "c": content }),
+        )
+        .await?;
+        Ok(())
+    }
+
     /// A graphql-ws connection, acknowledged.
     pub async fn connect(&self, token: &str) -> anyhow::Result<Socket> {
         let mut request = format!("ws://127.0.0.1:{}/graphql", self.port).into_client_request()?;
