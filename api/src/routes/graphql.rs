@@ -257,9 +257,11 @@ async fn websocket(state: Arc<AppState>, request: Request) -> HttpResponse {
         .on_upgrade(move |socket| {
             let metrics = state.services.metrics.clone();
             let (settings, shutdown) = (state.ws, state.shutdown.clone());
+            // Made here, not inside the block: the block would keep the socket too.
+            let served = graphql_ws::serve(socket, state, settings, shutdown, client);
             connections.track_future(async move {
                 metrics.websocket_opened();
-                graphql_ws::serve(socket, state, settings, shutdown, client).await;
+                served.await;
                 metrics.websocket_closed();
             })
         })
