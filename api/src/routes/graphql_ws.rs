@@ -492,21 +492,17 @@ impl Connection {
     async fn forward(&mut self, id: String, frame: Result<Arc<str>, async_graphql::ServerError>) {
         match frame {
             Ok(payload) => self.send_text(next_frame(&id, &payload)).await,
-            // Boxed: what it holds while it sends would otherwise be part of every
-            // connection's state.
-            Err(error) => Box::pin(self.fail(id, error)).await,
+            Err(error) => {
+                let mut errors = vec![error];
+                schema::fill_codes(&mut errors);
+                let response = Response::from_errors(errors);
+                self.end(&id);
+                if let Ok(payload) = serde_json::to_string(&response) {
+                    self.send_text(next_frame(&id, &payload)).await;
+                }
+                self.send(json!({ "id": id, "type": "complete" })).await;
+            }
         }
-    }
-
-    async fn fail(&mut self, id: String, error: async_graphql::ServerError) {
-        let mut errors = vec![error];
-        schema::fill_codes(&mut errors);
-        let response = Response::from_errors(errors);
-        self.end(&id);
-        if let Ok(payload) = serde_json::to_string(&response) {
-            self.send_text(next_frame(&id, &payload)).await;
-        }
-        self.send(json!({ "id": id, "type": "complete" })).await;
     }
 }
 
