@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::TestApp;
@@ -62,7 +63,16 @@ impl WsClient {
     /// Connect and send `connection_init` with `{ authorization: "Bearer <token>" }` when a
     /// token is given; waits for `connection_ack`.
     pub async fn connect(app: &TestApp, token: Option<&str>) -> WsClient {
-        let mut client = Self::open(app).await;
+        Self::connect_with(app, token, WebSocketConfig::default()).await
+    }
+
+    /// [`WsClient::connect`] with the client's own limits on what it takes (frame sizes, say).
+    pub async fn connect_with(
+        app: &TestApp,
+        token: Option<&str>,
+        config: WebSocketConfig,
+    ) -> WsClient {
+        let mut client = Self::open_with(app, config).await;
         let payload = match token {
             Some(token) => json!({ "authorization": format!("Bearer {token}") }),
             None => json!({}),
@@ -82,6 +92,10 @@ impl WsClient {
 
     /// Open the socket without initialising the connection.
     pub async fn open(app: &TestApp) -> WsClient {
+        Self::open_with(app, WebSocketConfig::default()).await
+    }
+
+    async fn open_with(app: &TestApp, config: WebSocketConfig) -> WsClient {
         let mut request = format!("ws://{}/graphql", app.addr)
             .into_client_request()
             .unwrap();
@@ -89,9 +103,10 @@ impl WsClient {
             "Sec-WebSocket-Protocol",
             "graphql-transport-ws".parse().unwrap(),
         );
-        let (socket, response) = tokio_tungstenite::connect_async(request)
-            .await
-            .expect("WebSocket upgrade");
+        let (socket, response) =
+            tokio_tungstenite::connect_async_with_config(request, Some(config), false)
+                .await
+                .expect("WebSocket upgrade");
         assert_eq!(
             response.headers()["sec-websocket-protocol"],
             "graphql-transport-ws"

@@ -9,6 +9,7 @@ use codecrafter_tests::ws::{Event, WsClient};
 use codecrafter_tests::{TestApp, TestUser, backend_tests};
 use loro::{ExportMode, LoroDoc, LoroText, VersionVector};
 use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 pub(crate) const APPLY: &str = "mutation($p: ID!, $u: Base64!, $c: String) { applyUpdate(projectId: $p, update: $u, clientId: $c) { seq versionVector } }";
 const SUBSCRIBE: &str = "subscription($p: ID!, $since: VersionVector) { documentUpdates(projectId: $p, since: $since) { update seq catchUp versionVector clientId author { username } } }";
@@ -470,6 +471,28 @@ backend_tests! {
         assert_eq!(text_of(&old, "a.txt").unwrap().to_string(), "one ");
         let bob = Peer::follow(LIVE, &app, &team.editor, &team.project, old, Some(&after_first)).await;
         assert_eq!(bob.text("a.txt").to_string(), "one two three four five ");
+    }
+
+    async fn a_client_that_takes_only_small_frames_still_gets_large_documents(app) {
+        // Embedded WebSocket stacks and some proxies bound a frame, not a message: the server
+        // sends a long message (a catch-up, a large paste) in fragments of 4 KiB.
+        let team = team(&app).await;
+        let mut alice = Peer::join(&app, &team.owner, &team.project, 41).await;
+        let big: String = (0..100 * 1024).map(|i| char::from(b'a' + (i % 26) as u8)).collect();
+        alice.edit(|p| p.text("big.txt").insert(0, &big).unwrap()).await;
+        let small_frames = WebSocketConfig::default().max_frame_size(Some(8 * 1024));
+        let mut ws = WsClient::connect_with(&app, Some(&team.editor.access), small_frames).await;
+        let sub = ws.subscribe(LIVE, json!({ "p": team.project })).await;
+        let doc = LoroDoc::new();
+        let catch_up = ws.next(&sub).await;
+        doc.import(&STANDARD.decode(catch_up.data()["documentUpdates"]["update"].as_str().unwrap()).unwrap()).unwrap();
+        assert_eq!(text_of(&doc, "big.txt").unwrap().to_string(), big);
+        // A live update of 50 KiB, with characters of several bytes that fragments may split.
+        let paste = "ünïcödé ✓ 🦀 ".repeat(3000);
+        alice.edit(|p| p.text("big.txt").insert(0, &paste).unwrap()).await;
+        let live = ws.next(&sub).await;
+        doc.import(&STANDARD.decode(live.data()["documentUpdates"]["update"].as_str().unwrap()).unwrap()).unwrap();
+        assert_eq!(text_of(&doc, "big.txt").unwrap().to_string(), format!("{paste}{big}"));
     }
 
     async fn a_reconnecting_client_gets_exactly_what_it_missed(app) {

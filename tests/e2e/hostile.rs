@@ -225,6 +225,76 @@ async fn a_bad_token_at_connection_init_closes_with_4403() {
     .await;
 }
 
+#[tokio::test]
+async fn malformed_websocket_handshakes_are_refused_with_a_reason() {
+    run(Backend::Sqlite, |app| async move {
+        let good = [
+            ("connection", "keep-alive, Upgrade"),
+            ("upgrade", "websocket"),
+            ("sec-websocket-version", "13"),
+            ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+            ("sec-websocket-protocol", "graphql-transport-ws"),
+        ];
+        // Each a well-formed request with one part wrong or missing: the status, and the header
+        // changed (`None`: left out).
+        let cases: [(u16, &str, Option<&str>); 9] = [
+            (400, "sec-websocket-protocol", None),
+            (400, "sec-websocket-protocol", Some("graphql-ws")),
+            (400, "connection", Some("keep-alive")),
+            (426, "sec-websocket-version", Some("8")),
+            (426, "sec-websocket-version", None),
+            (400, "sec-websocket-key", None),
+            (400, "sec-websocket-key", Some("c2hvcnQ=")),
+            (400, "sec-websocket-key", Some("dGhlIHNhbXBsZSBub25jZQ")),
+            (400, "sec-websocket-key", Some("!!!!!!!!!!!!!!!!!!!!!!==")),
+        ];
+        for (status, changed, value) in cases {
+            let mut request = app.client.get(app.url("/graphql"));
+            for (name, good_value) in good {
+                match (name == changed, value) {
+                    (false, _) => request = request.header(name, good_value),
+                    (true, Some(value)) => request = request.header(name, value),
+                    (true, None) => {}
+                }
+            }
+            let response = request.send().await.unwrap();
+            let case = format!("{changed}: {value:?}");
+            assert_eq!(response.status().as_u16(), status, "{case}");
+            if status == 426 {
+                assert_eq!(response.headers()["sec-websocket-version"], "13", "{case}");
+            }
+            let answer = Gql::read(response).await;
+            assert_eq!(answer.code(), "BAD_USER_INPUT", "{case}");
+        }
+        // The well-formed one is answered as RFC 6455 says (its example key and answer).
+        let mut tcp = TcpStream::connect(app.addr).await.unwrap();
+        let mut head = String::from("GET /graphql HTTP/1.1\r\nHost: x\r\n");
+        for (name, value) in good {
+            head.push_str(&format!("{name}: {value}\r\n"));
+        }
+        head.push_str("\r\n");
+        tcp.write_all(head.as_bytes()).await.unwrap();
+        let mut answer = Vec::new();
+        while !answer.ends_with(b"\r\n\r\n") {
+            let mut byte = [0u8; 1];
+            tcp.read_exact(&mut byte).await.unwrap();
+            answer.push(byte[0]);
+        }
+        let answer = String::from_utf8(answer).unwrap().to_ascii_lowercase();
+        assert!(answer.starts_with("http/1.1 101"), "{answer}");
+        assert!(
+            answer.contains("sec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo=\r\n"),
+            "{answer}"
+        );
+        assert!(
+            answer.contains("sec-websocket-protocol: graphql-transport-ws\r\n"),
+            "{answer}"
+        );
+        still_serving(&app).await;
+    })
+    .await;
+}
+
 /// Read what the server sends on a raw TCP connection until it closes it (or `within`).
 async fn read_until_closed(tcp: &mut TcpStream, within: Duration) -> Option<String> {
     let mut answer = Vec::new();

@@ -6,12 +6,16 @@ use std::sync::Arc;
 use async_graphql::parser::types::{DocumentOperations, OperationType};
 use async_graphql::{Response, ServerError, Value};
 use async_graphql_axum::GraphQLRequest;
-use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::{FromRequest, FromRequestParts, Request, State};
+use axum::extract::{FromRequest, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response as HttpResponse};
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
 use schema::Viewer;
 use schema::error::codes;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 
 use super::AppState;
 use super::graphql_ws;
@@ -20,9 +24,15 @@ use super::graphql_ws;
 const GRAPHQL_RESPONSE_JSON: &str = "application/graphql-response+json";
 const APPLICATION_JSON: &str = "application/json";
 
-/// Frames a connection's writer gathers before a system call; the writer flushes after each
-/// batch of what is queued, so this bounds a burst's writes, never delays a frame.
-const WS_WRITE_BUFFER: usize = 16 * 1024;
+/// What a connection's writes gather before a system call; the connection flushes after each
+/// event it handles, so this bounds a burst's writes, never delays a frame. tungstenite's
+/// write buffer never shrinks, so this (with `graphql_ws::FRAGMENT`) is also about what a
+/// socket keeps after the largest message it was ever sent.
+const WS_WRITE_BUFFER: usize = 4 * 1024;
+/// What a WebSocket reads at a time. tungstenite zero-fills its read buffer up to its capacity
+/// before every read, so all of it is resident in every connection; frames larger than this
+/// still arrive whole, in more reads.
+const WS_READ_BUFFER: usize = 1024;
 
 pub async fn graphql(
     State(state): State<Arc<AppState>>,
@@ -227,10 +237,16 @@ pub async fn graphql_get(State(state): State<Arc<AppState>>, request: Request) -
     graphql(State(state), client, method, headers, graphql_request).await
 }
 
+/// The WebSocket handshake (RFC 6455, section 4.2), then the connection's own task.
+///
+/// Done here rather than with axum's `WebSocketUpgrade`: its socket type cannot send a
+/// message in fragments, so every connection would keep a write buffer as large as the largest
+/// message it was ever sent (a document's catch-up, for every subscriber), and its upgrade task
+/// wraps the connection's future in state of its own for the connection's life.
 async fn websocket(state: Arc<AppState>, request: Request) -> HttpResponse {
     let (mut parts, _) = request.into_parts();
-    let offers_protocol = parts
-        .headers
+    let headers = &parts.headers;
+    let offers_protocol = headers
         .get_all(header::SEC_WEBSOCKET_PROTOCOL)
         .iter()
         .filter_map(|v| v.to_str().ok())
@@ -242,29 +258,111 @@ async fn websocket(state: Arc<AppState>, request: Request) -> HttpResponse {
             format!("ask for the {} WebSocket subprotocol", graphql_ws::PROTOCOL),
         );
     }
-    let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &state).await {
-        Ok(upgrade) => upgrade,
-        Err(rejection) => return rejection.into_response(),
+    let asks_upgrade = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|token| token.trim().eq_ignore_ascii_case("upgrade"));
+    if !asks_upgrade {
+        return error_response(
+            StatusCode::BAD_REQUEST,
+            "a WebSocket upgrade needs `Connection: upgrade`".to_owned(),
+        );
+    }
+    if headers
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .map(HeaderValue::as_bytes)
+        != Some(b"13")
+    {
+        let mut refused = error_response(
+            StatusCode::UPGRADE_REQUIRED,
+            "this server speaks WebSocket version 13".to_owned(),
+        );
+        refused.headers_mut().insert(
+            header::SEC_WEBSOCKET_VERSION,
+            HeaderValue::from_static("13"),
+        );
+        return refused;
+    }
+    // The key is a base64 nonce of 16 bytes: 24 characters, the last two `==`.
+    let accept = match headers.get(header::SEC_WEBSOCKET_KEY) {
+        Some(key) if is_websocket_key(key.as_bytes()) => derive_accept_key(key.as_bytes()),
+        _ => {
+            return error_response(
+                StatusCode::BAD_REQUEST,
+                "a WebSocket upgrade needs a `Sec-WebSocket-Key` of 16 bytes in base64".to_owned(),
+            );
+        }
     };
-    let connections = state.connections.clone();
+    let (Some(on_upgrade), Ok(accept)) = (
+        parts.extensions.remove::<OnUpgrade>(),
+        HeaderValue::try_from(accept),
+    ) else {
+        return error_response(
+            StatusCode::UPGRADE_REQUIRED,
+            "this connection cannot be upgraded".to_owned(),
+        );
+    };
+
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(state.max_ws_message_bytes))
+        // A frame's length is reserved when its header arrives: no frame beyond a message.
+        .max_frame_size(Some(state.max_ws_message_bytes))
+        .read_buffer_size(WS_READ_BUFFER)
+        .write_buffer_size(WS_WRITE_BUFFER);
     let client = parts.extensions.get::<schema::budgets::ClientIp>().copied();
-    upgrade
-        .protocols([graphql_ws::PROTOCOL])
-        .max_message_size(state.max_ws_message_bytes)
-        // Small buffers: an idle connection should cost kilobytes, not the 128 KiB defaults.
-        .read_buffer_size(1024)
-        .write_buffer_size(WS_WRITE_BUFFER)
-        .on_upgrade(move |socket| {
-            let metrics = state.services.metrics.clone();
-            let (settings, shutdown) = (state.ws, state.shutdown.clone());
-            // Made here, not inside the block: the block would keep the socket too.
-            let served = graphql_ws::serve(socket, state, settings, shutdown, client);
-            connections.track_future(async move {
-                metrics.websocket_opened();
-                served.await;
-                metrics.websocket_closed();
-            })
-        })
+    state
+        .connections
+        .clone()
+        .spawn(connection(on_upgrade, config, state, client));
+
+    let mut switching = StatusCode::SWITCHING_PROTOCOLS.into_response();
+    let headers = switching.headers_mut();
+    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+    headers.insert(
+        header::SEC_WEBSOCKET_PROTOCOL,
+        HeaderValue::from_static(graphql_ws::PROTOCOL),
+    );
+    switching
+}
+
+/// The task of one WebSocket connection, from the upgrade to its close. It lives as long as
+/// the connection, so what it holds is part of every idle connection's cost: its arguments
+/// arrive in one box, which an async block would otherwise keep beside the connection's
+/// future for its whole life.
+fn connection(
+    on_upgrade: OnUpgrade,
+    config: WebSocketConfig,
+    state: Arc<AppState>,
+    client: Option<schema::budgets::ClientIp>,
+) -> impl Future<Output = ()> + Send + 'static {
+    let setup = Box::new((on_upgrade, config, state, client));
+    async move {
+        let (on_upgrade, config, state, client) = *setup;
+        let Ok(upgraded) = on_upgrade.await else {
+            return;
+        };
+        let socket =
+            WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config))
+                .await;
+        let metrics = state.services.metrics.clone();
+        let (settings, shutdown) = (state.ws, state.shutdown.clone());
+        metrics.websocket_opened();
+        graphql_ws::serve(socket, state, settings, shutdown, client).await;
+        metrics.websocket_closed();
+    }
+}
+
+/// `Sec-WebSocket-Key`: 16 bytes in base64, which is 22 characters of the alphabet and `==`.
+fn is_websocket_key(key: &[u8]) -> bool {
+    key.len() == 24
+        && key.ends_with(b"==")
+        && key[..22]
+            .iter()
+            .all(|&b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/')
 }
 
 /// Read `Authorization: Bearer <access token>`.
@@ -319,4 +417,39 @@ fn coded_error_response(status: StatusCode, code: &str, message: String) -> Http
         body,
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    /// A connection's task holds this future for the connection's life: little beyond the
+    /// connection's own (see `graphql_ws::tests`).
+    #[test]
+    fn a_connections_task_stays_small() {
+        fn output_size<A, B, C, D, R>(_: fn(A, B, C, D) -> R) -> usize {
+            std::mem::size_of::<R>()
+        }
+        let size = output_size(super::connection);
+        assert!(
+            size <= 1024 + 64,
+            "the connection's task takes {size} bytes"
+        );
+    }
+
+    #[test]
+    fn websocket_keys_are_16_bytes_in_base64() {
+        assert!(super::is_websocket_key(b"dGhlIHNhbXBsZSBub25jZQ=="));
+        for bad in [
+            &b""[..],
+            b"dGhlIHNhbXBsZSBub25jZQ",
+            b"dGhlIHNhbXBsZSBub25jZQ=",
+            b"dGhlIHNhbXBsZSBub25jZ-==",
+            b"dGhlIHNhbXBsZSBub25jZQ===",
+        ] {
+            assert!(
+                !super::is_websocket_key(bad),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
 }

@@ -14,16 +14,22 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_graphql::{Data, Response, Value};
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures_util::future::OptionFuture;
 use futures_util::stream::{BoxStream, SplitSink};
 use futures_util::{FutureExt, SinkExt, StreamExt};
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::TokioIo;
 use schema::Viewer;
 use schema::documents::live::{LiveFeed, LiveHandoff, SharedSelection};
 use serde::Deserialize;
 use serde_json::json;
 use tokio::time::{Instant, interval_at, sleep, timeout};
 use tokio_stream::StreamMap;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data as DataKind, OpCode};
+use tokio_tungstenite::tungstenite::{Bytes, Message, Utf8Bytes};
 use tokio_util::sync::CancellationToken;
 
 use super::AppState;
@@ -39,6 +45,12 @@ pub const PROTOCOL: &str = "graphql-transport-ws";
 const MAX_OPERATIONS: usize = 128;
 /// Most frames of subscriptions gathered into one write, beyond the first.
 const BATCH: usize = 64;
+/// The largest frame sent: a longer message (a document's catch-up, say) goes out in fragments
+/// of this size, so that the socket's write buffer, which never shrinks, stays this small.
+pub const FRAGMENT: usize = 4 * 1024;
+
+/// An upgraded connection.
+pub type Socket = WebSocketStream<TokioIo<Upgraded>>;
 
 /// The close codes this module sends.
 mod close {
@@ -118,7 +130,7 @@ type Handoff = BoxStream<'static, LiveFeed>;
 /// Not an `async fn`: the future returned holds the socket's two halves, not the socket
 /// itself as well (an `async fn` keeps its arguments for its whole life, even once moved).
 pub fn serve(
-    socket: WebSocket,
+    socket: Socket,
     state: Arc<AppState>,
     settings: WsSettings,
     shutdown: CancellationToken,
@@ -189,7 +201,7 @@ pub fn serve(
                             last_heard = Instant::now();
                             continue;
                         }
-                        Some(Ok(Message::Binary(_))) => {
+                        Some(Ok(Message::Binary(_) | Message::Frame(_))) => {
                             break Closing::new(close::BAD_REQUEST, "messages must be text");
                         }
                     };
@@ -267,7 +279,7 @@ impl Broken {
 /// buffers; until then the connection waits for it (back-pressure: it stops reading the
 /// client and its subscriptions, which then resync from their version vectors).
 struct Outgoing {
-    sink: SplitSink<WebSocket, Message>,
+    sink: SplitSink<Socket, Message>,
     stall: Duration,
     /// Frames were fed since the last flush.
     unflushed: bool,
@@ -309,7 +321,7 @@ impl Outgoing {
         }
         if closing.0 != 0 {
             let frame = CloseFrame {
-                code: closing.0,
+                code: closing.0.into(),
                 reason: Utf8Bytes::from(closing.1),
             };
             self.send(Message::Close(Some(frame))).await;
@@ -325,7 +337,7 @@ impl Outgoing {
 /// that has to wait sets a timer.
 async fn within(
     stall: Duration,
-    write: impl Future<Output = Result<(), axum::Error>>,
+    write: impl Future<Output = Result<(), tokio_tungstenite::tungstenite::Error>>,
 ) -> Result<(), Broken> {
     let mut write = pin!(write);
     let done = match write.as_mut().now_or_never() {
@@ -361,7 +373,24 @@ impl Connection {
     }
 
     async fn send_text(&mut self, text: String) {
-        self.out.send(Message::Text(Utf8Bytes::from(text))).await;
+        if text.len() <= FRAGMENT {
+            self.out.send(Message::Text(Utf8Bytes::from(text))).await;
+            return;
+        }
+        // Fragments may split a character: the client checks UTF-8 on the whole message.
+        let text = Bytes::from(text);
+        let mut start = 0;
+        while start < text.len() {
+            let end = (start + FRAGMENT).min(text.len());
+            let opcode = OpCode::Data(if start == 0 {
+                DataKind::Text
+            } else {
+                DataKind::Continue
+            });
+            let fragment = Frame::message(text.slice(start..end), opcode, end == text.len());
+            self.out.send(Message::Frame(fragment)).await;
+            start = end;
+        }
     }
 
     /// End an operation on the server's side.
