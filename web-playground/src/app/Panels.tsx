@@ -29,6 +29,7 @@ import {
   type VersionsQuery,
 } from '../generated/graphql';
 import type { Notify } from './App';
+import { since, type EventLog } from './events';
 import type { ProjectEvent } from './ProjectView';
 import { LANGUAGES } from './Projects';
 
@@ -67,7 +68,7 @@ export function RunPanel(props: {
   api: Api;
   projectId: string;
   notify: Notify;
-  events: ProjectEvent[];
+  events: EventLog<ProjectEvent>;
   entry: string | null;
   canRun: boolean;
   defaultLanguage: Language;
@@ -129,7 +130,7 @@ export function RunPanel(props: {
 
   // A run anybody in the project starts shows here too.
   useEffect(() => {
-    for (const event of events.slice(seen.current)) {
+    for (const event of since(events, seen.current)) {
       if (event.__typename === 'RunStarted') {
         const started = event;
         setRun((view) =>
@@ -139,7 +140,7 @@ export function RunPanel(props: {
         );
       }
     }
-    seen.current = events.length;
+    seen.current = events.total;
   }, [events]);
 
   const start = async (event?: FormEvent) => {
@@ -234,7 +235,7 @@ export function RunPanel(props: {
   );
 }
 
-export function ChatPanel(props: { resumes: number; api: Api; projectId: string; notify: Notify; events: ProjectEvent[] }) {
+export function ChatPanel(props: { resumes: number; api: Api; projectId: string; notify: Notify; events: EventLog<ProjectEvent> }) {
   const { api, projectId, notify, events, resumes } = props;
   const [messages, setMessages] = useState<MessagePartsFragment[]>([]);
   const [older, setOlder] = useState<string | null>(null);
@@ -267,13 +268,13 @@ export function ChatPanel(props: { resumes: number; api: Api; projectId: string;
   useEffect(() => void load(null), [load, resumes]);
 
   useEffect(() => {
-    for (const event of events.slice(seen.current)) {
+    for (const event of since(events, seen.current)) {
       if (event.__typename === 'MessagePosted') {
         const message = event.message;
         setMessages((list) => (list.some((m) => m.id === message.id) ? list : [...list, message]));
       }
     }
-    seen.current = events.length;
+    seen.current = events.total;
   }, [events]);
 
   const send = async (event: FormEvent) => {

@@ -21,6 +21,7 @@ import {
 } from '../generated/graphql';
 import type { Notify } from './App';
 import { Editor, type Activity } from './Editor';
+import { appended, emptyLog, type EventLog } from './events';
 import { ChatPanel, MembersPanel, RunPanel, VersionsPanel } from './Panels';
 
 export const clientId = crypto.randomUUID();
@@ -40,7 +41,7 @@ export function ProjectView(props: { api: Api; projectId: string; notify: Notify
   const [connection, setConnection] = useState<ConnectionState>(api.state);
   const [pending, setPending] = useState(false);
   const [presence, setPresence] = useState<Presence>([]);
-  const [events, setEvents] = useState<ProjectEvent[]>([]);
+  const [events, setEvents] = useState<EventLog<ProjectEvent>>(emptyLog);
   const [panel, setPanel] = useState<'run' | 'chat' | 'versions' | 'members'>('run');
   const [runRequests, setRunRequests] = useState(0);
   // Bumped on every reconnection: live-only streams (events) may have missed something.
@@ -123,7 +124,7 @@ export function ProjectView(props: { api: Api; projectId: string; notify: Notify
     });
     const stopEvents = api.subscribe(ProjectEventsDocument, { projectId }, {
       next: (data) => {
-        setEvents((list) => [...list.slice(-200), data.projectEvents]);
+        setEvents((log) => appended(log, data.projectEvents));
         const kind = data.projectEvents.__typename;
         if (kind === 'MemberJoined' || kind === 'MemberLeft' || kind === 'MemberRemoved') reloadProject();
       },
