@@ -30,9 +30,10 @@ const APPLICATION_JSON: &str = "application/json";
 /// socket keeps after the largest message it was ever sent.
 const WS_WRITE_BUFFER: usize = 4 * 1024;
 /// What a WebSocket reads at a time. tungstenite zero-fills its read buffer up to its capacity
-/// before every read, so all of it is resident in every connection; frames larger than this
-/// still arrive whole, in more reads.
-const WS_READ_BUFFER: usize = 1024;
+/// before every read, so all of it is resident in every connection, idle or not. A receiver
+/// is sent pings and little else; a frame larger than this (an edit, typically a few hundred
+/// bytes) arrives whole, in more reads, and the buffer keeps the size of the largest.
+const WS_READ_BUFFER: usize = 256;
 
 pub async fn graphql(
     State(state): State<Arc<AppState>>,
@@ -330,18 +331,22 @@ async fn websocket(state: Arc<AppState>, request: Request) -> HttpResponse {
 }
 
 /// The task of one WebSocket connection, from the upgrade to its close. It lives as long as
-/// the connection, so what it holds is part of every idle connection's cost: its arguments
-/// arrive in one box, which an async block would otherwise keep beside the connection's
-/// future for its whole life.
+/// the connection, so what it holds is part of every idle connection's cost: an async block
+/// keeps what it captures for its whole life, so its arguments arrive in a box, emptied and
+/// freed as it starts.
 fn connection(
     on_upgrade: OnUpgrade,
     config: WebSocketConfig,
     state: Arc<AppState>,
     client: Option<schema::budgets::ClientIp>,
 ) -> impl Future<Output = ()> + Send + 'static {
-    let setup = Box::new((on_upgrade, config, state, client));
+    let mut setup = Some(Box::new((on_upgrade, config, state, client)));
     async move {
-        let (on_upgrade, config, state, client) = *setup;
+        // The box is freed at the end of the arm that empties it.
+        let (on_upgrade, config, state, client) = match setup.take() {
+            Some(setup) => *setup,
+            None => return,
+        };
         let Ok(upgraded) = on_upgrade.await else {
             return;
         };
