@@ -148,16 +148,23 @@ pub fn sdl() -> String {
     builder().finish().sdl_with_options(options)
 }
 
-/// What one WebSocket connection's operations share: who is connected, and a batching loader.
-pub fn connection_data(services: &Services, viewer: Viewer) -> async_graphql::Data {
+/// What one WebSocket connection's operations share: who is connected, and their budget of
+/// subscriptions. (Each operation gets a batching loader of its own, see [`user_loader`]: it
+/// caches nothing from one operation to the next, and one per connection would be part of
+/// what every idle connection costs.)
+pub fn connection_data(viewer: Viewer) -> async_graphql::Data {
     let mut data = async_graphql::Data::default();
     data.insert(viewer);
     data.insert(context::SubscriptionBudget::default());
-    data.insert(DataLoader::new(
+    data
+}
+
+/// A loader that batches the user rows one operation asks for.
+pub fn user_loader(services: &Services) -> DataLoader<loaders::UserLoader> {
+    DataLoader::new(
         loaders::UserLoader(services.reads.clone(), services.users.clone()),
         tokio::spawn,
-    ));
-    data
+    )
 }
 
 /// Attach what one request needs: who is asking, and per-request batching caches.
@@ -166,8 +173,5 @@ pub fn prepare(
     services: &Services,
     viewer: Viewer,
 ) -> async_graphql::Request {
-    request.data(viewer).data(DataLoader::new(
-        loaders::UserLoader(services.reads.clone(), services.users.clone()),
-        tokio::spawn,
-    ))
+    request.data(viewer).data(user_loader(services))
 }

@@ -451,7 +451,7 @@ impl Connection {
                         "Forbidden: the access token is invalid or expired",
                     ));
                 }
-                let mut data = schema::connection_data(&self.state.services, viewer);
+                let mut data = schema::connection_data(viewer);
                 if let Some(client) = self.client {
                     data.insert(client);
                 }
@@ -470,7 +470,7 @@ impl Connection {
                         format!("Subscriber for {id} already exists"),
                     ));
                 }
-                let mut request = *payload;
+                let mut request = payload.data(schema::user_loader(&self.state.services));
                 if let Some(selection) = SharedSelection::of(&request) {
                     let (handoff, feed) = LiveHandoff::new(selection);
                     request = request.data(Arc::new(handoff));
