@@ -267,6 +267,7 @@ impl Application {
                     config.rate_limits.per_second,
                     config.rate_limits.burst,
                 )?,
+                selections: Default::default(),
             },
             config.server.max_body_bytes,
             Duration::from_secs(limits.request_timeout_secs.max(1)),

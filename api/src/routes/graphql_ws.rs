@@ -472,7 +472,7 @@ impl Connection {
                 }
                 let mut request = payload.data(schema::user_loader(&self.state.services));
                 if let Some(selection) = SharedSelection::of(&request) {
-                    let (handoff, feed) = LiveHandoff::new(selection);
+                    let (handoff, feed) = LiveHandoff::new(self.state.selections.share(selection));
                     request = request.data(Arc::new(handoff));
                     let feed = futures_util::stream::once(feed)
                         .filter_map(|feed| async move { feed.ok() })

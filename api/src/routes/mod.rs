@@ -36,6 +36,8 @@ pub struct AppState {
     pub trusted_proxies: Arc<crate::ratelimit::TrustedProxies>,
     /// The per-address budget of `/graphql`.
     pub budget: Arc<crate::ratelimit::Budget>,
+    /// The selections of shared `documentUpdates` subscriptions, one copy of each.
+    pub selections: schema::documents::live::Selections,
 }
 
 pub fn router(

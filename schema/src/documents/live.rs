@@ -69,6 +69,38 @@ pub struct SharedSelection {
 /// bound on what clients selecting in ever new ways can make an update hold.
 const FRAMES_PER_UPDATE: usize = 8;
 
+/// Most selections [`Selections`] shares at once.
+const SHARED_SELECTIONS: usize = 64;
+
+/// The selections of the node's shared subscriptions, one copy of each: a hundred subscribers
+/// selecting `{ update seq }` share one, instead of each keeping its own (part of what every
+/// idle subscription costs), and their frames are found by pointer.
+#[derive(Default)]
+pub struct Selections(Mutex<Vec<std::sync::Weak<SharedSelection>>>);
+
+impl Selections {
+    /// The one copy of `selection`. Bounded: when `SHARED_SELECTIONS` different selections
+    /// are all in use (clients selecting in ever new ways), a new one is simply not shared.
+    pub fn share(&self, selection: SharedSelection) -> Arc<SharedSelection> {
+        let mut shared = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(found) = shared
+            .iter()
+            .filter_map(std::sync::Weak::upgrade)
+            .find(|seen| **seen == selection)
+        {
+            return found;
+        }
+        let selection = Arc::new(selection);
+        if shared.len() >= SHARED_SELECTIONS {
+            shared.retain(|seen| seen.strong_count() > 0);
+        }
+        if shared.len() < SHARED_SELECTIONS {
+            shared.push(Arc::downgrade(&selection));
+        }
+        selection
+    }
+}
+
 /// The frames rendered of one update, by selection.
 #[derive(Debug, Default)]
 pub(super) struct Frames(Mutex<Vec<(Arc<SharedSelection>, Arc<str>)>>);
@@ -208,10 +240,10 @@ pub struct LiveHandoff {
 
 impl LiveHandoff {
     /// The handoff to put in the request's data, and where the feed arrives.
-    pub fn new(selection: SharedSelection) -> (Self, oneshot::Receiver<LiveFeed>) {
+    pub fn new(selection: Arc<SharedSelection>) -> (Self, oneshot::Receiver<LiveFeed>) {
         let (to, from) = oneshot::channel();
         let handoff = Self {
-            selection: Arc::new(selection),
+            selection,
             to: Mutex::new(Some(to)),
         };
         (handoff, from)
@@ -239,9 +271,8 @@ impl LiveHandoff {
 /// updates, a resync after lagging, and the end when access is lost.
 pub(super) struct Live {
     updates: broadcast::Receiver<Arc<DocUpdate>>,
-    /// The last update sent, whose version vector a resync starts from (before the first
-    /// live update, the catch-up's version alone).
-    last: Arc<DocUpdate>,
+    /// What the subscriber was sent last, whose version vector a resync starts from.
+    last: Sent,
     /// Keeps the document loaded while the subscription lives.
     entry: Arc<Entry>,
     documents: Documents,
@@ -260,7 +291,7 @@ impl Live {
     ) -> Self {
         Self {
             updates: subscription.live,
-            last: Arc::new(subscription.catch_up),
+            last: Sent::Update(Arc::new(subscription.catch_up)),
             entry: subscription.entry,
             documents,
             revocation,
@@ -272,15 +303,19 @@ impl Live {
     /// subscription keeps only its version vector, not the catch-up itself (a whole document
     /// for a new subscriber, which every idle subscriber would otherwise hold).
     pub(super) fn catch_up(&mut self) -> Arc<DocUpdate> {
-        let version = DocUpdate {
-            seq: None,
-            update: Arc::from(""),
-            author: None,
-            client_id: None,
-            version_vector: self.last.version_vector.clone(),
-            frames: Frames::default(),
-        };
-        std::mem::replace(&mut self.last, Arc::new(version))
+        let version = Sent::Version(self.last.version_vector().into());
+        match std::mem::replace(&mut self.last, version) {
+            Sent::Update(catch_up) => catch_up,
+            // Taken already: what is left of it is its version, with nothing to import.
+            Sent::Version(version) => Arc::new(DocUpdate {
+                seq: None,
+                update: Arc::from(""),
+                author: None,
+                client_id: None,
+                version_vector: version.into(),
+                frames: Frames::default(),
+            }),
+        }
     }
 
     /// The next update to send (a resync, without `seq`, after lagging); an error ends the
@@ -293,7 +328,7 @@ impl Live {
         let update = match received {
             Ok(update) => update,
             Err(RecvError::Lagged(_)) => {
-                let known = self.last.known_version();
+                let known = known_version(self.last.version_vector());
                 // Boxed: a query's future is large, and this one would live in every
                 // subscription's state.
                 match Box::pin(self.documents.resync(&self.entry, &known)).await {
@@ -303,7 +338,7 @@ impl Live {
             }
             Err(RecvError::Closed) => return None,
         };
-        self.last = update.clone();
+        self.last = Sent::Update(update.clone());
         Some(Ok(update))
     }
 }
@@ -359,16 +394,32 @@ impl LiveFeed {
     }
 }
 
-impl DocUpdate {
-    /// The version a subscriber that was sent this update holds.
-    pub(super) fn known_version(&self) -> VersionVector {
-        use base64::Engine;
-        base64::engine::general_purpose::STANDARD
-            .decode(self.version_vector.as_bytes())
-            .ok()
-            .and_then(|bytes| VersionVector::decode(&bytes).ok())
-            .unwrap_or_default()
+/// What a subscription sent last.
+enum Sent {
+    /// An update (the catch-up, until it is taken).
+    Update(Arc<DocUpdate>),
+    /// Only the version vector of a catch-up already sent: its own allocation of a few bytes,
+    /// where a whole update would be kept by every idle subscriber.
+    Version(Box<str>),
+}
+
+impl Sent {
+    fn version_vector(&self) -> &str {
+        match self {
+            Self::Update(update) => &update.version_vector,
+            Self::Version(version) => version,
+        }
     }
+}
+
+/// The version a subscriber holds once sent an update of version vector `encoded` (base64).
+fn known_version(encoded: &str) -> VersionVector {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD
+        .decode(encoded.as_bytes())
+        .ok()
+        .and_then(|bytes| VersionVector::decode(&bytes).ok())
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -378,6 +429,33 @@ mod tests {
     fn selection(query: &str, operation: Option<&str>) -> Option<SharedSelection> {
         let document = async_graphql::parser::parse_query(query).expect("parses");
         SharedSelection::of_document(&document, operation)
+    }
+
+    #[test]
+    fn subscribers_selecting_alike_share_one_selection_and_the_set_is_bounded() {
+        let selections = Selections::default();
+        let query = |fields: &str| {
+            selection(
+                &format!("subscription {{ documentUpdates(projectId: 1) {{ {fields} }} }}"),
+                None,
+            )
+            .expect("shareable")
+        };
+        let one = selections.share(query("update seq"));
+        let two = selections.share(query("update  seq"));
+        assert!(Arc::ptr_eq(&one, &two));
+        assert!(!Arc::ptr_eq(&one, &selections.share(query("seq update"))));
+        // Every place taken by a selection in use: a new one is not shared, and still works.
+        let held: Vec<_> = (0..SHARED_SELECTIONS)
+            .map(|i| selections.share(query(&format!("a{i}: seq"))))
+            .collect();
+        let extra = selections.share(query("b: seq"));
+        assert!(!Arc::ptr_eq(&extra, &selections.share(query("b: seq"))));
+        assert_eq!(extra.root, "documentUpdates");
+        // Places of selections nobody uses any more are taken again.
+        drop((held, one, two));
+        let again = selections.share(query("b: seq"));
+        assert!(Arc::ptr_eq(&again, &selections.share(query("b: seq"))));
     }
 
     #[test]
