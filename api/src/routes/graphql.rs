@@ -435,7 +435,7 @@ mod tests {
         }
         let size = output_size(super::connection);
         assert!(
-            size <= 1024 + 64,
+            size <= 768 + 128,
             "the connection's task takes {size} bytes"
         );
     }
