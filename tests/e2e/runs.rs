@@ -108,6 +108,42 @@ async fn a_late_follower_gets_what_it_missed(app: &TestApp, owner: &TestUser, pr
     assert_eq!(rest.last().unwrap()["run"]["stdout"], "one\ntwo\nthree\n");
 }
 
+/// A follower who subscribes after a run's last output so far, before the worker wrote it to
+/// the row, gets it at once, not when more output or the end comes (nothing after it would
+/// show the follower a gap).
+async fn a_late_follower_gets_the_last_output(app: &TestApp, owner: &TestUser, project: &str) {
+    let source = "import time\nprint('one', flush=True)\ntime.sleep(4)";
+    let id = start(
+        app,
+        owner,
+        json!({ "p": project, "l": "PYTHON", "s": source }),
+    )
+    .await;
+    let mut early = WsClient::connect(app, Some(&owner.access)).await;
+    let sub = early.subscribe(EVENTS, json!({ "id": id })).await;
+    wait_for_output(&mut early, &sub, "one\n").await;
+    let mut late = WsClient::connect(app, Some(&owner.access)).await;
+    let sub = late.subscribe(EVENTS, json!({ "id": id })).await;
+    loop {
+        let event = late.next(&sub).await.data()["runEvents"].clone();
+        assert_ne!(
+            event["__typename"], "RunFinished",
+            "the output came only with the end"
+        );
+        if event["__typename"] == "RunOutput" {
+            assert_eq!(
+                (event["data"].as_str(), event["seq"].as_i64()),
+                (Some("one\n"), Some(1))
+            );
+            break;
+        }
+    }
+    assert_eq!(
+        follow_on(&mut late, &sub).await.last().unwrap()["run"]["stdout"],
+        "one\n"
+    );
+}
+
 fn streamed(events: &[Value], stream: &str) -> String {
     events
         .iter()
@@ -146,6 +182,7 @@ backend_tests! {
         let owner = app.sign_up("owner").await;
         let project = project_of(&app, &owner).await;
         a_late_follower_gets_what_it_missed(&app, &owner, &project).await;
+        a_late_follower_gets_the_last_output(&app, &owner, &project).await;
     }
 
     async fn a_requeued_run_never_runs_twice_at_once(app) {
@@ -568,6 +605,7 @@ async fn a_worker_process_holds_no_secret_and_hears_only_run_signals() {
 
             // A replay is asked of the worker process over run control, like a cancel.
             a_late_follower_gets_what_it_missed(&app, &owner, &project).await;
+            a_late_follower_gets_the_last_output(&app, &owner, &project).await;
 
             // Still only the API node listens to what the project shares.
             assert_eq!(listeners(&app).await, [1, 1, 2]);

@@ -516,6 +516,10 @@ impl RunsSubscription {
                 yield Ok(RunEvent::RunFinished(Box::new(RunFinished { run: Run(run) })));
                 return;
             }
+            // The row holds the output of the last heartbeat: what was published since went by
+            // before this follower listened, and nothing would show the gap until more output
+            // came. The worker publishes it again (those that have it skip it by its number).
+            services.bus.publish_run(id, RunSignal::Replay { after: run.output_seq });
             let mut order = InOrder::after(run.output_seq);
             loop {
                 let deadline = order.deadline();
