@@ -213,7 +213,7 @@ export function RunPanel(props: {
         {!props.canRun && <p className="muted">Viewers cannot run code.</p>}
       </form>
       {run && (
-        <div className="run" data-testid="run-view" data-status={run.status}>
+        <div className="run" data-testid="run-view" data-status={run.status} data-run={run.id}>
           <p>
             <strong data-testid="run-status">{run.status}</strong>
             {run.by ? ` · started by ${run.by}` : ''}

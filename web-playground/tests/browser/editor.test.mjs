@@ -146,8 +146,10 @@ test('two people edit, see each other, run, go offline, and restore a version', 
   // Ctrl+Enter in the editor runs the file, with what is typed as stdin; a run can be cancelled.
   await pageB.getByLabel('Input (stdin)').fill('ignored');
   await placeCursorAfter(pageB, '# BOB');
+  // A new run shows (by its id: on a fast machine a run may be over before its status is seen).
+  const previousRun = await pageB.getByTestId('run-view').getAttribute('data-run');
   await pageB.keyboard.press('Control+Enter');
-  await until('bob\'s run to start', async () => (await pageB.getByTestId('run-status').textContent()) !== 'SUCCEEDED');
+  await until('bob\'s run to start', async () => (await pageB.getByTestId('run-view').getAttribute('data-run')) !== previousRun);
   await until('bob\'s run to finish', async () => (await pageB.getByTestId('run-status').textContent()) === 'SUCCEEDED', 60_000);
   const slow = await server.gql(
     'mutation($p: ID!) { runCode(projectId: $p, language: PYTHON, source: "import time\\nprint(1, flush=True)\\ntime.sleep(30)") { id } }',
