@@ -72,11 +72,14 @@ async fn wait_for_output(ws: &mut WsClient, sub: &str, data: &str) {
     while ws.next(sub).await.data()["runEvents"]["data"] != data {}
 }
 
-/// A follower who subscribes after output was published but before the worker wrote it to
-/// the row (it does at heartbeats, each second) still gets all of it, in order, numbered
-/// without a gap, while the run goes on: the worker replays what the follower missed.
-async fn a_late_follower_gets_what_it_missed(app: &TestApp, owner: &TestUser, project: &str) {
-    let source = "import time\nprint('one', flush=True)\ntime.sleep(0.3)\nprint('two', flush=True)\ntime.sleep(3)\nprint('three')";
+/// Start a Python run of `source`, which prints `one` first; once an early follower has that
+/// output, a late one subscribes. The early socket, the late one, and the late subscription.
+async fn follow_after_one(
+    app: &TestApp,
+    owner: &TestUser,
+    project: &str,
+    source: &str,
+) -> (WsClient, WsClient, String) {
     let id = start(
         app,
         owner,
@@ -88,6 +91,15 @@ async fn a_late_follower_gets_what_it_missed(app: &TestApp, owner: &TestUser, pr
     wait_for_output(&mut early, &sub, "one\n").await;
     let mut late = WsClient::connect(app, Some(&owner.access)).await;
     let sub = late.subscribe(EVENTS, json!({ "id": id })).await;
+    (early, late, sub)
+}
+
+/// A follower who subscribes after output was published but before the worker wrote it to
+/// the row (it does at heartbeats, each second) still gets all of it, in order, numbered
+/// without a gap, while the run goes on: the worker replays what the follower missed.
+async fn a_late_follower_gets_what_it_missed(app: &TestApp, owner: &TestUser, project: &str) {
+    let source = "import time\nprint('one', flush=True)\ntime.sleep(0.3)\nprint('two', flush=True)\ntime.sleep(3)\nprint('three')";
+    let (_early, mut late, sub) = follow_after_one(app, owner, project, source).await;
     let mut output = Vec::new();
     let mut seqs = Vec::new();
     while output.concat() != "one\ntwo\n" {
@@ -113,17 +125,7 @@ async fn a_late_follower_gets_what_it_missed(app: &TestApp, owner: &TestUser, pr
 /// show the follower a gap).
 async fn a_late_follower_gets_the_last_output(app: &TestApp, owner: &TestUser, project: &str) {
     let source = "import time\nprint('one', flush=True)\ntime.sleep(4)";
-    let id = start(
-        app,
-        owner,
-        json!({ "p": project, "l": "PYTHON", "s": source }),
-    )
-    .await;
-    let mut early = WsClient::connect(app, Some(&owner.access)).await;
-    let sub = early.subscribe(EVENTS, json!({ "id": id })).await;
-    wait_for_output(&mut early, &sub, "one\n").await;
-    let mut late = WsClient::connect(app, Some(&owner.access)).await;
-    let sub = late.subscribe(EVENTS, json!({ "id": id })).await;
+    let (_early, mut late, sub) = follow_after_one(app, owner, project, source).await;
     loop {
         let event = late.next(&sub).await.data()["runEvents"].clone();
         assert_ne!(
