@@ -247,24 +247,16 @@ pub async fn graphql_get(State(state): State<Arc<AppState>>, request: Request) -
 async fn websocket(state: Arc<AppState>, request: Request) -> HttpResponse {
     let (mut parts, _) = request.into_parts();
     let headers = &parts.headers;
-    let offers_protocol = headers
-        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|p| p.trim() == graphql_ws::PROTOCOL);
+    let offers_protocol =
+        tokens(headers, header::SEC_WEBSOCKET_PROTOCOL).any(|p| p == graphql_ws::PROTOCOL);
     if !offers_protocol {
         return error_response(
             StatusCode::BAD_REQUEST,
             format!("ask for the {} WebSocket subprotocol", graphql_ws::PROTOCOL),
         );
     }
-    let asks_upgrade = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|token| token.trim().eq_ignore_ascii_case("upgrade"));
+    let asks_upgrade =
+        tokens(headers, header::CONNECTION).any(|token| token.eq_ignore_ascii_case("upgrade"));
     if !asks_upgrade {
         return error_response(
             StatusCode::BAD_REQUEST,
@@ -359,6 +351,16 @@ fn connection(
         graphql_ws::serve(socket, state, settings, shutdown, client).await;
         metrics.websocket_closed();
     }
+}
+
+/// The comma-separated tokens of every `name` header, trimmed.
+fn tokens(headers: &HeaderMap, name: header::HeaderName) -> impl Iterator<Item = &str> {
+    headers
+        .get_all(name)
+        .into_iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
 }
 
 /// `Sec-WebSocket-Key`: 16 bytes in base64, which is 22 characters of the alphabet and `==`.
