@@ -483,16 +483,16 @@ backend_tests! {
         let small_frames = WebSocketConfig::default().max_frame_size(Some(8 * 1024));
         let mut ws = WsClient::connect_with(&app, Some(&team.editor.access), small_frames).await;
         let sub = ws.subscribe(LIVE, json!({ "p": team.project })).await;
-        let doc = LoroDoc::new();
-        let catch_up = ws.next(&sub).await;
-        doc.import(&STANDARD.decode(catch_up.data()["documentUpdates"]["update"].as_str().unwrap()).unwrap()).unwrap();
-        assert_eq!(text_of(&doc, "big.txt").unwrap().to_string(), big);
+        let mut bob = Peer { doc: LoroDoc::new(), ws, sub, name: "bob".into(), project: team.project.clone() };
+        let catch_up = bob.ws.next(&bob.sub).await;
+        bob.import(&catch_up);
+        assert_eq!(bob.text("big.txt").to_string(), big);
         // A live update of 50 KiB, with characters of several bytes that fragments may split.
         let paste = "ünïcödé ✓ 🦀 ".repeat(3000);
         alice.edit(|p| p.text("big.txt").insert(0, &paste).unwrap()).await;
-        let live = ws.next(&sub).await;
-        doc.import(&STANDARD.decode(live.data()["documentUpdates"]["update"].as_str().unwrap()).unwrap()).unwrap();
-        assert_eq!(text_of(&doc, "big.txt").unwrap().to_string(), format!("{paste}{big}"));
+        let live = bob.ws.next(&bob.sub).await;
+        bob.import(&live);
+        assert_eq!(bob.text("big.txt").to_string(), format!("{paste}{big}"));
     }
 
     async fn a_reconnecting_client_gets_exactly_what_it_missed(app) {
