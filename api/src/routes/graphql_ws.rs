@@ -8,15 +8,16 @@
 //! then `subscribe` / `next`* / (`error` | `complete`) per operation id, `ping` / `pong` at any
 //! time, and close codes for every misuse.
 
-use std::collections::HashSet;
-use std::pin::pin;
+use std::collections::{HashMap, HashSet};
+use std::pin::{Pin, pin};
 use std::sync::Arc;
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use async_graphql::{Data, Response, Value};
 use futures_util::future::OptionFuture;
-use futures_util::stream::{BoxStream, SplitSink};
-use futures_util::{FutureExt, SinkExt, StreamExt};
+use futures_util::stream::{AbortHandle, Abortable, BoxStream, SelectAll, SplitSink};
+use futures_util::{FutureExt, SinkExt, Stream, StreamExt};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use schema::Viewer;
@@ -150,7 +151,7 @@ pub fn serve(
         },
         data: None,
         client,
-        operations: StreamMap::new(),
+        operations: Operations::default(),
         feeds: StreamMap::new(),
         handoffs: StreamMap::new(),
         answered: HashSet::new(),
@@ -174,7 +175,7 @@ pub fn serve(
                     // The protocol's way to end operations the server will not finish.
                     let ids: Vec<String> = connection
                         .operations
-                        .keys()
+                        .ids()
                         .chain(connection.feeds.keys())
                         .cloned()
                         .collect();
@@ -216,7 +217,7 @@ pub fn serve(
                         init_timer = None;
                     }
                 }
-                Some((id, response)) = connection.operations.next(), if !connection.operations.is_empty() => {
+                Some((id, response)) = connection.operations.next(), if connection.operations.is_polled() => {
                     Box::pin(connection.answer(id, response)).await;
                 }
                 Some((id, frame)) = connection.feeds.next(), if !connection.feeds.is_empty() => {
@@ -354,6 +355,92 @@ async fn within(
     done.map_err(|_| Broken::Failed)
 }
 
+/// The operations in flight on one socket, by id.
+///
+/// Not tokio-stream's `StreamMap`, which polls every stream it holds whenever any one of them
+/// wakes: a client pipelining edits had up to `MAX_OPERATIONS` async-graphql executions polled
+/// for every answer. `SelectAll` polls only the streams that woke. It cannot take a stream out,
+/// so an operation ended early is aborted, and dropped the next time the set is polled (the
+/// abort wakes it).
+#[derive(Default)]
+struct Operations {
+    /// `None` once nothing is left in it: an empty `SelectAll` still holds two allocations,
+    /// and a typical connection runs no operation for hours.
+    running: Option<SelectAll<Running>>,
+    /// The operations not ended, by id.
+    handles: HashMap<String, AbortHandle>,
+}
+
+/// One operation in the set, with its id.
+struct Running {
+    id: String,
+    responses: Abortable<Operation>,
+}
+
+impl Stream for Running {
+    type Item = (String, Option<Box<Response>>);
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let response = ready!(self.responses.poll_next_unpin(cx));
+        Poll::Ready(response.map(|response| (self.id.clone(), response)))
+    }
+}
+
+impl Operations {
+    /// How many have not ended.
+    fn len(&self) -> usize {
+        self.handles.len()
+    }
+
+    fn contains(&self, id: &str) -> bool {
+        self.handles.contains_key(id)
+    }
+
+    fn ids(&self) -> impl Iterator<Item = &String> {
+        self.handles.keys()
+    }
+
+    fn insert(&mut self, id: String, responses: Operation) {
+        let (handle, registration) = AbortHandle::new_pair();
+        if let Some(previous) = self.handles.insert(id.clone(), handle) {
+            previous.abort();
+        }
+        let responses = Abortable::new(responses, registration);
+        self.running
+            .get_or_insert_with(SelectAll::new)
+            .push(Running { id, responses });
+    }
+
+    fn remove(&mut self, id: &str) {
+        if let Some(handle) = self.handles.remove(id) {
+            handle.abort();
+        }
+        if self.handles.is_empty() {
+            self.handles = HashMap::new();
+        }
+    }
+
+    /// Whether the set holds streams, ended ones among them, that have not been dropped.
+    fn is_polled(&self) -> bool {
+        self.running.is_some()
+    }
+}
+
+impl Stream for Operations {
+    type Item = (String, Option<Box<Response>>);
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let Some(running) = self.running.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let next = ready!(running.poll_next_unpin(cx));
+        if next.is_none() {
+            self.running = None;
+        }
+        Poll::Ready(next)
+    }
+}
+
 struct Connection {
     state: Arc<AppState>,
     out: Outgoing,
@@ -361,7 +448,7 @@ struct Connection {
     data: Option<Arc<Data>>,
     /// The client's address, for the budgets of what it asks.
     client: Option<schema::budgets::ClientIp>,
-    operations: StreamMap<String, Operation>,
+    operations: Operations,
     /// Shared subscriptions' live parts, by the id of their operation.
     feeds: StreamMap<String, Feed>,
     /// Shared subscriptions whose catch-up is on its way.
@@ -420,9 +507,6 @@ impl Connection {
     /// subscription for hours, and the operations that set it up would otherwise leave
     /// their places behind (about 300 bytes).
     fn let_go_of_empty(&mut self) {
-        if self.operations.is_empty() {
-            self.operations = StreamMap::new();
-        }
         if self.handoffs.is_empty() {
             self.handoffs = StreamMap::new();
         }
@@ -468,14 +552,14 @@ impl Connection {
                 let Some(data) = self.data.clone() else {
                     return Err(Closing::new(close::UNAUTHORIZED, "Unauthorized"));
                 };
-                if self.operations.contains_key(&id) || self.feeds.contains_key(&id) {
+                if self.operations.contains(&id) || self.feeds.contains_key(&id) {
                     return Err(Closing::new(
                         close::SUBSCRIBER_EXISTS,
                         format!("Subscriber for {id} already exists"),
                     ));
                 }
                 let mut request = payload.data(schema::user_loader(&self.state.services));
-                if let Some(selection) = SharedSelection::of(&request) {
+                if let Some(selection) = SharedSelection::of(&mut request) {
                     let (handoff, feed) = LiveHandoff::new(self.state.selections.share(selection));
                     request = request.data(Arc::new(handoff));
                     let feed = futures_util::stream::once(feed)
