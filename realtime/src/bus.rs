@@ -1,5 +1,6 @@
 //! The bus: local delivery plus, when Redis is configured, delivery to every other node.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -48,6 +49,10 @@ pub struct Bus {
     redis: Option<RedisLink>,
     interest: Interest,
     head_check: Option<Duration>,
+    /// Moves whenever a project's memberships or visibility may have changed, on this node
+    /// or another, and when the link to the other nodes comes back (what it missed is
+    /// unknown): see [`Bus::access_epoch`].
+    access_epoch: AtomicU64,
     /// The Redis link's loops and the delivery of what they hear, stopped and awaited by
     /// [`Bus::shutdown`].
     tasks: TaskTracker,
@@ -140,6 +145,7 @@ impl Bus {
             redis,
             interest,
             head_check: None,
+            access_epoch: AtomicU64::new(0),
             tasks: TaskTracker::new(),
             stop: CancellationToken::new(),
         }
@@ -188,10 +194,25 @@ impl Bus {
 
     /// A project's signal to this node's subscribers.
     fn deliver_project(&self, project: Uuid, signal: Arc<ProjectSignal>) {
-        if matches!(*signal, ProjectSignal::Event(_)) {
+        if let ProjectSignal::Event(event) = &*signal {
+            if event.changes_access() {
+                self.access_changed();
+            }
             self.events.send(project, signal.clone());
         }
         self.projects.send(project, signal);
+    }
+
+    /// A number that moves whenever somebody's access to some project may have changed.
+    /// A permission check remembered for a while is still right only while it has not
+    /// moved since just before the check was made. It counts for every project at once:
+    /// memberships change rarely, edits all the time.
+    pub fn access_epoch(&self) -> u64 {
+        self.access_epoch.load(Ordering::Acquire)
+    }
+
+    fn access_changed(&self) {
+        self.access_epoch.fetch_add(1, Ordering::AcqRel);
     }
 
     /// Tell everybody following `project`, on every node, that `event` happened.
@@ -256,6 +277,8 @@ async fn deliver_inbound(bus: std::sync::Weak<Bus>, mut inbound: mpsc::Receiver<
         match item {
             // Only a node that hears documents holds any.
             Inbound::Reconnected if bus.interest == Interest::Everything => {
+                // Whatever changed elsewhere meanwhile was not heard.
+                bus.access_changed();
                 let _ = bus.remote_docs.send(RemoteDoc::Resync).await;
             }
             Inbound::Reconnected => {}

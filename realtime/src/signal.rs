@@ -128,6 +128,19 @@ impl ProjectEvent {
         }
     }
 
+    /// Whether anybody's role in the project, or the project itself, changed with this
+    /// event: what a cached permission check may no longer be right about.
+    pub fn changes_access(&self) -> bool {
+        matches!(
+            self,
+            Self::MemberRoleChanged { .. }
+                | Self::MemberLeft { .. }
+                | Self::MemberRemoved { .. }
+                | Self::ProjectDeleted
+                | Self::VisibilityChanged { .. }
+        )
+    }
+
     /// Whether `user` may have lost access with this event (it depends on the project's
     /// visibility and their role, so access is checked again).
     pub fn may_revoke(&self, user: Option<Uuid>) -> bool {

@@ -218,6 +218,32 @@ async fn apply_http(
     .await
 }
 
+/// Send an edit inserting `text` at the start of `a.py` that the server must refuse; returns
+/// the error's code and takes the edit back out of the peer's document.
+async fn try_edit(peer: &mut Peer, text: &str) -> String {
+    let before = peer.doc.oplog_vv();
+    let doc = peer.doc.fork();
+    doc.get_map("files")
+        .ensure_mergeable_text("a.py")
+        .unwrap()
+        .insert(0, text)
+        .unwrap();
+    doc.commit();
+    let update = doc.export(ExportMode::updates(&before)).unwrap();
+    let answer = peer
+        .ws
+        .request(
+            APPLY,
+            json!({ "p": peer.project, "u": STANDARD.encode(update) }),
+        )
+        .await;
+    assert!(answer["data"].is_null(), "{answer}");
+    answer["errors"][0]["extensions"]["code"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
 /// Everything the database holds for a project's document, base64: snapshot, then the log.
 async fn stored_blobs(app: &TestApp, project: &str) -> Vec<String> {
     use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
@@ -363,6 +389,33 @@ backend_tests! {
         assert_eq!(answer["errors"][0]["extensions"]["code"], "FORBIDDEN");
         assert_eq!(app.count("document_updates").await, 0);
         assert_eq!(server_files(&app, &team.owner.access, &team.project).await, json!({}));
+    }
+
+    async fn edit_rights_end_with_the_role_at_once(app) {
+        // An edit skips the permission check for a moment after one passed (see
+        // Documents::edit_granted); a change of role or membership voids that at once.
+        let team = team(&app).await;
+        let mut editor = Peer::join(&app, &team.editor, &team.project, 62).await;
+        editor.edit(|p| p.text("a.py").insert(0, "a").unwrap()).await;
+        let owner_sets = |query: &'static str, role: Option<&'static str>| {
+            let (app, team) = (&app, &team);
+            async move {
+                app.gql_as(&team.owner.access, query, json!({ "p": team.project, "u": team.editor.id, "r": role }))
+                    .await
+                    .data();
+            }
+        };
+        let set_role = "mutation($p: ID!, $u: ID!, $r: ProjectRole!) { setMemberRole(projectId: $p, userId: $u, role: $r) { role } }";
+        owner_sets(set_role, Some("VIEWER")).await;
+        assert_eq!(try_edit(&mut editor, "b").await, "FORBIDDEN");
+        owner_sets(set_role, Some("EDITOR")).await;
+        editor.edit(|p| p.text("a.py").insert(0, "c").unwrap()).await;
+        owner_sets("mutation($p: ID!, $u: ID!) { removeMember(projectId: $p, userId: $u) { id } }", None).await;
+        assert_eq!(try_edit(&mut editor, "d").await, "NOT_FOUND");
+        // Over HTTP too, and only the two edits made while allowed are stored.
+        apply_http(&app, &team.editor.access, &team.project, &new_file_update("x.py", "x")).await.assert_error("NOT_FOUND", None);
+        assert_eq!(app.count("document_updates").await, 2);
+        assert_eq!(server_files(&app, &team.owner.access, &team.project).await, json!({ "a.py": "ca" }));
     }
 
     async fn bad_updates_are_refused_and_change_nothing(app) {
@@ -1037,6 +1090,47 @@ backend_tests! {
         assert_eq!(ended.code(), "FORBIDDEN");
         assert!(matches!(editor.ws.next(&editor.sub).await, Event::Complete));
     }
+}
+
+/// A change of role made on one node voids, on the other, the permission an editor's edits
+/// there were just found to have (heard through Redis), not only a second later.
+#[tokio::test]
+async fn a_change_of_role_on_one_node_stops_edits_on_another_at_once() {
+    codecrafter_tests::run_with(
+        codecrafter_tests::Backend::Postgres,
+        |config| {
+            config.redis.url = Some(secrecy::SecretString::from("redis://127.0.0.1:6379"));
+            config.redis.channel = format!("cc-test-{}", uuid::Uuid::new_v4());
+        },
+        |app| async move {
+            let node_b = app.spawn_node().await;
+            let team = team(&app).await;
+            let mut editor = Peer::join(&node_b, &team.editor, &team.project, 63).await;
+            let mut events = WsClient::connect(&node_b, Some(&team.viewer.access)).await;
+            let heard = events
+                .subscribe(
+                    "subscription($p: ID!) { projectEvents(projectId: $p) { __typename } }",
+                    json!({ "p": team.project }),
+                )
+                .await;
+            editor.edit(|p| p.text("a.py").insert(0, "a").unwrap()).await;
+            app.gql_as(
+                &team.owner.access,
+                "mutation($p: ID!, $u: ID!) { setMemberRole(projectId: $p, userId: $u, role: VIEWER) { role } }",
+                json!({ "p": team.project, "u": team.editor.id }),
+            )
+            .await
+            .data();
+            let event = events.next(&heard).await;
+            assert_eq!(event.data()["projectEvents"]["__typename"], "MemberRoleChanged");
+            assert_eq!(try_edit(&mut editor, "b").await, "FORBIDDEN");
+            assert_eq!(
+                server_files(&app, &team.owner.access, &team.project).await,
+                json!({ "a.py": "a" })
+            );
+        },
+    )
+    .await;
 }
 
 /// Several clients edit at random, at the same time, through two API nodes that share
