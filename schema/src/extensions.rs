@@ -83,12 +83,13 @@ pub struct RequestLimits {
 }
 
 impl RequestLimits {
-    pub fn new(options: &crate::SchemaOptions) -> Self {
+    /// Keeping what it parses in `parsed`.
+    pub fn new(options: &crate::SchemaOptions, parsed: Arc<ParsedDocuments>) -> Self {
         Self {
             max_variables_bytes: options.max_variables_bytes,
             introspection: options.introspection,
             query_timeout: options.query_timeout,
-            parsed: Arc::new(ParsedDocuments::new()),
+            parsed,
         }
     }
 }
@@ -109,7 +110,11 @@ impl ExtensionFactory for RequestLimits {
 /// again, and parsing was the largest step of a small query before its execution (7 % of the
 /// CPU of `project(id)` under load); a clone of the parsed document costs far less. Bounded by
 /// an estimate of the documents' memory; only documents within every limit are kept.
-struct ParsedDocuments(quick_cache::sync::Cache<String, ExecutableDocument, DocumentWeight>);
+/// Shared ([`crate::Services::parsed`]) with the graphql-ws route, which looks at a document
+/// before executing it (`documents::live::SharedSelection::of`).
+pub struct ParsedDocuments(
+    quick_cache::sync::Cache<String, Arc<ExecutableDocument>, DocumentWeight>,
+);
 
 /// Longest text whose document is kept.
 const MOST_CACHED_QUERY_BYTES: usize = 4 * 1024;
@@ -121,13 +126,30 @@ const DOCUMENT_BYTES_PER_TEXT_BYTE: u64 = 64;
 #[derive(Clone)]
 struct DocumentWeight;
 
-impl quick_cache::Weighter<String, ExecutableDocument> for DocumentWeight {
-    fn weight(&self, text: &String, _: &ExecutableDocument) -> u64 {
+impl quick_cache::Weighter<String, Arc<ExecutableDocument>> for DocumentWeight {
+    fn weight(&self, text: &String, _: &Arc<ExecutableDocument>) -> u64 {
         text.len() as u64 * DOCUMENT_BYTES_PER_TEXT_BYTE
     }
 }
 
+impl Default for ParsedDocuments {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl ParsedDocuments {
+    /// The document kept for `text`, if any: what parsing it would give, once it passed
+    /// every limit.
+    pub fn get(&self, text: &str) -> Option<Arc<ExecutableDocument>> {
+        self.0.get(text)
+    }
+
+    /// Keep `document`, parsed from `text` (within every limit).
+    pub(crate) fn keep(&self, text: String, document: ExecutableDocument) {
+        self.0.insert(text, Arc::new(document));
+    }
+
     fn new() -> Self {
         let typical = 512 * DOCUMENT_BYTES_PER_TEXT_BYTE;
         Self(quick_cache::sync::Cache::with_weighter(
@@ -159,7 +181,7 @@ impl Extension for RequestLimitsExtension {
         limits::check_variables(&request.variables, self.max_variables_bytes)?;
         let to_keep = match self.parsed.0.get(request.query.as_str()) {
             Some(document) => {
-                request.set_parsed_query(document);
+                request.set_parsed_query(ExecutableDocument::clone(&document));
                 None
             }
             None => (request.query.len() <= MOST_CACHED_QUERY_BYTES).then(|| request.query.clone()),
@@ -181,7 +203,7 @@ impl Extension for RequestLimitsExtension {
                 .all(|(_, operation)| operation.node.ty == OperationType::Query);
             self.only_queries.store(only_queries, Ordering::Relaxed);
             if let Some(text) = to_keep {
-                self.parsed.0.insert(text, document.clone());
+                self.parsed.keep(text, document.clone());
             }
         }
         next.run(ctx, request).await
@@ -604,9 +626,10 @@ mod tests {
         let document = async_graphql::parser::parse_query("{ me { id } }").expect("parses");
         // Filling it far beyond its bound leaves it within the bound.
         for n in 0..20_000 {
-            parsed
-                .0
-                .insert(format!("{{ me {{ id }} }} # {n:0>400}"), document.clone());
+            parsed.0.insert(
+                format!("{{ me {{ id }} }} # {n:0>400}"),
+                Arc::new(document.clone()),
+            );
         }
         assert!(parsed.0.weight() <= CACHED_DOCUMENTS_BYTES);
         assert!(parsed.0.len() < 20_000);

@@ -10,7 +10,7 @@ pub mod context;
 pub mod documents;
 pub mod error;
 pub mod events;
-mod extensions;
+pub mod extensions;
 pub mod limits;
 pub mod loaders;
 pub mod metrics;
@@ -119,7 +119,10 @@ pub fn build(services: Services, options: &SchemaOptions) -> AppSchema {
         .extension(extensions::ObserveOperations {
             metrics: services.metrics.clone(),
         })
-        .extension(extensions::RequestLimits::new(options))
+        .extension(extensions::RequestLimits::new(
+            options,
+            services.parsed.clone(),
+        ))
         .data(services);
     let builder = match &options.budgets {
         Some(settings) => builder.extension(budgets::OperationBudgets::new(settings, limits)),
@@ -137,7 +140,10 @@ pub fn build(services: Services, options: &SchemaOptions) -> AppSchema {
 /// request path without a database.
 pub fn validator(options: &SchemaOptions) -> AppSchema {
     builder()
-        .extension(extensions::RequestLimits::new(options))
+        .extension(extensions::RequestLimits::new(
+            options,
+            std::sync::Arc::default(),
+        ))
         .extension(extensions::ValidateOnly)
         .finish()
 }

@@ -41,6 +41,8 @@ pub struct Services {
     /// Who is online in each project (a replica per project followed on this node).
     pub presence: Presence,
     pub runs: Arc<Runs>,
+    /// Documents parsed lately, by their text (see [`crate::extensions::ParsedDocuments`]).
+    pub parsed: Arc<crate::extensions::ParsedDocuments>,
 }
 
 impl Services {
@@ -68,6 +70,7 @@ impl Services {
             documents,
             presence,
             runs: Arc::new(runs),
+            parsed: Arc::default(),
         }
     }
 

@@ -559,7 +559,9 @@ impl Connection {
                     ));
                 }
                 let mut request = payload.data(schema::user_loader(&self.state.services));
-                if let Some(selection) = SharedSelection::of(&mut request) {
+                if let Some(selection) =
+                    SharedSelection::of(&mut request, &self.state.services.parsed)
+                {
                     let (handoff, feed) = LiveHandoff::new(self.state.selections.share(selection));
                     request = request.data(Arc::new(handoff));
                     let feed = futures_util::stream::once(feed)

@@ -110,11 +110,16 @@ impl SharedSelection {
     /// update's own scalars, with no fragments or directives; `None` sends it down the
     /// ordinary path (which also reports whatever is wrong with it).
     ///
-    /// The document parsed here stays in `request`, and execution does not parse it again
-    /// (an edit sent over graphql-ws was parsed twice, about 5 % of the server's time in a
-    /// burst of pipelined edits). Parsed only once it passed [`crate::limits::scan`], as execution
-    /// would.
-    pub fn of(request: &mut async_graphql::Request) -> Option<Self> {
+    /// Looked up among the documents parsed lately (`parsed`, as execution will look it up);
+    /// one that is not there is parsed here, only once it passed [`crate::limits::scan`] as
+    /// execution would, and stays in `request` so that execution does not parse it again.
+    pub fn of(
+        request: &mut async_graphql::Request,
+        parsed: &crate::extensions::ParsedDocuments,
+    ) -> Option<Self> {
+        if let Some(document) = parsed.get(&request.query) {
+            return Self::of_document(&document, request.operation_name.as_deref());
+        }
         crate::limits::scan(&request.query).ok()?;
         // Taken out for the moment the document borrows the request, not copied.
         let operation_name = request.operation_name.take();
@@ -441,6 +446,38 @@ mod tests {
     fn selection(query: &str, operation: Option<&str>) -> Option<SharedSelection> {
         let document = async_graphql::parser::parse_query(query).expect("parses");
         SharedSelection::of_document(&document, operation)
+    }
+
+    #[test]
+    fn a_document_parsed_lately_is_looked_up_and_not_parsed_again() {
+        let parsed = crate::extensions::ParsedDocuments::default();
+        let text = "subscription { documentUpdates(projectId: 1) { update seq } }";
+        let mut request = async_graphql::Request::new(text);
+        let first = SharedSelection::of(&mut request, &parsed).expect("shareable");
+        assert_eq!(
+            first.fields,
+            [("update".into(), Field::Update), ("seq".into(), Field::Seq)]
+        );
+        // What is kept under a text is what is looked at (kept here under another's text, to
+        // tell the two apart), and a request found there is left for execution to take it.
+        let other = async_graphql::parser::parse_query(
+            "subscription { documentUpdates(projectId: 1) { seq } }",
+        )
+        .expect("parses");
+        parsed.keep(text.into(), other);
+        let mut again = async_graphql::Request::new(text);
+        let looked_up = SharedSelection::of(&mut again, &parsed).expect("shareable");
+        assert_eq!(looked_up.fields, [("seq".into(), Field::Seq)]);
+        // Nothing is looked up for a text that is not kept, nor parsed past the limits.
+        let deep = format!(
+            "subscription {}{}",
+            "{ a ".repeat(10_000),
+            "}".repeat(10_000)
+        );
+        assert_eq!(
+            SharedSelection::of(&mut async_graphql::Request::new(deep), &parsed),
+            None
+        );
     }
 
     #[test]
