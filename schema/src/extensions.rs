@@ -626,10 +626,7 @@ mod tests {
         let document = async_graphql::parser::parse_query("{ me { id } }").expect("parses");
         // Filling it far beyond its bound leaves it within the bound.
         for n in 0..20_000 {
-            parsed.0.insert(
-                format!("{{ me {{ id }} }} # {n:0>400}"),
-                Arc::new(document.clone()),
-            );
+            parsed.keep(format!("{{ me {{ id }} }} # {n:0>400}"), document.clone());
         }
         assert!(parsed.0.weight() <= CACHED_DOCUMENTS_BYTES);
         assert!(parsed.0.len() < 20_000);

@@ -10,7 +10,7 @@ pub mod context;
 pub mod documents;
 pub mod error;
 pub mod events;
-pub mod extensions;
+mod extensions;
 pub mod limits;
 pub mod loaders;
 pub mod metrics;
@@ -33,6 +33,7 @@ use async_graphql::{MergedObject, MergedSubscription, Schema};
 pub use realtime;
 
 pub use context::{AuthUser, Viewer};
+pub use extensions::ParsedDocuments;
 pub use extensions::fill_codes;
 pub use state::Services;
 

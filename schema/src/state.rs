@@ -41,8 +41,8 @@ pub struct Services {
     /// Who is online in each project (a replica per project followed on this node).
     pub presence: Presence,
     pub runs: Arc<Runs>,
-    /// Documents parsed lately, by their text (see [`crate::extensions::ParsedDocuments`]).
-    pub parsed: Arc<crate::extensions::ParsedDocuments>,
+    /// Documents parsed lately, by their text (see [`crate::ParsedDocuments`]).
+    pub parsed: Arc<crate::ParsedDocuments>,
 }
 
 impl Services {

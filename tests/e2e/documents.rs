@@ -123,15 +123,15 @@ impl Peer {
         change(self);
         self.doc.commit();
         let update = self.doc.export(ExportMode::updates(&before)).unwrap();
-        let answer = self
-            .ws
-            .request(
-                APPLY,
-                json!({ "p": self.project, "u": STANDARD.encode(update), "c": self.name }),
-            )
-            .await;
+        let answer = self.send(&update).await;
         assert!(answer.get("errors").is_none(), "{answer}");
         answer["data"]["applyUpdate"].clone()
+    }
+
+    /// Send `update` with `applyUpdate` over the socket; returns the server's answer.
+    async fn send(&mut self, update: &[u8]) -> Value {
+        let variables = json!({ "p": self.project, "u": STANDARD.encode(update), "c": self.name });
+        self.ws.request(APPLY, variables).await
     }
 
     /// Take updates until the document holds `target` (a server's version vector).
@@ -230,13 +230,7 @@ async fn try_edit(peer: &mut Peer, text: &str) -> String {
         .unwrap();
     doc.commit();
     let update = doc.export(ExportMode::updates(&before)).unwrap();
-    let answer = peer
-        .ws
-        .request(
-            APPLY,
-            json!({ "p": peer.project, "u": STANDARD.encode(update) }),
-        )
-        .await;
+    let answer = peer.send(&update).await;
     assert!(answer["data"].is_null(), "{answer}");
     answer["errors"][0]["extensions"]["code"]
         .as_str()
@@ -1098,10 +1092,7 @@ backend_tests! {
 async fn a_change_of_role_on_one_node_stops_edits_on_another_at_once() {
     codecrafter_tests::run_with(
         codecrafter_tests::Backend::Postgres,
-        |config| {
-            config.redis.url = Some(secrecy::SecretString::from("redis://127.0.0.1:6379"));
-            config.redis.channel = format!("cc-test-{}", uuid::Uuid::new_v4());
-        },
+        codecrafter_tests::use_redis,
         |app| async move {
             let node_b = app.spawn_node().await;
             let team = team(&app).await;
@@ -1139,10 +1130,7 @@ async fn a_change_of_role_on_one_node_stops_edits_on_another_at_once() {
 async fn concurrent_edits_on_two_nodes_converge() {
     codecrafter_tests::run_with(
         codecrafter_tests::Backend::Postgres,
-        |config| {
-            config.redis.url = Some(secrecy::SecretString::from("redis://127.0.0.1:6379"));
-            config.redis.channel = format!("cc-test-{}", uuid::Uuid::new_v4());
-        },
+        codecrafter_tests::use_redis,
         |app| async move {
             let node_b = app.spawn_node().await;
             let team = team(&app).await;

@@ -115,7 +115,7 @@ impl SharedSelection {
     /// execution would, and stays in `request` so that execution does not parse it again.
     pub fn of(
         request: &mut async_graphql::Request,
-        parsed: &crate::extensions::ParsedDocuments,
+        parsed: &crate::ParsedDocuments,
     ) -> Option<Self> {
         if let Some(document) = parsed.get(&request.query) {
             return Self::of_document(&document, request.operation_name.as_deref());
@@ -450,7 +450,7 @@ mod tests {
 
     #[test]
     fn a_document_parsed_lately_is_looked_up_and_not_parsed_again() {
-        let parsed = crate::extensions::ParsedDocuments::default();
+        let parsed = crate::ParsedDocuments::default();
         let text = "subscription { documentUpdates(projectId: 1) { update seq } }";
         let mut request = async_graphql::Request::new(text);
         let first = SharedSelection::of(&mut request, &parsed).expect("shareable");
