@@ -198,30 +198,34 @@ impl Workers {
                  (`echo 1 > /sys/kernel/rcu_expedited`, or boot with `rcupdate.rcu_expedited=1`)"
             );
         }
+        let concurrency = config.workers.concurrency();
         let executor = jobs::worker::Executor::new(
             services.db.clone(),
             services.queue.clone(),
             services.bus.clone(),
-            services.config.clone(),
+            jobs::worker::WorkerConfig {
+                sandboxes_ahead: concurrency,
+                ..services.config.clone()
+            },
             worker_id.clone(),
             observer,
         );
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let reaper = tokio::spawn(executor.clone().reap_until(stopped.clone()));
         let queue = services.queue.clone();
-        let concurrency = config.workers.concurrency();
         let mut until = stopped;
         let handle = tokio::spawn(async move {
             let shutdown = async move {
                 let _ = until.wait_for(|stop| *stop).await;
             };
             if let Err(error) = queue
-                .work(&worker_id, concurrency, executor, shutdown)
+                .work(&worker_id, concurrency, executor.clone(), shutdown)
                 .await
             {
                 tracing::error!(?error, "workers failed");
             }
             reaper.abort();
+            executor.close().await;
         });
         Self { stop, handle }
     }

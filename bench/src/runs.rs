@@ -18,6 +18,16 @@ const RUN: &str = "mutation($p: ID!, $s: String!) { runCode(projectId: $p, langu
 const EVENTS: &str = "subscription($p: ID!) { projectEvents(projectId: $p) { __typename ... on RunStarted { run { id } } ... on RunEnded { run { id status } } } }";
 const SOURCE: &str = "pass";
 
+fn python_pass() -> RunSpec {
+    RunSpec {
+        language: Language::Python,
+        files: vec![("main.py".into(), SOURCE.into())],
+        entry: "main.py".into(),
+        stdin: Vec::new(),
+        limits: jobs::RunLimits::default(),
+    }
+}
+
 pub async fn run(binary: &str, sequential: usize, concurrent: usize) -> anyhow::Result<()> {
     let bwrap = Path::new("bwrap");
     let mut bare = Vec::new();
@@ -38,19 +48,31 @@ pub async fn run(binary: &str, sequential: usize, concurrent: usize) -> anyhow::
     for _ in 0..sequential {
         let (output, _) = mpsc::unbounded_channel();
         let (_cancel, cancelled) = watch::channel(false);
-        let spec = RunSpec {
-            language: Language::Python,
-            files: vec![("main.py".into(), SOURCE.into())],
-            entry: "main.py".into(),
-            stdin: Vec::new(),
-            limits: jobs::RunLimits::default(),
-        };
         let start = Instant::now();
-        let outcome = sandbox::run(bwrap, spec, output, cancelled).await?;
+        let outcome = sandbox::run(bwrap, python_pass(), output, cancelled).await?;
         anyhow::ensure!(outcome.status == sandbox::Status::Succeeded, "{outcome:?}");
         alone.push(start.elapsed());
     }
     report("the sandbox alone (jobs::sandbox::run)", &mut alone);
+
+    // As a worker runs them: each run starts the next one's sandbox (the first has none).
+    let warm = sandbox::Warm::new(bwrap.into(), 1);
+    let mut ahead = Vec::new();
+    for i in 0..=sequential {
+        let (output, _) = mpsc::unbounded_channel();
+        let (_cancel, cancelled) = watch::channel(false);
+        let start = Instant::now();
+        let outcome = warm.run(python_pass(), output, cancelled).await?;
+        anyhow::ensure!(outcome.status == sandbox::Status::Succeeded, "{outcome:?}");
+        if i > 0 {
+            ahead.push(start.elapsed());
+        }
+    }
+    warm.close().await;
+    report(
+        "the sandbox started ahead, runs back to back (jobs::sandbox::Warm)",
+        &mut ahead,
+    );
 
     let server = Server::start(
         binary,

@@ -70,8 +70,6 @@ pub struct Plan {
     pub compile: Option<String>,
     /// The program and its arguments, `exec`ed as they are (no shell).
     pub run: Vec<String>,
-    /// Extra read-only binds: host path, path inside.
-    pub extra_binds: Vec<(PathBuf, String)>,
 }
 
 fn first_line(program: &Path, args: &[&str]) -> Option<String> {
@@ -143,24 +141,21 @@ pub fn plan(language: Language, entry: &str) -> Option<Plan> {
     let file = quote(&path);
     let binary = "/work/.codecrafter-program";
     let argv = |args: &[&str]| args.iter().map(|a| (*a).to_owned()).collect::<Vec<_>>();
-    let (compile, run, extra_binds) = match language {
-        Language::Python => (None, argv(&["python3", &path]), vec![]),
-        Language::JavaScript => (None, argv(&["node", &path]), vec![]),
-        Language::Bash => (None, argv(&["bash", &path]), vec![]),
+    let (compile, run) = match language {
+        Language::Python => (None, argv(&["python3", &path])),
+        Language::JavaScript => (None, argv(&["node", &path])),
+        Language::Bash => (None, argv(&["bash", &path])),
         Language::C => (
             Some(format!("gcc -O2 -pipe -o {binary} {file} -lm")),
             argv(&[binary]),
-            vec![],
         ),
         Language::Cpp => (
             Some(format!("g++ -O2 -pipe -o {binary} {file}")),
             argv(&[binary]),
-            vec![],
         ),
         Language::Rust => (
             Some(format!("rustc -O -o {binary} {file}")),
             argv(&[binary]),
-            vec![],
         ),
         Language::Java => {
             let class = Path::new(entry)
@@ -178,10 +173,9 @@ pub fn plan(language: Language, entry: &str) -> Option<Plan> {
                     "/work/.classes",
                     &class,
                 ]),
-                vec![],
             )
         }
-        Language::Ruby => (None, argv(&["ruby", &path]), vec![]),
+        Language::Ruby => (None, argv(&["ruby", &path])),
         Language::TypeScript => {
             // `--rootDir /work` keeps the entry's folders (`a/b.ts` becomes `a/b.js`); tsc reports
             // on stdout, and a compiler's messages belong on stderr.
@@ -191,7 +185,6 @@ pub fn plan(language: Language, entry: &str) -> Option<Plan> {
                     "tsc --pretty false --target es2020 --module commonjs --rootDir /work --outDir /work/.ts-out {file} 1>&2"
                 )),
                 argv(&["node", &format!("/work/.ts-out/{}", js.display())]),
-                vec![],
             )
         }
         Language::Go => (
@@ -199,14 +192,9 @@ pub fn plan(language: Language, entry: &str) -> Option<Plan> {
                 "GOCACHE=/work/.go-cache GOPATH=/work/.go go build -o {binary} {file}"
             )),
             argv(&[binary]),
-            vec![],
         ),
     };
-    Some(Plan {
-        compile,
-        run,
-        extra_binds,
-    })
+    Some(Plan { compile, run })
 }
 
 /// The sandbox's name for a project's language: the one mapping.

@@ -24,6 +24,10 @@
 //! The chain is the launcher (see `launcher`: joins the cgroups, sets the rlimits, opens the
 //! status file and the filters, drops to the run's uid) -> `bwrap` -> the supervisor (copies
 //! the files; `sh` only for a compile step) -> the program. No `unsafe`.
+//!
+//! All of it up to the supervisor depends only on the run's language and limits, so a
+//! [`Sandbox`] is started before its run is known and told what to run when it is; a worker
+//! keeps one started ahead for each run it may take (see `warm`).
 
 mod cgroup;
 mod languages;
@@ -31,6 +35,7 @@ mod launcher;
 mod seccomp;
 mod supervisor;
 mod uids;
+mod warm;
 
 use std::path::{Component, Path, PathBuf};
 use std::process::Stdio;
@@ -45,6 +50,7 @@ pub use crate::limits::RunLimits;
 pub use cgroup::Isolation;
 pub use languages::{Language, LanguageInfo, is_available, languages};
 pub use seccomp::denied as denied_syscalls;
+pub use warm::Warm;
 
 /// One run.
 #[derive(Clone, Debug)]
@@ -185,10 +191,12 @@ const RUN_DIR_PREFIX: &str = "codecrafter-run-";
 /// How often the status file and the CPU time are looked at while a run goes.
 const WATCH: Duration = Duration::from_millis(10);
 
-/// A relative path that stays inside its directory.
+/// A relative path that stays inside its directory (and has no NUL, which no file name can
+/// hold, and which ends a field of what the supervisor is told to run).
 fn safe_path(path: &str) -> Result<PathBuf, SandboxError> {
     let candidate = Path::new(path);
     let ok = !path.is_empty()
+        && !path.contains('\0')
         && candidate
             .components()
             .all(|c| matches!(c, Component::Normal(_)));
@@ -233,45 +241,25 @@ impl RunDir {
     }
 }
 
-/// Write the files into a new directory private to the run's uid.
-fn materialise(spec: &RunSpec, uid: Option<u32>) -> Result<RunDir, SandboxError> {
-    safe_path(&spec.entry)?;
+/// Give `path` mode `mode` and, when runs have uids of their own, to the run's uid.
+fn own(path: &Path, mode: u32, uid: Option<u32>) -> std::io::Result<()> {
+    set_mode(path, mode)?;
+    if let Some(uid) = uid {
+        std::os::unix::fs::chown(path, Some(uid), Some(uid))?;
+    }
+    Ok(())
+}
+
+/// A new directory private to the run's uid, with what the sandbox starts with; the run's
+/// files come with the run (see [`write_files`]).
+fn run_dir(uid: Option<u32>) -> Result<RunDir, SandboxError> {
     let dir = tempfile::Builder::new()
         .prefix(&format!("{RUN_DIR_PREFIX}{}-", std::process::id()))
         .tempdir()?;
-    let own = |path: &Path, mode: u32| -> std::io::Result<()> {
-        set_mode(path, mode)?;
-        if let Some(uid) = uid {
-            std::os::unix::fs::chown(path, Some(uid), Some(uid))?;
-        }
-        Ok(())
-    };
-    own(dir.path(), 0o700)?;
+    own(dir.path(), 0o700, uid)?;
     let src = dir.path().join("src");
     std::fs::create_dir(&src)?;
-    own(&src, 0o700)?;
-    for (path, contents) in &spec.files {
-        let relative = safe_path(path)?;
-        let target = src.join(&relative);
-        if let Some(parent) = target.parent() {
-            std::fs::create_dir_all(parent)?;
-            let mut ancestor = parent;
-            while ancestor != src {
-                own(ancestor, 0o700)?;
-                match ancestor.parent() {
-                    Some(up) => ancestor = up,
-                    None => break,
-                }
-            }
-        }
-        // create_new: a second file of the same path (or a crafted one) cannot overwrite.
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&target)?;
-        std::io::Write::write_all(&mut file, contents)?;
-        own(&target, 0o600)?;
-    }
+    own(&src, 0o700, uid)?;
     // Who the run is, for tools that look themselves up (and nothing about the host's users).
     for (name, text) in [
         (
@@ -282,7 +270,7 @@ fn materialise(spec: &RunSpec, uid: Option<u32>) -> Result<RunDir, SandboxError>
     ] {
         let path = dir.path().join(name);
         std::fs::write(&path, text)?;
-        own(&path, 0o644)?;
+        own(&path, 0o644, uid)?;
     }
     // Only the launcher (root) opens these; the run never sees the host's directory.
     let filters = seccomp::filters().map_err(|e| SandboxError::Start(format!("seccomp: {e}")))?;
@@ -298,6 +286,35 @@ fn materialise(spec: &RunSpec, uid: Option<u32>) -> Result<RunDir, SandboxError>
         dir,
         filters: filters.len(),
     })
+}
+
+/// Write the run's files into the directory the sandbox sees (read-only) as `/src`.
+fn write_files(dir: &RunDir, spec: &RunSpec, uid: Option<u32>) -> Result<(), SandboxError> {
+    safe_path(&spec.entry)?;
+    let src = dir.src();
+    for (path, contents) in &spec.files {
+        let relative = safe_path(path)?;
+        let target = src.join(&relative);
+        if let Some(parent) = target.parent() {
+            std::fs::create_dir_all(parent)?;
+            let mut ancestor = parent;
+            while ancestor != src {
+                own(ancestor, 0o700, uid)?;
+                match ancestor.parent() {
+                    Some(up) => ancestor = up,
+                    None => break,
+                }
+            }
+        }
+        // create_new: a second file of the same path (or a crafted one) cannot overwrite.
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&target)?;
+        std::io::Write::write_all(&mut file, contents)?;
+        own(&target, 0o600, uid)?;
+    }
+    Ok(())
 }
 
 fn set_mode(path: &Path, mode: u32) -> std::io::Result<()> {
@@ -338,299 +355,402 @@ fn refused(output: &mpsc::UnboundedSender<OutputChunk>, reason: String) -> Outco
     }
 }
 
+/// The wall and CPU budget of the prepare step (copy, compile): its own when the language
+/// compiles; a copy alone is counted against the program's.
+fn prepare_budget(limits: RunLimits, compiled: bool) -> (Duration, Duration) {
+    if compiled {
+        (limits.compile_wall(), limits.compile_cpu())
+    } else {
+        (limits.wall(), limits.cpu())
+    }
+}
+
 /// Run `spec` with `bwrap`, sending output to `output` as it comes, until it ends, hits a
-/// limit, or `cancel` turns true.
+/// limit, or `cancel` turns true. A sandbox started for it alone; a worker's runs take one
+/// started ahead (see [`Warm`]).
 pub async fn run(
     bwrap: &Path,
     spec: RunSpec,
     output: mpsc::UnboundedSender<OutputChunk>,
-    mut cancel: watch::Receiver<bool>,
+    cancel: watch::Receiver<bool>,
 ) -> Result<Outcome, SandboxError> {
-    let plan = languages::plan(spec.language, &spec.entry)
-        .ok_or_else(|| SandboxError::Start(format!("{:?} is not installed", spec.language)))?;
-    if !Path::new(supervisor::PERL).exists() {
-        return Err(SandboxError::Start(format!(
-            "{} (the sandbox's supervisor) is missing",
-            supervisor::PERL
-        )));
-    }
-    if let Some((file, inside)) = conflicting_paths(&spec.files) {
-        return Ok(refused(
-            &output,
-            format!(
-                "the project cannot be laid out: {file:?} is a file, but {inside:?} needs it to be a folder"
-            ),
-        ));
-    }
-    let limits = spec.limits;
-    let compiled = plan.compile.is_some();
-    // The prepare step (copy, compile) has its own budget when it compiles; a copy alone
-    // is counted against the program's.
-    let (prepare_wall, prepare_cpu) = if compiled {
-        (limits.compile_wall(), limits.compile_cpu())
-    } else {
-        (limits.wall(), limits.cpu())
-    };
-    let uid = uids::Uid::take()?;
-    let root = runs_as_root();
-    let dir = materialise(&spec, root.then_some(uid.uid))?;
-    let isolation = isolation();
-    let group = cgroup::Group::create(cgroup::GroupLimits {
-        memory_bytes: limits.memory_bytes,
-        processes: limits.processes,
-        cpu_cores: limits.cpu_cores,
-    })
-    .map_err(|e| SandboxError::Start(format!("cgroup: {e}")))?;
+    Sandbox::start(bwrap, spec.language, spec.limits)?
+        .run(spec, output, cancel)
+        .await
+}
 
-    // The program's file-size limit (whole 512-byte blocks, as `ulimit -f` counted them) and,
-    // as a per-process backstop to the cgroup's count, its CPU limit are set right before it
-    // starts, after a compile step that may write larger files and use its own CPU budget.
-    let program_file_bytes = limits.file_bytes.div_ceil(512).max(1) * 512;
-    let program_cpu_secs = whole_secs(limits.cpu());
-    let fsize = if compiled {
-        limits.file_bytes.max(COMPILE_FILE_BYTES)
-    } else {
-        limits.file_bytes
-    };
-    let filters = dir.filters;
-    // Per process, a backstop: the cgroup counts the whole tree (watched below).
-    let cpu_secs = whole_secs(prepare_cpu + limits.cpu());
-    let mut rlimits = vec![
-        launcher::limit(
-            libc::RLIMIT_NPROC,
-            limits.processes.into(),
-            limits.processes.into(),
-        ),
-        // Soft limit: SIGXCPU; the hard one a second later: SIGKILL for those who ignore it.
-        launcher::limit(libc::RLIMIT_CPU, cpu_secs, cpu_secs + 1),
-        launcher::limit(libc::RLIMIT_FSIZE, fsize, fsize),
-        launcher::limit(libc::RLIMIT_CORE, 0, 0),
-        launcher::limit(libc::RLIMIT_NOFILE, 256, 256),
-    ];
-    if isolation == Isolation::Rlimits {
-        // No cgroup: bound the address space instead (too tight for the JVM and Node,
-        // which reserve much more than they use; see `languages`).
-        rlimits.push(launcher::limit(
-            libc::RLIMIT_AS,
-            limits.memory_bytes,
-            limits.memory_bytes,
-        ));
-    }
-    let mut command = Command::new(supervisor::PERL);
-    command
-        .arg("-e")
-        .arg(launcher::script())
-        .arg(launcher::system_calls())
-        .arg(dir.file("status"))
-        .arg(dir.dir.path())
-        .arg(filters.to_string())
-        .arg(if root {
-            uid.uid.to_string()
-        } else {
-            String::new()
+/// A sandbox started before its run is known: the run's uid, directory, cgroups, rlimits
+/// and namespaces are in place and its supervisor waits to be told what to run (see
+/// `supervisor`). Starting is most of a short run's time (the launcher's and bubblewrap's
+/// execs, joining the cgroups, which waits for an RCU grace period, the mount namespace);
+/// nothing of the run is in it until [`Sandbox::run`], and it serves one run only.
+pub struct Sandbox {
+    language: Language,
+    limits: RunLimits,
+    child: tokio::process::Child,
+    group: cgroup::Group,
+    dir: RunDir,
+    uid: uids::Uid,
+}
+
+impl Sandbox {
+    /// Start a sandbox for a run in `language` under `limits`.
+    pub fn start(
+        bwrap: &Path,
+        language: Language,
+        limits: RunLimits,
+    ) -> Result<Self, SandboxError> {
+        // Whether the language compiles decides the launcher's limits: its plan for its
+        // usual entry says (the run's own plan comes with the run).
+        let compiled = languages::plan(language, language.source_file())
+            .ok_or_else(|| SandboxError::Start(format!("{language:?} is not installed")))?
+            .compile
+            .is_some();
+        if !Path::new(supervisor::PERL).exists() {
+            return Err(SandboxError::Start(format!(
+                "{} (the sandbox's supervisor) is missing",
+                supervisor::PERL
+            )));
+        }
+        let (_, prepare_cpu) = prepare_budget(limits, compiled);
+        let uid = uids::Uid::take()?;
+        let root = runs_as_root();
+        let dir = run_dir(root.then_some(uid.uid))?;
+        let group = cgroup::Group::create(cgroup::GroupLimits {
+            memory_bytes: limits.memory_bytes,
+            processes: limits.processes,
+            cpu_cores: limits.cpu_cores,
         })
-        .arg(rlimits.join(","))
-        .args(group.procs_files())
-        .arg("--");
-    command.arg(bwrap);
-    command.args(bwrap_args(&dir, limits, &plan.extra_binds, filters));
-    command
-        .args([supervisor::PERL, "-e", supervisor::script()])
-        .args([
-            libc::SYS_close.to_string(),
-            libc::SYS_prctl.to_string(),
-            libc::SYS_prlimit64.to_string(),
-            libc::RLIMIT_FSIZE.to_string(),
-            libc::RLIMIT_CPU.to_string(),
-            program_file_bytes.to_string(),
-            program_cpu_secs.to_string(),
-            plan.compile.clone().unwrap_or_default(),
-        ])
-        .args(&plan.run);
-    command
-        .env_clear()
-        .env("PATH", "/usr/bin:/bin")
-        .current_dir("/")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
+        .map_err(|e| SandboxError::Start(format!("cgroup: {e}")))?;
 
-    let started = Instant::now();
-    let mut child = command
-        .spawn()
-        .map_err(|e| SandboxError::Start(format!("cannot start the sandbox: {e}")))?;
-    let mut stdin = child.stdin.take();
-    let input = spec.stdin.clone();
-    let feeder = tokio::spawn(async move {
-        if let Some(stdin) = stdin.as_mut() {
-            let _ = stdin.write_all(&input).await;
-            let _ = stdin.shutdown().await;
-        }
-    });
-    let (over_tx, mut over_rx) = mpsc::channel::<()>(2);
-    let readers = [false, true].map(|stderr| {
-        let pipe: Option<Box<dyn tokio::io::AsyncRead + Unpin + Send>> = if stderr {
-            child.stderr.take().map(|p| Box::new(p) as _)
+        // The program's file-size limit (whole 512-byte blocks, as `ulimit -f` counted them)
+        // and, as a per-process backstop to the cgroup's count, its CPU limit are set right
+        // before it starts, after a compile step that may write larger files and use its own
+        // CPU budget.
+        let program_file_bytes = limits.file_bytes.div_ceil(512).max(1) * 512;
+        let program_cpu_secs = whole_secs(limits.cpu());
+        let fsize = if compiled {
+            limits.file_bytes.max(COMPILE_FILE_BYTES)
         } else {
-            child.stdout.take().map(|p| Box::new(p) as _)
+            limits.file_bytes
         };
-        let output = output.clone();
-        let over = over_tx.clone();
-        let cap = usize::try_from(limits.output_bytes).unwrap_or(usize::MAX);
-        tokio::spawn(read_stream(pipe, stderr, output, over, cap))
-    });
-    drop(over_tx);
-
-    #[derive(Clone, Copy, PartialEq)]
-    enum Stopped {
-        Wall,
-        Cpu,
-        Output,
-        Cancelled,
-    }
-    let status_path = dir.file("status");
-    let mut report = supervisor::Report::default();
-    // The CPU the prepare step used, once the program started.
-    let mut prepare_cpu_used: Option<Duration> = None;
-    let mut watch = tokio::time::interval(WATCH);
-    watch.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut stopped = None;
-    loop {
-        tokio::select! {
-            status = child.wait() => { status?; break; }
-            _ = watch.tick(), if stopped.is_none() => {
-                if let Ok(text) = std::fs::read(&status_path) {
-                    report.update(&text);
-                }
-                let cpu = group.cpu();
-                if report.run_started.is_some() && prepare_cpu_used.is_none() {
-                    prepare_cpu_used = Some(cpu.unwrap_or_default());
-                }
-                let over = match (report.run_started, prepare_cpu_used) {
-                    (Some(at), Some(before)) => {
-                        if at.elapsed() > limits.wall() {
-                            Some(Stopped::Wall)
-                        } else if cpu.is_some_and(|c| c.saturating_sub(before) > limits.cpu()) {
-                            Some(Stopped::Cpu)
-                        } else {
-                            None
-                        }
-                    }
-                    _ => {
-                        if started.elapsed() > prepare_wall {
-                            Some(Stopped::Wall)
-                        } else if cpu.is_some_and(|c| c > prepare_cpu) {
-                            Some(Stopped::Cpu)
-                        } else {
-                            None
-                        }
-                    }
-                };
-                if let Some(reason) = over {
-                    stopped = Some(reason);
-                    kill(&mut child, &group).await;
-                }
-            }
-            Some(()) = over_rx.recv(), if stopped.is_none() => {
-                stopped = Some(Stopped::Output);
-                kill(&mut child, &group).await;
-            }
-            changed = cancel.changed(), if stopped.is_none() => {
-                if changed.is_err() || *cancel.borrow() {
-                    stopped = Some(Stopped::Cancelled);
-                    kill(&mut child, &group).await;
-                }
-            }
-        }
-    }
-    let ended_at = Instant::now();
-    let cpu_total = group.cpu();
-    group.kill_all().await;
-    feeder.abort();
-    let mut truncated = [false, false];
-    let mut stderr_text = Vec::new();
-    for (i, reader) in readers.into_iter().enumerate() {
-        if let Ok(Ok(read)) = tokio::time::timeout(Duration::from_secs(2), reader).await {
-            truncated[i] = read.truncated;
-            if i == 1 {
-                stderr_text = read.head;
-            }
-        }
-    }
-    if let Ok(text) = std::fs::read(&status_path) {
-        report.update(&text);
-    }
-    let usage = group.usage();
-    drop(group);
-    drop(dir);
-    drop(uid);
-
-    if !report.ready && stopped.is_none() {
-        // The sandbox never came up: its own failure (the launcher, bubblewrap, the cgroups),
-        // whatever a program would have printed, since none ran.
-        let said = String::from_utf8_lossy(&stderr_text).trim().to_owned();
-        return Err(SandboxError::Start(if said.is_empty() {
-            "the sandbox ended before its supervisor started".to_owned()
-        } else {
-            said
-        }));
-    }
-    let program_ran = report.run_started.is_some();
-    let ended = if program_ran {
-        report.ran
-    } else {
-        report.prepared
-    };
-    let (exit_code, signal) = match ended {
-        Some(supervisor::Ended::Exit(code)) => (Some(code), None),
-        Some(supervisor::Ended::Signal(signal)) => (None, Some(signal)),
-        None => (None, None),
-    };
-    let (wall_time, cpu_time) = match report.run_started {
-        Some(at) => (
-            ended_at.saturating_duration_since(at),
-            cpu_total
-                .zip(prepare_cpu_used)
-                .map_or(Duration::ZERO, |(total, before)| {
-                    total.saturating_sub(before)
-                }),
-        ),
-        None => (ended_at - started, cpu_total.unwrap_or_default()),
-    };
-    let cpu_used = cpu_time;
-    let status = match stopped {
-        Some(Stopped::Cancelled) => Status::Cancelled,
-        Some(Stopped::Output) => Status::OutputLimit,
-        Some(Stopped::Wall | Stopped::Cpu) => Status::TimedOut,
-        // The memory cgroup killed a process and the run did not succeed: whoever died
-        // (the program, a child of it, the compiler under its driver), memory is the cause.
-        None if usage.memory_limit_hit && ended != Some(supervisor::Ended::Exit(0)) => {
-            Status::MemoryLimit
-        }
-        // The supervisor vanished without a word and no limit explains it.
-        None if ended.is_none() => {
-            return Err(SandboxError::Start(
-                "the sandbox's supervisor ended without reporting".into(),
+        let filters = dir.filters;
+        // Per process, a backstop: the cgroup counts the whole tree (watched while it runs).
+        let cpu_secs = whole_secs(prepare_cpu + limits.cpu());
+        let mut rlimits = vec![
+            launcher::limit(
+                libc::RLIMIT_NPROC,
+                limits.processes.into(),
+                limits.processes.into(),
+            ),
+            // Soft limit: SIGXCPU; the hard one a second later: SIGKILL for those who ignore it.
+            launcher::limit(libc::RLIMIT_CPU, cpu_secs, cpu_secs + 1),
+            launcher::limit(libc::RLIMIT_FSIZE, fsize, fsize),
+            launcher::limit(libc::RLIMIT_CORE, 0, 0),
+            launcher::limit(libc::RLIMIT_NOFILE, 256, 256),
+        ];
+        if isolation() == Isolation::Rlimits {
+            // No cgroup: bound the address space instead (too tight for the JVM and Node,
+            // which reserve much more than they use; see `languages`).
+            rlimits.push(launcher::limit(
+                libc::RLIMIT_AS,
+                limits.memory_bytes,
+                limits.memory_bytes,
             ));
         }
-        // SIGXCPU, or the hard CPU limit's SIGKILL once the soft one was ignored.
-        None if signal == Some(24) => Status::TimedOut,
-        None if signal == Some(9) && cpu_used >= limits.cpu().mul_f64(0.95) => Status::TimedOut,
-        None if program_ran && exit_code == Some(0) => Status::Succeeded,
-        None => Status::Failed,
-    };
-    Ok(Outcome {
-        status,
-        exit_code,
-        signal,
-        wall_time,
-        cpu_time,
-        peak_memory_bytes: usage.peak_memory,
-        stdout_truncated: truncated[0],
-        stderr_truncated: truncated[1],
-        error: None,
-    })
+        let mut command = Command::new(supervisor::PERL);
+        command
+            .arg("-e")
+            .arg(launcher::script())
+            .arg(launcher::system_calls())
+            .arg(dir.file("status"))
+            .arg(dir.dir.path())
+            .arg(filters.to_string())
+            .arg(if root {
+                uid.uid.to_string()
+            } else {
+                String::new()
+            })
+            .arg(rlimits.join(","))
+            .args(group.procs_files())
+            .arg("--");
+        command.arg(bwrap);
+        command.args(bwrap_args(&dir, limits, filters));
+        command
+            .args([supervisor::PERL, "-e", supervisor::script()])
+            .args([
+                libc::SYS_close.to_string(),
+                libc::SYS_prctl.to_string(),
+                libc::SYS_prlimit64.to_string(),
+                libc::RLIMIT_FSIZE.to_string(),
+                libc::RLIMIT_CPU.to_string(),
+                program_file_bytes.to_string(),
+                program_cpu_secs.to_string(),
+            ]);
+        command
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .current_dir("/")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let child = command
+            .spawn()
+            .map_err(|e| SandboxError::Start(format!("cannot start the sandbox: {e}")))?;
+        Ok(Self {
+            language,
+            limits,
+            child,
+            group,
+            dir,
+            uid,
+        })
+    }
+
+    /// Whether `spec` may run here: it was started for the run's language and limits.
+    pub fn fits(&self, spec: &RunSpec) -> bool {
+        self.language == spec.language && self.limits == spec.limits
+    }
+
+    /// Whether it still waits for its run (nothing on the way failed).
+    pub fn waiting(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Stop it unused, and remove what it had.
+    pub async fn discard(mut self) {
+        kill(&mut self.child, &self.group).await;
+        let _ = self.child.wait().await;
+        self.group.kill_all().await;
+    }
+
+    /// Run `spec` (which must [`fit`](Self::fits)), sending output to `output` as it comes,
+    /// until it ends, hits a limit, or `cancel` turns true.
+    pub async fn run(
+        self,
+        spec: RunSpec,
+        output: mpsc::UnboundedSender<OutputChunk>,
+        mut cancel: watch::Receiver<bool>,
+    ) -> Result<Outcome, SandboxError> {
+        if !self.fits(&spec) {
+            self.discard().await;
+            return Err(SandboxError::Start(
+                "the sandbox was started for another language or other limits".into(),
+            ));
+        }
+        let Some(plan) = languages::plan(spec.language, &spec.entry) else {
+            self.discard().await;
+            return Err(SandboxError::Start(format!(
+                "{:?} is not installed",
+                spec.language
+            )));
+        };
+        if let Some((file, inside)) = conflicting_paths(&spec.files) {
+            self.discard().await;
+            return Ok(refused(
+                &output,
+                format!(
+                    "the project cannot be laid out: {file:?} is a file, but {inside:?} needs it to be a folder"
+                ),
+            ));
+        }
+        if let Err(error) = write_files(&self.dir, &spec, runs_as_root().then_some(self.uid.uid)) {
+            self.discard().await;
+            return Err(error);
+        }
+        let Self {
+            mut child,
+            group,
+            dir,
+            uid,
+            limits,
+            ..
+        } = self;
+        let (prepare_wall, prepare_cpu) = prepare_budget(limits, plan.compile.is_some());
+
+        // The supervisor reads what to run, then the program reads its input.
+        let mut input = supervisor::order(plan.compile.as_deref(), &plan.run);
+        input.extend_from_slice(&spec.stdin);
+        let started = Instant::now();
+        // What the sandbox used while it waited is not the run's.
+        let cpu_before = group.cpu().unwrap_or_default();
+        let mut stdin = child.stdin.take();
+        let feeder = tokio::spawn(async move {
+            if let Some(stdin) = stdin.as_mut() {
+                let _ = stdin.write_all(&input).await;
+                let _ = stdin.shutdown().await;
+            }
+        });
+        let (over_tx, mut over_rx) = mpsc::channel::<()>(2);
+        let readers = [false, true].map(|stderr| {
+            let pipe: Option<Box<dyn tokio::io::AsyncRead + Unpin + Send>> = if stderr {
+                child.stderr.take().map(|p| Box::new(p) as _)
+            } else {
+                child.stdout.take().map(|p| Box::new(p) as _)
+            };
+            let output = output.clone();
+            let over = over_tx.clone();
+            let cap = usize::try_from(limits.output_bytes).unwrap_or(usize::MAX);
+            tokio::spawn(read_stream(pipe, stderr, output, over, cap))
+        });
+        drop(over_tx);
+
+        #[derive(Clone, Copy, PartialEq)]
+        enum Stopped {
+            Wall,
+            Cpu,
+            Output,
+            Cancelled,
+        }
+        let status_path = dir.file("status");
+        let mut report = supervisor::Report::default();
+        // The CPU used by the time the program started (the prepare step's, and the
+        // sandbox's while it waited).
+        let mut prepare_cpu_used: Option<Duration> = None;
+        let mut watch = tokio::time::interval(WATCH);
+        watch.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut stopped = None;
+        loop {
+            tokio::select! {
+                status = child.wait() => { status?; break; }
+                _ = watch.tick(), if stopped.is_none() => {
+                    if let Ok(text) = std::fs::read(&status_path) {
+                        report.update(&text);
+                    }
+                    let cpu = group.cpu();
+                    if report.run_started.is_some() && prepare_cpu_used.is_none() {
+                        prepare_cpu_used = Some(cpu.unwrap_or_default());
+                    }
+                    let over = match (report.run_started, prepare_cpu_used) {
+                        (Some(at), Some(before)) => {
+                            if at.elapsed() > limits.wall() {
+                                Some(Stopped::Wall)
+                            } else if cpu.is_some_and(|c| c.saturating_sub(before) > limits.cpu()) {
+                                Some(Stopped::Cpu)
+                            } else {
+                                None
+                            }
+                        }
+                        _ => {
+                            if started.elapsed() > prepare_wall {
+                                Some(Stopped::Wall)
+                            } else if cpu.is_some_and(|c| c.saturating_sub(cpu_before) > prepare_cpu) {
+                                Some(Stopped::Cpu)
+                            } else {
+                                None
+                            }
+                        }
+                    };
+                    if let Some(reason) = over {
+                        stopped = Some(reason);
+                        kill(&mut child, &group).await;
+                    }
+                }
+                Some(()) = over_rx.recv(), if stopped.is_none() => {
+                    stopped = Some(Stopped::Output);
+                    kill(&mut child, &group).await;
+                }
+                changed = cancel.changed(), if stopped.is_none() => {
+                    if changed.is_err() || *cancel.borrow() {
+                        stopped = Some(Stopped::Cancelled);
+                        kill(&mut child, &group).await;
+                    }
+                }
+            }
+        }
+        let ended_at = Instant::now();
+        let cpu_total = group.cpu();
+        group.kill_all().await;
+        feeder.abort();
+        let mut truncated = [false, false];
+        let mut stderr_text = Vec::new();
+        for (i, reader) in readers.into_iter().enumerate() {
+            if let Ok(Ok(read)) = tokio::time::timeout(Duration::from_secs(2), reader).await {
+                truncated[i] = read.truncated;
+                if i == 1 {
+                    stderr_text = read.head;
+                }
+            }
+        }
+        if let Ok(text) = std::fs::read(&status_path) {
+            report.update(&text);
+        }
+        let usage = group.usage();
+        drop(group);
+        drop(dir);
+        drop(uid);
+
+        if !report.ready && stopped.is_none() {
+            // The sandbox never came up: its own failure (the launcher, bubblewrap, the
+            // cgroups), whatever a program would have printed, since none ran.
+            let said = String::from_utf8_lossy(&stderr_text).trim().to_owned();
+            return Err(SandboxError::Start(if said.is_empty() {
+                "the sandbox ended before its supervisor started".to_owned()
+            } else {
+                said
+            }));
+        }
+        let program_ran = report.run_started.is_some();
+        let ended = if program_ran {
+            report.ran
+        } else {
+            report.prepared
+        };
+        let (exit_code, signal) = match ended {
+            Some(supervisor::Ended::Exit(code)) => (Some(code), None),
+            Some(supervisor::Ended::Signal(signal)) => (None, Some(signal)),
+            None => (None, None),
+        };
+        let (wall_time, cpu_time) = match report.run_started {
+            Some(at) => (
+                ended_at.saturating_duration_since(at),
+                cpu_total
+                    .zip(prepare_cpu_used)
+                    .map_or(Duration::ZERO, |(total, before)| {
+                        total.saturating_sub(before)
+                    }),
+            ),
+            None => (
+                ended_at - started,
+                cpu_total.unwrap_or_default().saturating_sub(cpu_before),
+            ),
+        };
+        let cpu_used = cpu_time;
+        let status = match stopped {
+            Some(Stopped::Cancelled) => Status::Cancelled,
+            Some(Stopped::Output) => Status::OutputLimit,
+            Some(Stopped::Wall | Stopped::Cpu) => Status::TimedOut,
+            // The memory cgroup killed a process and the run did not succeed: whoever died
+            // (the program, a child of it, the compiler under its driver), memory is the
+            // cause.
+            None if usage.memory_limit_hit && ended != Some(supervisor::Ended::Exit(0)) => {
+                Status::MemoryLimit
+            }
+            // The supervisor vanished without a word and no limit explains it.
+            None if ended.is_none() => {
+                return Err(SandboxError::Start(
+                    "the sandbox's supervisor ended without reporting".into(),
+                ));
+            }
+            // SIGXCPU, or the hard CPU limit's SIGKILL once the soft one was ignored.
+            None if signal == Some(24) => Status::TimedOut,
+            None if signal == Some(9) && cpu_used >= limits.cpu().mul_f64(0.95) => Status::TimedOut,
+            None if program_ran && exit_code == Some(0) => Status::Succeeded,
+            None => Status::Failed,
+        };
+        Ok(Outcome {
+            status,
+            exit_code,
+            signal,
+            wall_time,
+            cpu_time,
+            peak_memory_bytes: usage.peak_memory,
+            stdout_truncated: truncated[0],
+            stderr_truncated: truncated[1],
+            error: None,
+        })
+    }
 }
 
 /// Whole seconds, rounded up, at least one (rlimits count seconds).
@@ -643,12 +763,7 @@ async fn kill(child: &mut tokio::process::Child, group: &cgroup::Group) {
     group.kill_all().await;
 }
 
-fn bwrap_args(
-    dir: &RunDir,
-    limits: RunLimits,
-    extra: &[(PathBuf, String)],
-    filters: usize,
-) -> Vec<String> {
+fn bwrap_args(dir: &RunDir, limits: RunLimits, filters: usize) -> Vec<String> {
     let mut args: Vec<String> = [
         "--unshare-all",
         "--unshare-user",
@@ -701,13 +816,6 @@ fn bwrap_args(
         args.extend([
             "--add-seccomp-fd".into(),
             (FIRST_FILTER_FD + n as u32).to_string(),
-        ]);
-    }
-    for (host, inside) in extra {
-        args.extend([
-            "--ro-bind".into(),
-            host.display().to_string(),
-            inside.clone(),
         ]);
     }
     let work_bytes = limits

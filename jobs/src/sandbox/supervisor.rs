@@ -10,6 +10,9 @@
 //! is an exit code and a signal a signal, and no output the program writes can be mistaken
 //! for either.
 //!
+//! It is started before its run is known (see `Sandbox`): once `ready`, it waits for what to
+//! run on its standard input (see [`order`]), which then goes on as the program's.
+//!
 //! Perl because `perl-base` is part of every Debian system (the worker image included) and
 //! its builtins (fork, exec, waitpid, syscall) do this without loading a module; the
 //! system-call numbers it needs are passed in, as the Rust side knows them per target.
@@ -21,13 +24,16 @@ pub const PERL: &str = "/usr/bin/perl";
 
 /// Arguments: the numbers of `close`, `prctl` and `prlimit64`; the numbers of
 /// `RLIMIT_FSIZE` and `RLIMIT_CPU`, the program's file-size limit (bytes) and CPU limit (soft,
-/// seconds); the compile command (`sh`, empty for none); then the program and its arguments.
+/// seconds). Standard input starts with the order: the compile command (`sh`, empty for
+/// none), then the program and its arguments (see [`order`]); standard input closed before
+/// the order ends it with nothing run.
 ///
 /// The prepare phase copies `/src` into `/work` itself (in a child, under the run's limits,
 /// as `cp -R` did) and then, when the language compiles, runs the compile command with
 /// `sh`; the program is `exec`ed directly, its own limits set first.
 const SCRIPT: &str = r#"
-my ($close, $prctl, $prlimit, $fsize, $cpu, $file_bytes, $cpu_secs, $compile, @run) = @ARGV;
+my ($close, $prctl, $prlimit, $fsize, $cpu, $file_bytes, $cpu_secs) = @ARGV;
+my ($compile, @run);
 ($close, $prctl, $prlimit, $fsize, $cpu) = map { $_ + 0 } ($close, $prctl, $prlimit, $fsize, $cpu);
 open(my $st, '>&=', STATUS_FD) or exit 70;
 opendir(my $fds, '/proc/self/fd') or exit 71;
@@ -38,6 +44,23 @@ fcntl($st, 2, 1) or exit 72;
 syscall($prctl, 4, 0, 0, 0, 0) == 0 or exit 73;
 select((select($st), $| = 1)[0]);
 print $st "ready\n";
+# The order: its length in decimal and a newline, then fields each ending in a NUL. Read
+# unbuffered, so that what follows stays the program's input.
+my $length = '';
+while (1) {
+    sysread(STDIN, my $byte, 1) or exit 0;
+    last if $byte eq "\n";
+    $length .= $byte;
+    exit 74 if length($length) > 9;
+}
+$length =~ /^\d+$/ or exit 74;
+my $order = '';
+while (length($order) < $length) {
+    sysread(STDIN, $order, $length - length($order), length($order)) or exit 0;
+}
+($compile, @run) = split(/\0/, $order, -1);
+pop(@run);
+@run or exit 74;
 sub phase {
     my ($name, $child) = @_;
     my $pid = fork();
@@ -102,6 +125,21 @@ print $st "run start\n";
 phase('run', \&program);
 exit 0;
 "#;
+
+/// What the supervisor is told to run, as it reads it on its standard input: the compile
+/// command (none: empty) and the program's arguments, each ending in a NUL (no argument can
+/// hold one), after their length and a newline.
+pub fn order(compile: Option<&str>, run: &[String]) -> Vec<u8> {
+    let mut fields = Vec::new();
+    for field in std::iter::once(compile.unwrap_or_default()).chain(run.iter().map(String::as_str))
+    {
+        fields.extend_from_slice(field.as_bytes());
+        fields.push(0);
+    }
+    let mut order = format!("{}\n", fields.len()).into_bytes();
+    order.append(&mut fields);
+    order
+}
 
 /// The script with the status descriptor's number the launcher opens it on.
 pub fn script() -> &'static str {

@@ -54,6 +54,9 @@ pub struct WorkerConfig {
     pub max_attempts: i32,
     /// The `bwrap` executable the sandbox uses.
     pub bwrap: PathBuf,
+    /// Sandboxes kept started ahead of runs (see `sandbox::Warm`): one per run the worker
+    /// takes at a time.
+    pub sandboxes_ahead: usize,
 }
 
 impl Default for WorkerConfig {
@@ -61,6 +64,7 @@ impl Default for WorkerConfig {
         Self {
             max_attempts: DEFAULT_MAX_ATTEMPTS,
             bwrap: "bwrap".into(),
+            sandboxes_ahead: 1,
         }
     }
 }
@@ -96,6 +100,7 @@ pub struct Executor {
     config: WorkerConfig,
     worker_id: String,
     observer: Arc<dyn RunObserver>,
+    sandboxes: Arc<sandbox::Warm>,
 }
 
 impl Executor {
@@ -108,6 +113,7 @@ impl Executor {
         observer: Arc<dyn RunObserver>,
     ) -> Arc<Self> {
         Arc::new(Self {
+            sandboxes: sandbox::Warm::new(config.bwrap.clone(), config.sandboxes_ahead),
             db,
             queue,
             bus,
@@ -115,6 +121,11 @@ impl Executor {
             worker_id,
             observer,
         })
+    }
+
+    /// Stop the sandboxes started ahead of runs (once no more runs are taken).
+    pub async fn close(&self) {
+        self.sandboxes.close().await;
     }
 
     async fn enqueue(&self, id: Uuid) -> anyhow::Result<()> {
@@ -216,8 +227,10 @@ impl Executor {
         };
         let (chunks_tx, mut chunks) = mpsc::unbounded_channel::<sandbox::OutputChunk>();
         let sandbox_span = tracing::info_span!("sandbox", run = %run.id, language = ?run.language, attempt = run.attempts);
-        let sandbox =
-            sandbox::run(&self.config.bwrap, spec, chunks_tx, cancel).instrument(sandbox_span);
+        let sandbox = self
+            .sandboxes
+            .run(spec, chunks_tx, cancel)
+            .instrument(sandbox_span);
         tokio::pin!(sandbox);
         // A later attempt goes on numbering where the earlier one stopped, so followers keep
         // receiving (its output replaces the earlier attempt's in the row).

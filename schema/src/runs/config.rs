@@ -50,6 +50,7 @@ impl RunsConfig {
         WorkerConfig {
             max_attempts: self.max_attempts,
             bwrap: self.bwrap.clone(),
+            sandboxes_ahead: 1,
         }
     }
 }
