@@ -14,7 +14,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use apalis::prelude::*;
 use apalis_redis::RedisStorage;
-use apalis_sqlite::{SqlitePool, SqliteStorage};
+use apalis_sqlite::{SqliteConnectOptions, SqlitePool, SqliteStorage};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tracing::Instrument as _;
@@ -65,8 +65,16 @@ enum Storage {
 impl Queue {
     /// A queue in the SQLite file at `path` (created when missing).
     pub async fn sqlite(path: &Path) -> anyhow::Result<Self> {
-        let url = format!("sqlite://{}?mode=rwc", path.display());
-        let pool = SqlitePool::connect(&url)
+        // On every connection of the pool: `SqliteStorage::setup` sets its pragmas on one
+        // connection only, and `synchronous` is a connection's own (the others would sync
+        // the log at every commit). A job lost with the machine's power leaves its run
+        // QUEUED, which the reaper enqueues again.
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .pragma("journal_mode", "WAL")
+            .pragma("synchronous", "NORMAL");
+        let pool = SqlitePool::connect_with(options)
             .await
             .with_context(|| format!("cannot open the job queue at {}", path.display()))?;
         SqliteStorage::<()>::setup(&pool)
