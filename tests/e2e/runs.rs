@@ -412,11 +412,15 @@ backend_tests! {
     }
 
     async fn infrastructure_failures_are_retried_then_given_up(app) {
-        // A bubblewrap that fails on its first start, then works.
+        // A bubblewrap that fails on its first two starts, then works: the first run's own
+        // sandbox and the one the worker starts ahead for the next run, in whichever order
+        // they get there (`mkdir` decides, atomically), so the first attempt fails for sure
+        // and the retry finds no sandbox waiting that works.
         let dir = tempfile::tempdir().unwrap();
-        let counter = dir.path().join("started");
+        let first = dir.path().join("first");
+        let second = dir.path().join("second");
         let flaky = dir.path().join("flaky-bwrap");
-        std::fs::write(&flaky, format!("#!/bin/sh\nif [ ! -e {0} ]; then : > {0}; echo 'bwrap: simulated failure' >&2; exit 1; fi\nexec bwrap \"$@\"\n", counter.display())).unwrap();
+        std::fs::write(&flaky, format!("#!/bin/sh\nif mkdir {0} 2>/dev/null || mkdir {1} 2>/dev/null; then echo 'bwrap: simulated failure' >&2; exit 1; fi\nexec bwrap \"$@\"\n", first.display(), second.display())).unwrap();
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
         std::fs::set_permissions(&flaky, std::fs::Permissions::from_mode(0o755)).unwrap();
