@@ -10,27 +10,9 @@ use jobs::RunLimits;
 use jobs::sandbox::{self, Language, Outcome, OutputChunk, RunSpec, Status};
 use tokio::sync::{mpsc, watch};
 
-fn bwrap() -> &'static Path {
-    Path::new("bwrap")
-}
+mod common;
 
-fn spec(language: Language, file: &str, source: &str) -> RunSpec {
-    RunSpec {
-        language,
-        files: vec![(file.to_owned(), source.as_bytes().to_vec())],
-        entry: file.to_owned(),
-        stdin: Vec::new(),
-        limits: RunLimits {
-            wall_ms: 5_000,
-            cpu_ms: 2_000,
-            memory_bytes: 128 * 1024 * 1024,
-            processes: 32,
-            file_bytes: 1024 * 1024,
-            output_bytes: 16 * 1024,
-            ..RunLimits::DEFAULT
-        },
-    }
-}
+use common::{bwrap, spec};
 
 struct Ran {
     outcome: Outcome,

@@ -4,13 +4,16 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use jobs::RunLimits;
 use jobs::sandbox::{self, Language, Outcome, RunSpec, Status, Warm};
 use tokio::sync::{Mutex, MutexGuard, mpsc, watch};
+
+mod common;
+
+use common::{bwrap, spec};
 
 static TURNS: Mutex<()> = Mutex::const_new(());
 
@@ -19,25 +22,7 @@ async fn turn() -> MutexGuard<'static, ()> {
 }
 
 fn warm() -> Arc<Warm> {
-    Warm::new(PathBuf::from("bwrap"), 1)
-}
-
-fn spec(language: Language, file: &str, source: &str) -> RunSpec {
-    RunSpec {
-        language,
-        files: vec![(file.to_owned(), source.as_bytes().to_vec())],
-        entry: file.to_owned(),
-        stdin: Vec::new(),
-        limits: RunLimits {
-            wall_ms: 5_000,
-            cpu_ms: 2_000,
-            memory_bytes: 128 * 1024 * 1024,
-            processes: 32,
-            file_bytes: 1024 * 1024,
-            output_bytes: 64 * 1024,
-            ..RunLimits::DEFAULT
-        },
-    }
+    Warm::new(bwrap().to_path_buf(), 1)
 }
 
 fn python(source: &str) -> RunSpec {
@@ -229,12 +214,7 @@ async fn closing_stops_the_sandboxes_that_wait_and_starts_no_more() {
 #[tokio::test]
 async fn a_sandbox_that_fits_nothing_refuses_the_run() {
     let _turn = turn().await;
-    let sandbox = sandbox::Sandbox::start(
-        std::path::Path::new("bwrap"),
-        Language::Bash,
-        python("").limits,
-    )
-    .unwrap();
+    let sandbox = sandbox::Sandbox::start(bwrap(), Language::Bash, python("").limits).unwrap();
     let (tx, _rx) = mpsc::unbounded_channel();
     let (_cancel, cancel) = watch::channel(false);
     let result = sandbox.run(python("print(1)"), tx, cancel).await;
