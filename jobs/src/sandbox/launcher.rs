@@ -12,7 +12,7 @@
 //! Arguments: the system calls (`prlimit64,prctl,dup3,setgroups,setresgid,setresuid,capget,
 //! capset`), the status file, the run directory (its `seccomp-<n>.bpf` filters), the number of
 //! filters, the uid to become (empty: stay), the rlimits (`resource=soft:hard,…`), the
-//! `cgroup.procs` files to join, `--`, then the command. It exits 125 with a line on stderr
+//! cgroup files to join (see `cgroup::Group::join_files`), `--`, then the command. It exits 125 with a line on stderr
 //! when a step fails, before anything of the run started.
 
 use std::sync::OnceLock;
@@ -34,10 +34,10 @@ sub place {
 place($status, '>>', STATUS_FD);
 place("$dir/seccomp-$_.bpf", '<', FIRST_FILTER_FD + $_) for 0 .. $filters - 1;
 while (@ARGV && $ARGV[0] ne '--') {
-    my $procs = shift(@ARGV);
-    open(my $fh, '>', $procs) or fail("open $procs");
-    print $fh "$$\n";
-    close($fh) or fail("join $procs");
+    my $join = shift(@ARGV);
+    open(my $fh, '>', $join) or fail("open $join");
+    print $fh "0\n";
+    close($fh) or fail("join $join");
 }
 shift(@ARGV);
 for my $limit (split(/,/, $limits)) {

@@ -472,7 +472,7 @@ impl Sandbox {
                 String::new()
             })
             .arg(rlimits.join(","))
-            .args(group.procs_files())
+            .args(group.join_files())
             .arg("--");
         command.arg(bwrap);
         command.args(bwrap_args(&dir, limits, filters));
