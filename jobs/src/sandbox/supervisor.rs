@@ -5,10 +5,10 @@
 //! descriptors or memory through `/proc`. It closes every descriptor but 0–2 and its status
 //! descriptor (`STATUS_FD`, opened by the launcher on a file only the worker reads), then
 //! runs the prepare phase (the copy into `/work`, then the compile step) and the program,
-//! each as its own child, reaping every orphan, and writes one line per event: `ready`,
-//! `run start`, and `<phase> exit N` or `<phase> signal N` from `waitpid` — so an exit code
-//! is an exit code and a signal a signal, and no output the program writes can be mistaken
-//! for either.
+//! the compile step and the program each as its own child, reaping every orphan, and writes
+//! one line per event: `ready`, `run start`, and `<phase> exit N` or `<phase> signal N` from
+//! `waitpid` (`prepare exit 1` when the copy failed) — so an exit code is an exit code and a
+//! signal a signal, and no output the program writes can be mistaken for either.
 //!
 //! It is started before its run is known (see `Sandbox`): once `ready`, it waits for what to
 //! run on its standard input (see [`order`]), which then goes on as the program's.
@@ -28,9 +28,10 @@ pub const PERL: &str = "/usr/bin/perl";
 /// none), then the program and its arguments (see [`order`]); standard input closed before
 /// the order ends it with nothing run.
 ///
-/// The prepare phase copies `/src` into `/work` itself (in a child, under the run's limits,
-/// as `cp -R` did) and then, when the language compiles, runs the compile command with
-/// `sh`; the program is `exec`ed directly, its own limits set first.
+/// The prepare phase copies `/src` into `/work` itself (under the run's limits, which the
+/// launcher set for the whole sandbox, as `cp -R` did) and then, when the language compiles,
+/// runs the compile command with `sh` in a child; the program is `exec`ed directly, its own
+/// limits set first.
 const SCRIPT: &str = r#"
 my ($close, $prctl, $prlimit, $fsize, $cpu, $file_bytes, $cpu_secs) = @ARGV;
 my ($compile, @run);
@@ -105,10 +106,16 @@ sub copy_tree {
         }
     }
 }
+# The copy in this process (a fork of its own cost a run about half a millisecond), the
+# compile step in a child.
 sub prepare {
-    eval { copy_tree('/src', '/work'); 1 } or do { print STDERR $@; exit 1; };
-    exec('/bin/sh', '-c', $compile) if $compile ne '';
-    exit 0;
+    if (!eval { copy_tree('/src', '/work'); 1 }) {
+        print STDERR $@;
+        print $st "prepare exit 1\n";
+        return 1 << 8;
+    }
+    return 0 if $compile eq '';
+    return phase('prepare', sub { exec('/bin/sh', '-c', $compile); });
 }
 sub program {
     syscall($prlimit, 0, $fsize, pack('QQ', $file_bytes, $file_bytes), 0) == 0 or exit 126;
@@ -120,7 +127,7 @@ sub program {
     print STDERR "cannot run $run[0]: $!\n";
     exit 127;
 }
-exit 0 if phase('prepare', \&prepare) != 0;
+exit 0 if prepare() != 0;
 print $st "run start\n";
 phase('run', \&program);
 exit 0;
