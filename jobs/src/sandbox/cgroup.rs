@@ -254,6 +254,12 @@ pub struct Group {
 
 const CPU_PERIOD_US: u64 = 100_000;
 
+/// The CPU weight of a sandbox until its run is handed over (v2's `cpu.weight`, v1's
+/// `cpu.shares`): the lowest, so that a sandbox started ahead yields the core to the run in
+/// hand wherever the two meet on one. Then the default (`HANDED_OVER_WEIGHT`).
+const WAITING_WEIGHT: (&str, &str) = ("1", "2");
+const HANDED_OVER_WEIGHT: (&str, &str) = ("100", "1024");
+
 impl Group {
     pub fn create(limits: GroupLimits) -> std::io::Result<Self> {
         let layout = layout();
@@ -276,6 +282,7 @@ impl Group {
                 let _ = std::fs::write(dir.join("memory.swap.max"), "0");
                 std::fs::write(dir.join("pids.max"), limits.processes.to_string())?;
                 std::fs::write(dir.join("cpu.max"), format!("{quota} {CPU_PERIOD_US}"))?;
+                let _ = std::fs::write(dir.join("cpu.weight"), WAITING_WEIGHT.0);
             }
             Isolation::CgroupV1 => {
                 let name = format!("run-{}-{id}", std::process::id());
@@ -300,6 +307,7 @@ impl Group {
                                     CPU_PERIOD_US.to_string(),
                                 )?;
                                 std::fs::write(dir.join("cpu.cfs_quota_us"), quota.to_string())?;
+                                let _ = std::fs::write(dir.join("cpu.shares"), WAITING_WEIGHT.1);
                             }
                         }
                     }
@@ -307,6 +315,21 @@ impl Group {
             }
         }
         Ok(group)
+    }
+
+    /// The run is handed over: its processes get the default CPU weight.
+    pub fn hand_over(&self) {
+        for (controller, dir) in &self.dirs {
+            match (self.isolation, *controller) {
+                (Isolation::CgroupV2, _) => {
+                    let _ = std::fs::write(dir.join("cpu.weight"), HANDED_OVER_WEIGHT.0);
+                }
+                (Isolation::CgroupV1, "memory" | "pids") | (Isolation::Rlimits, _) => {}
+                (Isolation::CgroupV1, _) => {
+                    let _ = std::fs::write(dir.join("cpu.shares"), HANDED_OVER_WEIGHT.1);
+                }
+            }
+        }
     }
 
     /// The files the run's first process joins the run's cgroups through, by writing `0`

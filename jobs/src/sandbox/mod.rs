@@ -568,6 +568,7 @@ impl Sandbox {
             ..
         } = self;
         let (prepare_wall, prepare_cpu) = prepare_budget(limits, plan.compile.is_some());
+        group.hand_over();
 
         // The supervisor reads what to run, then the program reads its input.
         let mut input = supervisor::order(plan.compile.as_deref(), &plan.run);
