@@ -149,6 +149,24 @@ async fn odd_file_names_are_files() {
     }
 }
 
+/// A project file larger than a written file may be: the copy into `/work` fails, and the run
+/// fails with the reason instead of the program running without its file.
+#[tokio::test]
+async fn a_file_over_the_file_size_limit_fails_the_run_with_the_reason() {
+    let mut spec = spec(Language::Python, "main.py", "print('ran')");
+    let too_big = usize::try_from(spec.limits.file_bytes).unwrap() + 1;
+    spec.files.push(("big.txt".into(), vec![b'x'; too_big]));
+    let result = run(spec).await;
+    assert_eq!(result.outcome.status, Status::Failed, "{}", result.stderr);
+    assert_eq!(result.outcome.exit_code, Some(1));
+    assert_eq!(result.stdout, "", "the program ran");
+    assert!(
+        result.stderr.contains("cannot write /work/big.txt"),
+        "{}",
+        result.stderr
+    );
+}
+
 #[tokio::test]
 async fn output_arrives_in_order() {
     let result = python("import sys\nfor i in range(200):\n    print(i, flush=True)").await;
