@@ -254,11 +254,11 @@ pub struct Group {
 
 const CPU_PERIOD_US: u64 = 100_000;
 
-/// The CPU weight of a sandbox until its run is handed over (v2's `cpu.weight`, v1's
-/// `cpu.shares`): the lowest, so that a sandbox started ahead yields the core to the run in
-/// hand wherever the two meet on one. Then the default (`HANDED_OVER_WEIGHT`).
-const WAITING_WEIGHT: (&str, &str) = ("1", "2");
-const HANDED_OVER_WEIGHT: (&str, &str) = ("100", "1024");
+#[derive(Clone, Copy)]
+enum Weight {
+    Lowest,
+    Default,
+}
 
 impl Group {
     pub fn create(limits: GroupLimits) -> std::io::Result<Self> {
@@ -282,7 +282,6 @@ impl Group {
                 let _ = std::fs::write(dir.join("memory.swap.max"), "0");
                 std::fs::write(dir.join("pids.max"), limits.processes.to_string())?;
                 std::fs::write(dir.join("cpu.max"), format!("{quota} {CPU_PERIOD_US}"))?;
-                let _ = std::fs::write(dir.join("cpu.weight"), WAITING_WEIGHT.0);
             }
             Isolation::CgroupV1 => {
                 let name = format!("run-{}-{id}", std::process::id());
@@ -307,28 +306,35 @@ impl Group {
                                     CPU_PERIOD_US.to_string(),
                                 )?;
                                 std::fs::write(dir.join("cpu.cfs_quota_us"), quota.to_string())?;
-                                let _ = std::fs::write(dir.join("cpu.shares"), WAITING_WEIGHT.1);
                             }
                         }
                     }
                 }
             }
         }
+        // Until its run is handed over, the lowest weight: a sandbox started ahead yields the
+        // core to the run in hand wherever the two meet on one.
+        group.set_cpu_weight(Weight::Lowest);
         Ok(group)
     }
 
     /// The run is handed over: its processes get the default CPU weight.
     pub fn hand_over(&self) {
-        for (controller, dir) in &self.dirs {
-            match (self.isolation, *controller) {
-                (Isolation::CgroupV2, _) => {
-                    let _ = std::fs::write(dir.join("cpu.weight"), HANDED_OVER_WEIGHT.0);
-                }
-                (Isolation::CgroupV1, "memory" | "pids") | (Isolation::Rlimits, _) => {}
-                (Isolation::CgroupV1, _) => {
-                    let _ = std::fs::write(dir.join("cpu.shares"), HANDED_OVER_WEIGHT.1);
-                }
-            }
+        self.set_cpu_weight(Weight::Default);
+    }
+
+    /// The lowest CPU weight, or the default (v2's `cpu.weight` 1 or 100, v1's `cpu.shares`
+    /// 2 or 1024), in the group of the cpu controller.
+    fn set_cpu_weight(&self, weight: Weight) {
+        let (controller, file, value) = match (self.isolation, weight) {
+            (Isolation::Rlimits, _) => return,
+            (Isolation::CgroupV2, Weight::Lowest) => ("", "cpu.weight", "1"),
+            (Isolation::CgroupV2, Weight::Default) => ("", "cpu.weight", "100"),
+            (Isolation::CgroupV1, Weight::Lowest) => ("cpu", "cpu.shares", "2"),
+            (Isolation::CgroupV1, Weight::Default) => ("cpu", "cpu.shares", "1024"),
+        };
+        if let Some((_, dir)) = self.dirs.iter().find(|(c, _)| *c == controller) {
+            let _ = std::fs::write(dir.join(file), value);
         }
     }
 

@@ -12,8 +12,8 @@
 //! Arguments: the system calls (`prlimit64,prctl,dup3,setgroups,setresgid,setresuid,capget,
 //! capset`), the status file, the run directory (its `seccomp-<n>.bpf` filters), the number of
 //! filters, the uid to become (empty: stay), the rlimits (`resource=soft:hard,…`), the
-//! cgroup files to join (see `cgroup::Group::join_files`), `--`, then the command. It exits 125 with a line on stderr
-//! when a step fails, before anything of the run started.
+//! cgroup files to join (see `cgroup::Group::join_files`), `--`, then the command. It exits
+//! 125 with a line on stderr when a step fails, before anything of the run started.
 
 use std::sync::OnceLock;
 
